@@ -1,0 +1,4 @@
+from stream.cli import main
+import sys
+
+sys.exit(main())

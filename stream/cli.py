@@ -1,0 +1,214 @@
+"""The `emotion-stream` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from stream import __version__
+from stream.config import ENV_CONFIG, ENV_MODELS, ENV_PROVIDER, Config, load_config
+from stream.errors import EmotionStreamError, MediaError, NoFacesError
+from stream.media import MediaInfo
+from stream.types import VideoFrame
+
+EXIT_CODES = """exit status:
+  0  success            2  bad flag or config       3  unreadable, truncated or non-video input
+  4  no faces found     5  model file missing/corrupt    1  other errors    130  interrupted
+"""
+
+MAIN_HELP = f"""\
+Per-person facial expression analytics for live calls and video files.
+
+Every face gets a stable ID ("Face 1", "Face 2", ... in order of appearance) that survives
+leaving and re-entering the picture; each ID gets a smoothed expression timeline (neutral,
+happiness, sadness, surprise, fear, disgust, anger; contempt where the model supports it), with
+confidence, estimated valence/arousal, and its dominant expression with the share of time.
+
+Expressions are not feelings. Do not use this to judge employees or students (EU AI Act).
+
+examples:
+  emotion-stream analyze clip.mp4                      summary in the terminal
+  emotion-stream analyze clip.mp4 --html report.html   report with timelines and thumbnails
+  emotion-stream analyze clip.mp4 --json out.json --csv timeline.csv --fps 5
+  emotion-stream models verify                         are all model files present and intact?
+
+models are looked up in one folder: ${ENV_MODELS} or `models.dir` in the config
+(e.g. export {ENV_MODELS}=../shared/models). Config: configs/default.toml, or
+--config FILE / ${ENV_CONFIG}; ${ENV_PROVIDER}=cpu|cuda|auto picks the ONNX Runtime provider.
+
+{EXIT_CODES}"""
+
+ANALYZE_HELP = """\
+Analyse a video (any container/codec ffmpeg reads, variable frame rate included) or an image.
+Prints one line per face, e.g. "Face 1  dominant: surprise 88.1%  visible 12.3 s", then the
+overall line. The share is the fraction of the face's visible time during which its smoothed
+label was that expression (see README, "Definitions").
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (default: configs/default.toml)")
+    p.add_argument(
+        "--models", metavar="DIR", help=f"models folder (overrides ${ENV_MODELS} and models.dir)"
+    )
+    p.add_argument(
+        "--provider", choices=("auto", "cpu", "cuda"), help="ONNX Runtime provider (default auto)"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render --help in the README)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="emotion-stream", description=MAIN_HELP, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"emotion-stream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    a = sub.add_parser(
+        "analyze", help="analyse a video or image file", description=ANALYZE_HELP,
+        formatter_class=fmt, epilog=EXIT_CODES,
+    )
+    a.add_argument("path", type=Path, metavar="PATH", help="video or image file")
+    a.add_argument(
+        "--fps", type=float, help="analysed frames per second of video (default 10; more = finer, slower)"
+    )
+    a.add_argument(
+        "--json", nargs="?", const="-", metavar="FILE",
+        help="write the summary as JSON to FILE (or stdout when FILE is omitted or '-')",
+    )
+    a.add_argument("--csv", type=Path, metavar="FILE", help="write the per-face timeline as CSV")
+    a.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report with plots")
+    a.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_common(a)
+
+    m = sub.add_parser(
+        "models", help="list, verify or download model files", formatter_class=fmt,
+        description="Model files are checked against models/manifest.toml (size and sha256).",
+        epilog=EXIT_CODES,
+    )
+    m.add_argument(
+        "action", choices=("list", "verify", "fetch"),
+        help="list: what the manifest names and where; verify: check every file (sha256); "
+        "fetch: download files that have an upstream URL, then verify",
+    )
+    _add_common(m)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config)
+    if args.models:
+        cfg = cfg.replace("models", dir=args.models)
+    if args.provider:
+        cfg = cfg.replace("runtime", provider=args.provider)
+    return cfg
+
+
+def _progress(no_bar: bool):  # type: ignore[no-untyped-def]
+    def wrap(frames: Iterable[VideoFrame], info: MediaInfo) -> Iterable[VideoFrame]:
+        if no_bar or info.kind != "video" or not sys.stderr.isatty():
+            yield from frames
+            return
+        from tqdm import tqdm
+
+        total = round(info.duration, 1) or None
+        with tqdm(total=total, unit="s", desc=info.path.name, leave=False, file=sys.stderr) as bar:
+            done = 0.0
+            for frame in frames:
+                bar.update(round(frame.t - done, 3))
+                done = frame.t
+                yield frame
+
+    return wrap
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from stream import report
+    from stream.analyze import analyze_file, with_fps
+
+    cfg = with_fps(_config(args), args.fps)
+    result = analyze_file(args.path, cfg, progress=_progress(args.no_progress))
+    out = sys.stderr if args.json == "-" else sys.stdout
+    for line in report.summary_lines(result):
+        print(line, file=out)
+    if args.json:
+        if args.json == "-":
+            import json
+
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            report.write_json(result, Path(args.json))
+            print(f"wrote {args.json}", file=out)
+    if args.csv:
+        report.write_csv(result, args.csv)
+        print(f"wrote {args.csv}", file=out)
+    if args.html:
+        report.write_html(result, args.html)
+        print(f"wrote {args.html}", file=out)
+    if result.error:
+        raise MediaError(
+            f"{result.error}; results above cover the part before the failure"
+        )
+    if not result.faces:
+        raise NoFacesError(
+            f"no faces found in {args.path} ({result.frames} frame(s) analysed"
+            + (f" over {result.info.duration:.1f} s)" if result.info.kind == "video" else ")")
+        )
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from stream.registry import Manifest, ModelStore
+
+    cfg = _config(args)
+    manifest = Manifest.load(Path(cfg.models.manifest) if cfg.models.manifest else None)
+    store = ModelStore(cfg.models_dir(), manifest)
+    print(f"models folder: {store.dir}  (set by {ENV_MODELS} or models.dir)")
+    bad = 0
+    for spec in manifest:
+        if args.action == "fetch" and spec.url and store.check(spec.name).state != "ok":
+            print(f"  downloading {spec.file} ...", flush=True)
+            try:
+                store.fetch(spec.name)
+            except EmotionStreamError as exc:
+                print(f"  {exc}", file=sys.stderr)
+        if args.action == "list":
+            exists = (store.dir / spec.file).is_file()
+            state = "present" if exists else "missing"
+        else:
+            st = store.check(spec.name)
+            state = st.state + (f" ({st.detail})" if st.detail else "")
+            bad += st.state != "ok"
+        print(f"  {spec.name:<28} {spec.task:<10} {spec.bytes / 1e6:6.2f} MB  {state:<9} {spec.licence}")
+    if bad:
+        print(f"{bad} model file(s) missing or corrupt", file=sys.stderr)
+        return 5
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a command; user errors print one line and return their exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "analyze":
+            return _cmd_analyze(args)
+        return _cmd_models(args)
+    except EmotionStreamError as exc:
+        print(f"emotion-stream: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("emotion-stream: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
