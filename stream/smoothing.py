@@ -27,12 +27,15 @@ class _State:
     t: float
     vec: F32  # 8 probabilities + valence + arousal
     label: str
+    prev_obs: F32
 
 
 class ExpressionSmoother:
     """Exponential smoothing with a time constant, so results do not depend on the frame rate.
 
-    After a gap of `dt` seconds the new observation gets weight 1 - exp(-dt / tau). A face unseen
+    The state relaxes towards the observations with time constant `tau_s` (seconds), each
+    observation held from the midpoint of the gap before it, so the response depends on media
+    time, not on how many frames were analysed. A face unseen
     for longer than `reset_after_s` starts afresh. The shown label changes only when another
     label leads it by `hysteresis`; below `uncertain_below` the label is "uncertain".
     """
@@ -54,13 +57,18 @@ class ExpressionSmoother:
         obs = np.concatenate([probs, valence_arousal]).astype(np.float32)
         st = self._states.get(key)
         if st is None or t - st.t > c.reset_after_s or t < st.t:
-            st = _State(t, obs, UNCERTAIN)
+            st = _State(t, obs, UNCERTAIN, obs)
             self._states[key] = st
         else:
+            # The change happened somewhere between the two samples: hold the previous
+            # observation for the first half of the gap and the new one for the second half.
             dt = t - st.t
-            alpha = 1.0 if c.tau_s == 0 else 1.0 - math.exp(-dt / c.tau_s)
-            st.vec = (st.vec + np.float32(alpha) * (obs - st.vec)).astype(np.float32)
+            decay = 0.0 if c.tau_s == 0 else math.exp(-dt / (2 * c.tau_s))
+            prev = st.prev_obs
+            mid = prev + np.float32(decay) * (st.vec - prev)
+            st.vec = (obs + np.float32(decay) * (mid - obs)).astype(np.float32)
             st.t = t
+        st.prev_obs = obs
         p = st.vec[:8]
         top = int(np.argmax(p))
         if p[top] < c.uncertain_below:
