@@ -15,7 +15,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,9 +78,9 @@ def _square_crop(image: U8, box: Sequence[float], scale: float) -> tuple[U8, boo
         The crop (edges replicated where it leaves the image) and whether it fitted inside.
     """
     x1, y1, x2, y2 = (float(v) for v in box)
-    side = int(round(max(x2 - x1, y2 - y1) * scale))
+    side = round(max(x2 - x1, y2 - y1) * scale)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    left, top = round(cx - side / 2), round(cy - side / 2)
     h, w = image.shape[:2]
     pad = max(0, -left, -top, left + side - w, top + side - h)
     if pad:
@@ -162,8 +161,8 @@ class DriftScene:
         canvas = np.full((FRAME_H, FRAME_W, 3), BACKGROUND, dtype=np.uint8)
         s = self.side
         for tile, (ax, ay, amp, per_x, per_y, px, py) in zip(self.tiles, self.motion, strict=True):
-            x = ax + int(round(amp * math.sin(2 * math.pi * index / per_x + px)))
-            y = ay + int(round(amp * math.sin(2 * math.pi * index / per_y + py)))
+            x = ax + round(amp * math.sin(2 * math.pi * index / per_x + px))
+            y = ay + round(amp * math.sin(2 * math.pi * index / per_y + py))
             canvas[y : y + s, x : x + s] = tile
         return VideoFrame(canvas, index / FRAME_RATE, index)
 
@@ -180,6 +179,7 @@ class FaceRun:
     frames: int
     face_px: int
     stage_ms: dict[str, float]
+    median_total_ms: float
     p95_total_ms: float
     fps: float
     embedded_frames: int
@@ -214,13 +214,14 @@ def run_faces(
         embeddings += result.embedded
         seen += len(result.faces)
         numbers.update(f.number for f in result.faces)
-    p95 = float(np.percentile(totals, 95)) if totals else 0.0
+    p50, p95 = (float(v) for v in np.percentile(totals, [50, 95])) if totals else (0.0, 0.0)
     return FaceRun(
         faces=len(faces),
         threads=threads,
         frames=frames,
         face_px=int(scene.side / 1.6),
         stage_ms={k: v / max(frames, 1) for k, v in sums.items()},
+        median_total_ms=p50,
         p95_total_ms=p95,
         fps=frames / wall if wall > 0 else 0.0,
         embedded_frames=embedded_frames,
@@ -341,7 +342,8 @@ def _fmt_stage_row(run: FaceRun) -> str:
     s = run.stage_ms
     return (
         f"  {run.faces:>5} {run.face_px:>6} {run.threads:>3} {s['detect']:>8.2f} {s['track']:>8.2f}"
-        f" {s['emotion']:>8.2f} {s['total']:>8.2f} {run.p95_total_ms:>8.2f} {run.fps:>8.1f}"
+        f" {s['emotion']:>8.2f} {s['total']:>8.2f} {run.median_total_ms:>6.2f}"
+        f" {run.p95_total_ms:>6.2f} {run.fps:>6.1f}"
         f" {run.embedded_frames:>5}/{run.frames:<5} {run.embeddings:>6} {run.ids:>4}"
         f" {run.faces_mean:>6.2f}"
     )
@@ -350,8 +352,8 @@ def _fmt_stage_row(run: FaceRun) -> str:
 def _stage_header() -> str:
     return (
         f"  {'faces':>5} {'facepx':>6} {'thr':>3} {'detect':>8} {'track':>8} {'emotion':>8}"
-        f" {'total':>8} {'p95':>8} {'fps':>8} {'emb.frames':>11} {'embeds':>6} {'ids':>4}"
-        f" {'shown':>6}"
+        f" {'total':>8} {'p50':>6} {'p95':>6} {'fps':>6} {'emb.frames':>11} {'embeds':>6}"
+        f" {'ids':>4} {'shown':>6}"
     )
 
 
@@ -375,7 +377,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=300, help="timed frames per face count")
     p.add_argument("--warmup", type=int, default=30, help="untimed frames before timing")
     p.add_argument("--faces", default="1,4,8", help="comma-separated face counts")
-    p.add_argument("--clips", nargs="*", help=f"clips in <shared>/media/video (default {DEFAULT_CLIPS})")
+    p.add_argument(
+        "--clips", nargs="*", help=f"clips in <shared>/media/video (default {DEFAULT_CLIPS})"
+    )
     p.add_argument("--memory-clip", default=MEMORY_CLIP, help="clip for the peak-RSS run")
     p.add_argument("--no-threads", action="store_true", help="skip the intra_op_threads 1 vs 2 run")
     p.add_argument("--no-analyze", action="store_true", help="skip the analyze_file runs")
@@ -410,13 +414,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     pipeline = VisionPipeline.from_config(config)
     load_s = time.perf_counter() - t0
-    base_threads = config.runtime.intra_op_threads
     print(
         f"emotion-stream vision benchmark | python {platform.python_version()} | onnxruntime "
-        f"{onnxruntime.__version__} | {os.cpu_count()} CPUs | intra_op_threads={base_threads} "
-        f"inter_op_threads={config.runtime.inter_op_threads} | provider={config.runtime.provider}"
+        f"{onnxruntime.__version__} | {os.cpu_count()} CPUs | runtime: {config.runtime}"
     )
-    print(f"models {config.models_dir()} (pipeline built in {load_s:.2f} s) | media {media}")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(
+        f"models {config.models_dir()} (pipeline built in {load_s:.2f} s) | media {media}"
+        f" | load average {load}"
+    )
 
     faces = load_faces(media / "identities", pipeline, max(face_counts))
     print("faces: " + ", ".join(f"{f.person} ({f.file})" for f in faces))
@@ -430,43 +436,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_stage_header())
     runs: list[FaceRun] = []
     for n in face_counts:
-        run = run_faces(pipeline, faces[:n], args.frames, args.warmup, base_threads)
+        run = run_faces(
+            pipeline, faces[:n], args.frames, args.warmup, config.runtime.intra_op_threads
+        )
         runs.append(run)
         print(_fmt_stage_row(run), flush=True)
     print(
-        "  (facepx: face box side in px; emb.frames: frames that computed embeddings; "
-        "ids: distinct face numbers; shown: faces reported per frame)"
+        "  (ms are means over the timed frames, p50/p95 of total; fps = timed frames / wall time"
+        " of process();\n   facepx: face box side; emb.frames: frames that computed embeddings;"
+        " ids: distinct face numbers; shown: faces reported per frame)"
     )
-
-    # 4. intra_op_threads 1 vs 2.
-    thread_runs: list[FaceRun] = []
-    if not args.no_threads:
-        print("\n4. runtime.intra_op_threads 1 vs 2")
-        print(_stage_header())
-        for threads in (1, 2):
-            if threads == base_threads:
-                same = [r for r in runs if r.faces in (1, 4)]
-                thread_runs += same
-                for r in same:
-                    print(_fmt_stage_row(r) + "  (from 1.)")
-                continue
-            p = VisionPipeline.from_config(config.replace("runtime", intra_op_threads=threads))
-            for n in (1, 4):
-                if n > len(faces):
-                    continue
-                run = run_faces(p, faces[:n], args.frames, args.warmup, threads)
-                thread_runs.append(run)
-                print(_fmt_stage_row(run), flush=True)
-            del p
-        for n in (1, 4):
-            pair = {r.threads: r for r in thread_runs if r.faces == n}
-            if 1 in pair and 2 in pair:
-                fast = 1 if pair[1].fps >= pair[2].fps else 2
-                print(
-                    f"  {n} face(s): {pair[1].fps:.1f} fps with 1 thread, {pair[2].fps:.1f} fps "
-                    f"with 2 -> {fast} thread(s) faster by "
-                    f"{max(pair[1].fps, pair[2].fps) / min(pair[1].fps, pair[2].fps):.2f}x"
-                )
 
     # 2. analyze wall time vs clip duration.
     clip_runs: list[ClipRun] = []
@@ -502,6 +481,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             m = child_peak_rss(what, c)
             mem_runs.append(m)
             print(f"  {m.what:<60} {m.rss_mb:>7.1f} MB  {m.wall_s:>5.2f} s  exit {m.exit_code}")
+
+    # 4. intra_op_threads 1 vs 2.
+    thread_runs: list[FaceRun] = []
+    if not args.no_threads:
+        print("\n4. runtime.intra_op_threads 1 vs 2")
+        print(_stage_header())
+        # Both settings run here, back to back, so slow drift of the machine does not favour one.
+        by_threads = {
+            t: VisionPipeline.from_config(config.replace("runtime", intra_op_threads=t))
+            for t in (1, 2)
+        }
+        for n in (1, 4):
+            if n > len(faces):
+                continue
+            for threads, p in by_threads.items():
+                run = run_faces(p, faces[:n], args.frames, args.warmup, threads)
+                thread_runs.append(run)
+                print(_fmt_stage_row(run), flush=True)
+        del by_threads
+        for n in (1, 4):
+            pair = {r.threads: r for r in thread_runs if r.faces == n}
+            if 1 in pair and 2 in pair:
+                fast = 1 if pair[1].fps >= pair[2].fps else 2
+                print(
+                    f"  {n} face(s): {pair[1].fps:.1f} fps with 1 thread, {pair[2].fps:.1f} fps "
+                    f"with 2 -> {fast} thread(s) faster by "
+                    f"{max(pair[1].fps, pair[2].fps) / min(pair[1].fps, pair[2].fps):.2f}x"
+                )
 
     checks: list[Check] = []
     for run in runs:
