@@ -1,4 +1,5 @@
-from stream.cli import main
 import sys
+
+from stream.cli import main
 
 sys.exit(main())

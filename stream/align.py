@@ -48,7 +48,7 @@ def similarity_transform(src: F32, dst: F32) -> F32:
 
 
 def align_faces(image: U8, faces: FaceDetections, size: int = 112) -> U8:
-    """Warp each face onto the ArcFace template; returns [N, size, size, 3] in the image's colours."""
+    """Warp each face onto the ArcFace template: [N, size, size, 3] in the image's colours."""
     out = np.zeros((len(faces), size, size, 3), dtype=np.uint8)
     template = ARCFACE_112 * (size / 112.0)
     for i, lm in enumerate(faces.landmarks):
@@ -68,7 +68,7 @@ def crop_squares(image: U8, boxes: F32, size: int, scale: float = 1.0) -> U8:
     """Cut square crops around boxes, resized to size×size; outside the frame is black."""
     sq = square_boxes(boxes, scale)
     out = np.zeros((len(boxes), size, size, 3), dtype=np.uint8)
-    for i, (x1, y1, x2, y2) in enumerate(sq):
+    for i, (x1, y1, x2, _y2) in enumerate(sq):
         k = size / max(float(x2 - x1), 1e-6)
         m = np.array([[k, 0, -x1 * k], [0, k, -y1 * k]], dtype=np.float32)
         interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR

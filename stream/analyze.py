@@ -161,6 +161,8 @@ def analyze_file(
 
 def with_fps(config: Config, fps: float | None) -> Config:
     """Config with `analyze.fps` replaced (validated)."""
-    return config if fps is None else dataclasses.replace(
-        config, analyze=dataclasses.replace(config.analyze, fps=fps)
+    return (
+        config
+        if fps is None
+        else dataclasses.replace(config, analyze=dataclasses.replace(config.analyze, fps=fps))
     )

@@ -57,26 +57,38 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--provider", choices=("auto", "cpu", "cuda"), help="ONNX Runtime provider (default auto)"
     )
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to render --help in the README)."""
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="emotion-stream", description=MAIN_HELP, formatter_class=fmt)
+    parser = argparse.ArgumentParser(
+        prog="emotion-stream", description=MAIN_HELP, formatter_class=fmt
+    )
     parser.add_argument("--version", action="version", version=f"emotion-stream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     a = sub.add_parser(
-        "analyze", help="analyse a video or image file", description=ANALYZE_HELP,
-        formatter_class=fmt, epilog=EXIT_CODES,
+        "analyze",
+        help="analyse a video or image file",
+        description=ANALYZE_HELP,
+        formatter_class=fmt,
+        epilog=EXIT_CODES,
     )
     a.add_argument("path", type=Path, metavar="PATH", help="video or image file")
     a.add_argument(
-        "--fps", type=float, help="analysed frames per second of video (default 10; more = finer, slower)"
+        "--fps",
+        type=float,
+        help="analysed frames per second of video (default 10; more = finer, slower)",
     )
     a.add_argument(
-        "--json", nargs="?", const="-", metavar="FILE",
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
         help="write the summary as JSON to FILE (or stdout when FILE is omitted or '-')",
     )
     a.add_argument("--csv", type=Path, metavar="FILE", help="write the per-face timeline as CSV")
@@ -85,12 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(a)
 
     m = sub.add_parser(
-        "models", help="list, verify or download model files", formatter_class=fmt,
+        "models",
+        help="list, verify or download model files",
+        formatter_class=fmt,
         description="Model files are checked against models/manifest.toml (size and sha256).",
         epilog=EXIT_CODES,
     )
     m.add_argument(
-        "action", choices=("list", "verify", "fetch"),
+        "action",
+        choices=("list", "verify", "fetch"),
         help="list: what the manifest names and where; verify: check every file (sha256); "
         "fetch: download files that have an upstream URL, then verify",
     )
@@ -149,9 +164,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         report.write_html(result, args.html)
         print(f"wrote {args.html}", file=out)
     if result.error:
-        raise MediaError(
-            f"{result.error}; results above cover the part before the failure"
-        )
+        raise MediaError(f"{result.error}; results above cover the part before the failure")
     if not result.faces:
         raise NoFacesError(
             f"no faces found in {args.path} ({result.frames} frame(s) analysed"
@@ -182,7 +195,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
             st = store.check(spec.name)
             state = st.state + (f" ({st.detail})" if st.detail else "")
             bad += st.state != "ok"
-        print(f"  {spec.name:<28} {spec.task:<10} {spec.bytes / 1e6:6.2f} MB  {state:<9} {spec.licence}")
+        print(
+            f"  {spec.name:<28} {spec.task:<10} {spec.bytes / 1e6:6.2f} MB  {state:<9} "
+            f"{spec.licence}"
+        )
     if bad:
         print(f"{bad} model file(s) missing or corrupt", file=sys.stderr)
         return 5

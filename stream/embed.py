@@ -29,7 +29,7 @@ class FaceEmbedder:
         out = self.session.run([self.output] if self.output else None, {self.io.input: x})[0]
         out = np.asarray(out, dtype=np.float32)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-9)
+        return np.asarray(out / np.maximum(norms, 1e-9), dtype=np.float32)
 
     def __call__(self, image: U8, faces: FaceDetections) -> F32:
         """Embed the given faces of a BGR frame."""

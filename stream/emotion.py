@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 from stream.align import crop_squares
+from stream.errors import ModelError
 from stream.labels import LABEL_INDEX, LABELS, canonical, estimate_valence_arousal
 from stream.preprocess import to_tensor
-from stream.registry import ModelError, ModelSpec
+from stream.registry import ModelSpec
 from stream.types import F32, U8, EmotionScores, FaceDetections
 
 

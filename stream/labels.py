@@ -84,4 +84,4 @@ def estimate_valence_arousal(
     p = np.where(supported[None, :], np.asarray(probs, dtype=np.float32), 0.0)
     total = p.sum(axis=1, keepdims=True)
     p = p / np.maximum(total, 1e-9)
-    return (p @ table).astype(np.float32)
+    return np.asarray(p @ table, dtype=np.float32)

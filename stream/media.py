@@ -90,7 +90,9 @@ def probe(path: Path) -> MediaInfo:
         with av.open(str(path)) as container:
             return _stream_info(container, path)
     except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: not a media file ffmpeg can read, or truncated ({exc})") from None
+        raise MediaError(
+            f"{path}: not a media file ffmpeg can read, or truncated ({exc})"
+        ) from None
 
 
 def read_frames(path: Path, fps: float) -> Iterator[VideoFrame]:
@@ -114,11 +116,15 @@ def read_frames(path: Path, fps: float) -> Iterator[VideoFrame]:
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: not a media file ffmpeg can read, or truncated ({exc})") from None
+        raise MediaError(
+            f"{path}: not a media file ffmpeg can read, or truncated ({exc})"
+        ) from None
     with container:
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
-        start = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+        start = 0.0
+        if vs.start_time is not None and vs.time_base is not None:
+            start = float(vs.start_time * vs.time_base)
         base_rate = info.fps or 30.0
         try:
             for frame in container.decode(vs):

@@ -12,7 +12,8 @@ from stream.config import Config
 from stream.detect import YuNetDetector
 from stream.embed import FaceEmbedder
 from stream.emotion import EmotionEnsemble, EmotionModel, Member
-from stream.registry import Manifest, ModelError, ModelStore
+from stream.errors import ModelError
+from stream.registry import Manifest, ModelStore
 from stream.runtime import SessionFactory
 from stream.smoothing import ExpressionSmoother
 from stream.tracker import IdentityTracker
@@ -66,10 +67,8 @@ class VisionPipeline:
         self.excluded: set[int] = set()
 
     @classmethod
-    def from_config(
-        cls, config: Config, factory: SessionFactory | None = None
-    ) -> VisionPipeline:
-        """Build the pipeline with the models named in the config (sessions shared via `factory`)."""
+    def from_config(cls, config: Config, factory: SessionFactory | None = None) -> VisionPipeline:
+        """Build the pipeline from the config; sessions come from (and are shared via) `factory`."""
         factory = factory or make_factory(config)
         manifest = factory.store.manifest
         det_spec = manifest[config.models.detector]
@@ -87,7 +86,9 @@ class VisionPipeline:
                 raise ModelError(f"emotion.ensemble: {spec.name} is not an emotion model")
             members.append(Member(EmotionModel(factory.get(spec.name), spec), m.weight))
         tracker = IdentityTracker(config.tracking, embedder.embed_aligned)
-        return cls(detector, tracker, EmotionEnsemble(members), ExpressionSmoother(config.smoothing))
+        return cls(
+            detector, tracker, EmotionEnsemble(members), ExpressionSmoother(config.smoothing)
+        )
 
     def reset(self) -> None:
         """Start a new session: identities, smoothing and exclusions are forgotten."""
@@ -124,8 +125,12 @@ class VisionPipeline:
             )
             results.append(
                 FaceResult(
-                    number, faces.boxes[k], faces.landmarks[k], float(faces.scores[k]),
-                    scores.probs[k], sample,
+                    number,
+                    faces.boxes[k],
+                    faces.landmarks[k],
+                    float(faces.scores[k]),
+                    scores.probs[k],
+                    sample,
                 )
             )
         t4 = time.perf_counter()
@@ -136,9 +141,7 @@ class VisionPipeline:
             "smooth": (t4 - t3) * 1e3,
             "total": (t4 - t0) * 1e3,
         }
-        return FrameResult(
-            frame.t, w, h, results, dets, timings, self.tracker.last_stats.embedded
-        )
+        return FrameResult(frame.t, w, h, results, dets, timings, self.tracker.last_stats.embedded)
 
     @property
     def va_estimated(self) -> bool:

@@ -249,9 +249,8 @@ class ModelStore:
         status = self.check(name)
         if status.state in ("ok", "not verified"):
             return status.path
-        hint = (
-            f"Set {ENV_MODELS} (or models.dir in the config) to the folder holding it"
-            + (", or run `emotion-stream models fetch`." if status.spec.url else ".")
+        hint = f"Set {ENV_MODELS} (or models.dir in the config) to the folder holding it" + (
+            ", or run `emotion-stream models fetch`." if status.spec.url else "."
         )
         if status.state == "missing":
             raise ModelError(

@@ -186,7 +186,9 @@ def _shares_svg(shares: dict[str, float]) -> str:
     items = [(k, v) for k, v in shares.items() if v > 0]
     items.sort(key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(4.2, 0.3 * max(len(items), 1) + 0.5))
-    ax.barh([k for k, _ in items], [100 * v for _, v in items], color=[COLOURS[k] for k, _ in items])
+    ax.barh(
+        [k for k, _ in items], [100 * v for _, v in items], color=[COLOURS[k] for k, _ in items]
+    )
     for i, (_, v) in enumerate(items):
         ax.text(100 * v + 1, i, _pct(v), va="center", fontsize=8)
     ax.set_xlim(0, 115)
@@ -210,15 +212,19 @@ def write_html(a: Analysis, path: Path) -> None:
     """Write a self-contained HTML report with per-face timelines and dominant-expression bars."""
     esc = html.escape
     d = a.to_dict()
+    va_how = (
+        "estimated from expression probabilities (circumplex table)"
+        if a.va_estimated
+        else "regressed by the model"
+    )
     parts = [
         "<!doctype html><html lang='en'><meta charset='utf-8'>",
         f"<title>emotion-stream: {esc(a.info.path.name)}</title><style>{_CSS}</style><body>",
         f"<h1>Expression report: {esc(a.info.path.name)}</h1>",
         f"<p class='meta'>{esc(' · '.join(summary_lines(a)[:1]))}</p>",
-        f"<p class='notice'>{esc(NOTICE)} Valence/arousal figures are "
-        f"{'estimated from expression probabilities (circumplex table)' if a.va_estimated else 'regressed by the model'}"
-        f"; contempt is {'supported' if 'contempt' in a.supported else 'not supported'} "
-        "by the configured models.</p>",
+        f"<p class='notice'>{esc(NOTICE)} Valence/arousal figures are {va_how}; contempt is "
+        f"{'supported' if 'contempt' in a.supported else 'not supported'} by the configured "
+        "models.</p>",
     ]
     if a.error:
         parts.append(f"<p class='err'>Incomplete: {esc(a.error)}</p>")

@@ -17,7 +17,7 @@ import numpy as np
 from stream.align import align_faces, crop_squares
 from stream.config import TrackingConfig
 from stream.quality import Quality, QualityGate
-from stream.types import F32, I64, U8, FaceDetections, VideoFrame
+from stream.types import F32, U8, FaceDetections, VideoFrame
 
 #: Geometry distance: boxes [N, 4] vs boxes [M, 4] -> [N, M] similarity in [0, 1].
 GeometryFn = Callable[[F32, F32], F32]
@@ -52,7 +52,7 @@ def max_cosine(embedding: F32, gallery: F32) -> float:
 
 
 def signatures(image: U8, boxes: F32) -> F32:
-    """Tiny zero-mean, unit-norm grey thumbnails: a cheap check that a box still shows the same face."""
+    """Tiny zero-mean, unit-norm grey thumbnails: a cheap "is it still the same face?" check."""
     if len(boxes) == 0:
         return np.zeros((0, _SIG * _SIG), dtype=np.float32)
     crops = crop_squares(image, boxes, _SIG).astype(np.float32).mean(axis=3)
@@ -152,8 +152,10 @@ class IdentityTracker:
         n = len(faces)
         sigs = signatures(frame.image, faces.boxes)
         recent = [i for i in self.identities.values() if t - i.last_t <= self.coast_s]
-        geo = self.geometry(faces.boxes, np.stack([i.box for i in recent])) if recent else (
-            np.zeros((n, 0), np.float32)
+        geo = (
+            self.geometry(faces.boxes, np.stack([i.box for i in recent]))
+            if recent
+            else (np.zeros((n, 0), np.float32))
         )
         assigned: dict[int, Identity] = {}
         taken: set[int] = set()
@@ -201,8 +203,8 @@ class IdentityTracker:
                     continue
                 for ident in pool:
                     app = self.appearance(embeddings[d], ident.gallery_array())
-                    j = recent_index.get(ident.key)
-                    g = float(geo[d, j]) if j is not None else 0.0
+                    col = recent_index.get(ident.key)
+                    g = float(geo[d, col]) if col is not None else 0.0
                     score = app + c.geometry_weight * g
                     if app >= c.reid_threshold:
                         cands.append((score, d, ident, True))

@@ -23,7 +23,9 @@ class VideoFrame:
     def __post_init__(self) -> None:
         img = self.image
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"VideoFrame.image must be HxWx3 uint8 BGR, got {img.shape} {img.dtype}")
+            raise ValueError(
+                f"VideoFrame.image must be HxWx3 uint8 BGR, got {img.shape} {img.dtype}"
+            )
         if not np.isfinite(self.t):
             raise ValueError("VideoFrame.t must be finite")
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from stream.config import Config, load_config
 from stream.pipeline import VisionPipeline, make_factory
 from stream.runtime import SessionFactory
+from stream.types import U8
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 SHARED = Path(
     __import__("os").environ.get("EMOTION_STREAM_SHARED", str(ROOT.parent / "shared"))
 ).resolve()
@@ -33,9 +36,7 @@ def _require(path: Path) -> Path:
 def config() -> Config:
     """Default configuration pointed at ../shared/models."""
     _require(MODELS)
-    return load_config(ROOT / "configs" / "default.toml", env={}).replace(
-        "models", dir=str(MODELS)
-    )
+    return load_config(ROOT / "configs" / "default.toml", env={}).replace("models", dir=str(MODELS))
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +54,14 @@ def pipeline(config: Config, factory: SessionFactory) -> VisionPipeline:
 @pytest.fixture(scope="session")
 def media() -> Path:
     return _require(MEDIA)
+
+
+def imread(path: Path) -> U8:
+    """Read an image as BGR uint8, failing loudly if it cannot be read."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise RuntimeError(f"cannot read test image {path}")
+    return np.ascontiguousarray(img, dtype=np.uint8)
 
 
 def read_labels(path: Path) -> list[dict[str, str]]:

@@ -55,7 +55,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_replace_validates() -> None:
-    with pytest.raises(ConfigError, match="analyze.fps"):
+    with pytest.raises(ConfigError, match=r"analyze\.fps"):
         Config().replace("analyze", fps=0.0)
     with pytest.raises(ConfigError, match="analyze"):
         Config().replace("analyze", speed=1.0)

@@ -58,8 +58,8 @@ def _clip_frames(name: str, square: tuple[int, int, int]) -> Iterator[np.ndarray
                 if f.time is None or f.time + 1e-3 < next_t:
                     continue
                 next_t += 1 / FPS
-                img = f.to_ndarray(format="bgr24")[y : y + side, x : x + side]
-                img = cv2.resize(img, (TILE_H, TILE_H), interpolation=cv2.INTER_AREA)
+                cut = f.to_ndarray(format="bgr24")[y : y + side, x : x + side]
+                img = cv2.resize(cut, (TILE_H, TILE_H), interpolation=cv2.INTER_AREA)
                 tile = np.full((TILE_H, TILE_W, 3), 40, np.uint8)
                 y0, x0 = (TILE_H - img.shape[0]) // 2, (TILE_W - img.shape[1]) // 2
                 tile[y0 : y0 + img.shape[0], x0 : x0 + img.shape[1]] = img

@@ -47,7 +47,9 @@ def test_no_face_clip_gives_zero_faces(config: Config, pipeline: VisionPipeline,
 def test_four_face_clip_gives_four_ids(config: Config, pipeline: VisionPipeline) -> None:
     result = analyze_file(VIDEO / "mexca_test_video_multi_5_frames.mp4", config, pipeline=pipeline)
     assert [f.number for f in result.faces] == [1, 2, 3, 4]
-    all_frames = analyze_file(VIDEO / "mexca_test_video_multi_5_frames.mp4", config, pipeline=pipeline, fps=25)
+    all_frames = analyze_file(
+        VIDEO / "mexca_test_video_multi_5_frames.mp4", config, pipeline=pipeline, fps=25
+    )
     assert [f.number for f in all_frames.faces] == [1, 2, 3, 4]
     assert all(f.samples == 4 for f in all_frames.faces)  # confirmed on frame 2 of 5, then kept
 
@@ -89,7 +91,9 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("garbage.jpg", "not an image"),
     ],
 )
-def test_unreadable_inputs_raise_one_clear_error(bad_inputs: dict[str, Path], name: str, message: str) -> None:
+def test_unreadable_inputs_raise_one_clear_error(
+    bad_inputs: dict[str, Path], name: str, message: str
+) -> None:
     with pytest.raises(MediaError, match=message):
         list(read_frames(bad_inputs[name], 10))
 

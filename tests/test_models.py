@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -14,15 +13,15 @@ from stream.labels import LABELS
 from stream.pipeline import VisionPipeline
 from stream.registry import HashCache, Manifest, ModelStore, sha256_file
 from stream.runtime import SessionFactory
-from stream.types import FaceDetections, VideoFrame
+from stream.types import U8, FaceDetections, VideoFrame
 
-from .conftest import MEDIA, read_labels
+from .conftest import MEDIA, imread, read_labels
 
 IDS = MEDIA / "identities"
 EXPR = MEDIA / "expressions"
 
 
-def _largest_face(pipeline: VisionPipeline, img: np.ndarray) -> FaceDetections:
+def _largest_face(pipeline: VisionPipeline, img: U8) -> FaceDetections:
     dets = pipeline.detector(VideoFrame(img, 0.0))
     assert len(dets) > 0
     wh = dets.boxes[:, 2:] - dets.boxes[:, :2]
@@ -35,7 +34,7 @@ def test_detector_finds_the_faces_in_identity_photos(pipeline: VisionPipeline) -
         r["file"]
         for r in rows
         if "aligned" not in r["file"]  # pre-cropped 160 px faces without context
-        and len(pipeline.detector(VideoFrame(cv2.imread(str(IDS / r["file"])), 0.0))) == 0
+        and len(pipeline.detector(VideoFrame(imread(IDS / r["file"]), 0.0))) == 0
     ]
     print(f"detector: {len(rows) - len(missed)}/{len(rows)} single-person photos, missed {missed}")
     assert len(missed) <= 1, missed
@@ -46,21 +45,23 @@ def test_detector_finds_the_faces_in_identity_photos(pipeline: VisionPipeline) -
         "openface/longoria_cooper.jpg": 2,
     }
     for name, count in expected.items():
-        found = len(pipeline.detector(VideoFrame(cv2.imread(str(IDS / name)), 0.0)))
+        found = len(pipeline.detector(VideoFrame(imread(IDS / name), 0.0)))
         assert found == count, (name, found)
 
 
 def test_landmarks_are_in_template_order(pipeline: VisionPipeline) -> None:
-    img = cv2.imread(str(IDS / "face_recognition/obama.jpg"))
+    img = imread(IDS / "face_recognition/obama.jpg")
     lm = _largest_face(pipeline, img).landmarks[0]
     assert lm[0, 0] < lm[2, 0] < lm[1, 0]  # eyes either side of the nose
     assert lm[3, 1] > lm[2, 1] and lm[4, 1] > lm[2, 1]  # mouth below the nose
 
 
-def _embeddings(pipeline: VisionPipeline, files: list[tuple[str, str]]) -> tuple[np.ndarray, list[str]]:
+def _embeddings(
+    pipeline: VisionPipeline, files: list[tuple[str, str]]
+) -> tuple[np.ndarray, list[str]]:
     embs, people = [], []
     for file, person in files:
-        img = cv2.imread(str(IDS / file))
+        img = imread(IDS / file)
         face = _largest_face(pipeline, img)
         embed = pipeline.tracker.embed
         from stream.align import align_faces
@@ -71,10 +72,16 @@ def _embeddings(pipeline: VisionPipeline, files: list[tuple[str, str]]) -> tuple
 
 
 @pytest.mark.parametrize("group", ["bbt", "obama_biden"])
-def test_same_person_embeddings_are_closer(pipeline: VisionPipeline, config: Config, group: str) -> None:
+def test_same_person_embeddings_are_closer(
+    pipeline: VisionPipeline, config: Config, group: str
+) -> None:
     rows = read_labels(IDS / "labels.csv")
     if group == "bbt":
-        files = [(r["file"], r["person"]) for r in rows if r["file"].startswith("faceapijs/bbt_") and "group" not in r["file"]]
+        files = [
+            (r["file"], r["person"])
+            for r in rows
+            if r["file"].startswith("faceapijs/bbt_") and "group" not in r["file"]
+        ]
     else:
         files = [
             (r["file"], r["person"])
@@ -113,14 +120,16 @@ def test_expression_accuracy_per_source(pipeline: VisionPipeline, config: Config
     hits: dict[str, list[bool]] = {}
     crop = pipeline.emotion.members[0].model.io.crop
     for r in read_labels(EXPR / "labels.csv"):
-        img = cv2.imread(str(EXPR / r["file"]))
+        img = imread(EXPR / r["file"])
         src = r["file"].split("/")[0]
         src = src if src in FLOORS else "colour"
         if src == "fer2013":  # already a face crop: a box whose model crop is the whole image
             h, w = img.shape[:2]
             side = w / crop
             c = (w / 2, h / 2)
-            box = np.array([[c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2]], np.float32)
+            box = np.array(
+                [[c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2]], np.float32
+            )
             faces = FaceDetections(box, np.ones(1, np.float32), np.zeros((1, 5, 2), np.float32))
         else:
             faces = _largest_face(pipeline, img)
@@ -133,7 +142,7 @@ def test_expression_accuracy_per_source(pipeline: VisionPipeline, config: Config
 
 
 def _va_model(path: Path) -> None:
-    """A tiny real ONNX model shaped like HSEmotion enet_b0_8_va_mtl: 224x224 in, 8 logits + V + A."""
+    """A tiny real ONNX model shaped like HSEmotion enet_b0_8_va_mtl: 224² in, 8 logits + V + A."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -157,7 +166,9 @@ def _va_model(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def test_eight_class_model_with_valence_arousal_via_manifest_only(tmp_path: Path, config: Config) -> None:
+def test_eight_class_model_with_valence_arousal_via_manifest_only(
+    tmp_path: Path, config: Config
+) -> None:
     _va_model(tmp_path / "va.onnx")
     sha = sha256_file(tmp_path / "va.onnx")
     size = (tmp_path / "va.onnx").stat().st_size

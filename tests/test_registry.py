@@ -36,7 +36,7 @@ def test_corrupt_model_is_rejected(tmp_path: Path) -> None:
     data[1000] ^= 0xFF  # same size, one byte flipped
     dst.write_bytes(bytes(data))
     store = ModelStore(tmp_path, Manifest.load(), HashCache(None))
-    with pytest.raises(ModelError, match="corrupt.*sha256 mismatch"):
+    with pytest.raises(ModelError, match=r"corrupt.*sha256 mismatch"):
         store.path("fer_minixception_7c")
 
 

@@ -1,0 +1,117 @@
+"""The command line as a user runs it: real subprocesses, real files, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import MEDIA, MODELS, ROOT, VIDEO
+
+
+def run(*args: str, models: Path = MODELS) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EMOTION_STREAM_MODELS": str(models), "PYTHONPATH": str(ROOT)}
+    env.pop("EMOTION_STREAM_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "stream", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_analyze_writes_summary_json_csv_html(tmp_path: Path) -> None:
+    clip = VIDEO / "pyfeat_WolfgangLanger_Pexels.mp4"
+    out = run(
+        "analyze",
+        str(clip),
+        "--json",
+        str(tmp_path / "a.json"),
+        "--csv",
+        str(tmp_path / "a.csv"),
+        "--html",
+        str(tmp_path / "a.html"),
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    face_line = next(x for x in lines if x.startswith("Face 1"))
+    assert "dominant: " in face_line and "% " in face_line and "visible 19." in face_line
+    assert any(x.startswith("Overall  dominant: ") for x in lines)
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["schema_version"] == 1 and len(data["faces"]) == 1
+    face = data["faces"][0]
+    assert face["label"] == "Face 1" and face["valence_arousal"]["estimated"] is True
+    assert sum(face["shares"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert face["mean_probabilities"]["contempt"] is None
+    assert "contempt" in data["analysis"]["labels_not_supported"]
+    # The clip goes from crying to laughing: both must show up, happiness at the end.
+    assert face["shares"]["happiness"] > 0.3 and face["shares"]["sadness"] > 0.1
+    with (tmp_path / "a.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) > 150 and rows[0]["face_name"] == "Face 1" and rows[0]["p_contempt"] == ""
+    assert rows[-1]["label"] == "happiness"
+    html = (tmp_path / "a.html").read_text()
+    assert html.count("<svg") >= 3 and "data:image/jpeg;base64," in html
+    assert "not feelings" in html
+
+
+def test_analyze_json_to_stdout_is_clean_json() -> None:
+    out = run("analyze", str(MEDIA / "identities/face_recognition/two_people.jpg"), "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert [f["label"] for f in data["faces"]] == ["Face 1", "Face 2"]
+    assert "Face 1  expression: " in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["analyze", "/nonexistent/clip.mp4"], 3, "file not found"),
+        (["analyze", "pyproject.toml"], 3, "not a video"),
+        (["analyze", str(MEDIA / "audio/pyannote_sample.wav")], 3, "no video stream"),
+        (["analyze", str(VIDEO / "pyfeat_no_face.mp4")], 4, "no faces found"),
+        (["analyze", str(VIDEO / "fer_test.mp4"), "--fps", "0"], 2, "analyze.fps"),
+        (["analyze", str(VIDEO / "fer_test.mp4"), "--fps", "abc"], 2, "invalid float"),
+    ],
+)
+def test_bad_input_gives_one_message_and_exit_code(
+    args: list[str], code: int, message: str
+) -> None:
+    out = run(*args)
+    assert out.returncode == code, (out.stdout, out.stderr)
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_missing_models_name_the_file_and_folder(tmp_path: Path) -> None:
+    out = run("analyze", str(VIDEO / "fer_test.mp4"), models=tmp_path)
+    assert out.returncode == 5
+    assert "yunet_n_dynamic.onnx" in out.stderr and str(tmp_path) in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_models_list_and_verify(tmp_path: Path) -> None:
+    ok = run("models", "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count(" ok ") == 7
+    missing = run("models", "verify", models=tmp_path)
+    assert missing.returncode == 5 and missing.stdout.count("missing") == 7
+    listing = run("models", "list", models=tmp_path)
+    assert listing.returncode == 0 and "yunet_n_dynamic" in listing.stdout
+
+
+def test_help_teaches() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for needle in ("examples:", "EMOTION_STREAM_MODELS", "exit status", "not feelings"):
+        assert needle in out.stdout
+    sub = run("analyze", "--help")
+    assert "--fps" in sub.stdout and "--html" in sub.stdout and "share" in sub.stdout
