@@ -160,8 +160,17 @@ def _timeline_svg(a: Analysis, f: FaceSummary) -> str:
         2, 1, figsize=(8.5, 2.6), sharex=True, gridspec_kw={"height_ratios": [4, 1]}
     )
     if pts:
-        t = np.array([p.t for p in pts])
-        probs = np.stack([p.sample.probs for p in pts])
+        # Break the lines where the face was not visible instead of drawing across the gap.
+        ts: list[float] = []
+        rows: list[np.ndarray] = []
+        for prev, p in zip([None, *pts[:-1]], pts, strict=True):
+            if prev is not None and p.t - prev.t > prev.dt + 1e-6:
+                ts.append(prev.t + prev.dt)
+                rows.append(np.full(8, np.nan, np.float32))
+            ts.append(p.t)
+            rows.append(p.sample.probs)
+        t = np.array(ts)
+        probs = np.stack(rows)
         for i, lab in enumerate(LABELS):
             if lab in a.supported:
                 ax.plot(t, probs[:, i], color=COLOURS[lab], lw=1.6, label=lab)
