@@ -61,8 +61,9 @@ class RuntimeConfig:
     """ONNX Runtime session settings shared by every model."""
 
     provider: str = "auto"
-    intra_op_threads: int = 1
+    intra_op_threads: int = 2
     inter_op_threads: int = 1
+    allow_spinning: bool = False
     warmup: bool = True
 
     def __post_init__(self) -> None:

@@ -71,6 +71,10 @@ class SessionFactory:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.runtime.intra_op_threads
         opts.inter_op_num_threads = self.runtime.inter_op_threads
+        # Several sessions run one after another on few cores: idle workers must not spin.
+        opts.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if self.runtime.allow_spinning else "0"
+        )
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         try:
