@@ -7,12 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream.align import align_faces
 from stream.config import Config
+from stream.detect import YuNetDetector
 from stream.emotion import EmotionEnsemble, EmotionModel, Member
 from stream.labels import LABELS
 from stream.pipeline import VisionPipeline
 from stream.registry import HashCache, Manifest, ModelStore, sha256_file
 from stream.runtime import SessionFactory
+from stream.tracker import iou_matrix
 from stream.types import U8, FaceDetections, VideoFrame
 
 from .conftest import MEDIA, imread, read_labels
@@ -49,6 +52,17 @@ def test_detector_finds_the_faces_in_identity_photos(pipeline: VisionPipeline) -
         assert found == count, (name, found)
 
 
+def test_fixed_size_detector_letterboxes(config: Config, factory: SessionFactory) -> None:
+    """The 320x320 model (for speed) finds the same faces through its letterbox."""
+    spec = factory.store.manifest["yunet_n_320x320"]
+    det = YuNetDetector(factory.get(spec.name), spec, config.detection)
+    img = imread(IDS / "faceapijs/bbt_group1.jpg")
+    found = det(VideoFrame(img, 0.0))
+    ref = VisionPipeline.from_config(config, factory).detector(VideoFrame(img, 0.0))
+    assert len(found) == len(ref) == 4
+    assert iou_matrix(found.boxes, ref.boxes).max(axis=1).min() > 0.7
+
+
 def test_landmarks_are_in_template_order(pipeline: VisionPipeline) -> None:
     img = imread(IDS / "face_recognition/obama.jpg")
     lm = _largest_face(pipeline, img).landmarks[0]
@@ -64,8 +78,6 @@ def _embeddings(
         img = imread(IDS / file)
         face = _largest_face(pipeline, img)
         embed = pipeline.tracker.embed
-        from stream.align import align_faces
-
         embs.append(embed(align_faces(img, face))[0])
         people.append(person)
     return np.stack(embs), people
