@@ -197,12 +197,13 @@ class IdentityTracker:
                 for i in self.identities.values()
                 if i.confirmed == want_confirmed and i.key not in taken
             ]
+            galleries = {ident.key: ident.gallery_array() for ident in pool}
             cands: list[tuple[float, int, Identity, bool]] = []
             for d in rest:
                 if d in assigned:
                     continue
                 for ident in pool:
-                    app = self.appearance(embeddings[d], ident.gallery_array())
+                    app = self.appearance(embeddings[d], galleries[ident.key])
                     col = recent_index.get(ident.key)
                     g = float(geo[d, col]) if col is not None else 0.0
                     score = app + c.geometry_weight * g
