@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from stream import __version__
@@ -122,7 +122,11 @@ def _config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _progress(no_bar: bool):  # type: ignore[no-untyped-def]
+def _progress(
+    no_bar: bool,
+) -> Callable[[Iterable[VideoFrame], MediaInfo], Iterable[VideoFrame]]:
+    """Frame-iterator wrapper showing a progress bar in media seconds (terminals only)."""
+
     def wrap(frames: Iterable[VideoFrame], info: MediaInfo) -> Iterable[VideoFrame]:
         if no_bar or info.kind != "video" or not sys.stderr.isatty():
             yield from frames

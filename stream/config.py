@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,8 +217,6 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return tuple(_build(item_type, v, key) for v in value)
     if dataclasses.is_dataclass(annotation):
         return _build(annotation, value, key)
-    if isinstance(annotation, types.UnionType):  # pragma: no cover - not used yet
-        return value
     raise ConfigError(f"config key {key}: unsupported type {annotation}")
 
 

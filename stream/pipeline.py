@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -150,8 +151,6 @@ class VisionPipeline:
 
 def make_factory(config: Config) -> SessionFactory:
     """Session factory over the configured models folder and manifest."""
-    from pathlib import Path
-
     manifest = Manifest.load(Path(config.models.manifest) if config.models.manifest else None)
     store = ModelStore(config.models_dir(), manifest, verify=config.models.verify)
     return SessionFactory(store, config.runtime)
