@@ -134,7 +134,10 @@ def _progress(
         from tqdm import tqdm
 
         total = round(info.duration, 1) or None
-        with tqdm(total=total, unit="s", desc=info.path.name, leave=False, file=sys.stderr) as bar:
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of media [{elapsed}<{remaining}]"
+        with tqdm(
+            total=total, desc=info.path.name, leave=False, file=sys.stderr, bar_format=fmt
+        ) as bar:
             done = 0.0
             for frame in frames:
                 bar.update(round(frame.t - done, 3))
