@@ -134,7 +134,7 @@ def _progress(
         from tqdm import tqdm
 
         total = round(info.duration, 1) or None
-        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of media [{elapsed}<{remaining}]"
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
         with tqdm(
             total=total, desc=info.path.name, leave=False, file=sys.stderr, bar_format=fmt
         ) as bar:
