@@ -168,6 +168,58 @@ class AnalyzeConfig:
 
 
 @dataclass(frozen=True)
+class IceServer:
+    """A STUN or TURN server offered to peers."""
+
+    urls: str
+    username: str = ""
+    credential: str = ""
+
+    def __post_init__(self) -> None:
+        ok = self.urls.startswith(("stun:", "turn:", "turns:"))
+        _check(ok, "live.ice_servers.urls", f"needs a stun:/turn:/turns: URL, not {self.urls!r}")
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """The live server: network, limits and the per-stream frame budget."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    web_dir: str = "web"
+    ice_servers: tuple[IceServer, ...] = ()
+    max_fps: float = 15.0
+    emotion_fps: float = 5.0
+    detect_every_max: int = 4
+    budget_utilisation: float = 0.8
+    summary_interval_s: float = 2.0
+    workers: int = 1
+    max_sessions: int = 8
+    max_viewers: int = 16
+    max_message_bytes: int = 65536
+    max_messages_per_s: float = 20.0
+    idle_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port < 65536, "live.port", "must be 1..65535")
+        _check(0 < self.max_fps <= 120, "live.max_fps", "must be in (0, 120]")
+        _check(0 < self.emotion_fps <= 120, "live.emotion_fps", "must be in (0, 120]")
+        _check(self.detect_every_max >= 1, "live.detect_every_max", "must be >= 1")
+        _check(0 < self.budget_utilisation <= 1, "live.budget_utilisation", "must be in (0, 1]")
+        _check(self.summary_interval_s > 0, "live.summary_interval_s", "must be > 0")
+        _check(self.workers >= 1, "live.workers", "must be >= 1")
+        _check(self.max_sessions >= 1, "live.max_sessions", "must be >= 1")
+        _check(self.max_viewers >= 0, "live.max_viewers", "must be >= 0")
+        _check(self.max_message_bytes >= 1024, "live.max_message_bytes", "must be >= 1024")
+        _check(self.max_messages_per_s > 0, "live.max_messages_per_s", "must be > 0")
+        _check(self.idle_timeout_s > 0, "live.idle_timeout_s", "must be > 0")
+
+    def web_path(self) -> Path:
+        p = Path(self.web_dir).expanduser()
+        return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -178,6 +230,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
     source: str = ""
 
     def replace(self, section: str, **values: Any) -> Config:

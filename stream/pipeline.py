@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +15,12 @@ from stream.detect import YuNetDetector
 from stream.embed import FaceEmbedder
 from stream.emotion import EmotionEnsemble, EmotionModel, Member
 from stream.errors import ModelError
+from stream.flow import FlowPropagator
 from stream.registry import Manifest, ModelStore
 from stream.runtime import SessionFactory
 from stream.smoothing import ExpressionSmoother
 from stream.tracker import IdentityTracker
-from stream.types import F32, FaceDetections, VideoFrame
+from stream.types import F32, U8, FaceDetections, VideoFrame
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,9 @@ class FaceResult:
     box: F32  # pixels x1, y1, x2, y2
     landmarks: F32  # [5, 2] pixels
     score: float
-    raw_probs: F32  # [8] this frame's ensemble output
+    raw_probs: F32  # [8] the latest ensemble output for this face
     sample: FaceSample  # smoothed label, confidence, probabilities, valence/arousal
+    fresh: bool = True  # expression computed on this frame (else carried over)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class FrameResult:
     detections: FaceDetections
     timings_ms: dict[str, float] = field(default_factory=dict)
     embedded: int = 0
+    emotions: int = 0
+    excluded: list[tuple[int, F32]] = field(default_factory=list)
 
 
 class VisionPipeline:
@@ -65,7 +70,11 @@ class VisionPipeline:
         self.tracker = tracker
         self.emotion = emotion
         self.smoother = smoother
+        self.flow = FlowPropagator()
         self.excluded: set[int] = set()
+        self._samples: dict[int, FaceSample] = {}
+        self._last: FaceDetections | None = None
+        self._last_grey: U8 = np.zeros((1, 1), np.uint8)
 
     @classmethod
     def from_config(cls, config: Config, factory: SessionFactory | None = None) -> VisionPipeline:
@@ -96,53 +105,99 @@ class VisionPipeline:
         self.tracker.reset()
         self.smoother.reset()
         self.excluded.clear()
+        self._samples.clear()
+        self._last = None
 
-    def process(self, frame: VideoFrame) -> FrameResult:
-        """Analyse one frame."""
+    def process(
+        self,
+        frame: VideoFrame,
+        detect: bool = True,
+        emotion_for: set[int] | None = None,
+    ) -> FrameResult:
+        """Analyse one frame.
+
+        Args:
+            frame: the frame.
+            detect: run the detector and identity tracker; when False, the previous frame's
+                faces are moved along the optical flow and keep their IDs (cheap in-between
+                frames under a tight budget). The first frame always detects.
+            emotion_for: face numbers whose expression is computed on this frame (None: all);
+                the others keep their last smoothed expression.
+        """
         t0 = time.perf_counter()
-        dets = self.detector(frame)
-        t1 = time.perf_counter()
-        dets = self.tracker.update(frame, dets)
+        if detect or self._last is None or len(self._last) == 0:
+            dets = self.detector(frame)
+            t1 = time.perf_counter()
+            dets = self.tracker.update(frame, dets)
+            embedded = self.tracker.last_stats.embedded
+        else:
+            dets = self.flow.propagate(self._last_grey, frame.image, self._last)
+            t1 = time.perf_counter()
+            embedded = 0
+        self._last = dets
+        self._last_grey = self.flow.grey(frame.image)
         t2 = time.perf_counter()
         ids = dets.track_ids
-        keep = np.nonzero((ids > 0) & ~np.isin(ids, list(self.excluded)))[0]
+        excluded_mask = np.isin(ids, list(self.excluded))
+        keep = np.nonzero((ids > 0) & ~excluded_mask)[0]
         faces = dets.select(keep)
-        scores = self.emotion(frame.image, faces)
+        fresh = np.array(
+            [
+                emotion_for is None or int(n) in emotion_for or int(n) not in self._samples
+                for n in faces.track_ids
+            ],
+            dtype=bool,
+        )
+        scores = self.emotion(frame.image, faces.select(fresh))
         t3 = time.perf_counter()
         w, h = frame.width, frame.height
         results = []
+        j = 0
         for k in range(len(faces)):
             number = int(faces.track_ids[k])
-            sm = self.smoother.update(number, frame.t, scores.probs[k], scores.valence_arousal[k])
             x1, y1, x2, y2 = (float(v) for v in faces.boxes[k])
-            sample = FaceSample(
-                number=number,
-                label=sm.label,
-                confidence=sm.confidence,
-                probs=sm.probs,
-                raw_probs=scores.probs[k],
-                valence_arousal=sm.valence_arousal,
-                box=(x1 / w, y1 / h, x2 / w, y2 / h),
-            )
+            box = (x1 / w, y1 / h, x2 / w, y2 / h)
+            if fresh[k]:
+                raw = scores.probs[j]
+                sm = self.smoother.update(number, frame.t, raw, scores.valence_arousal[j])
+                j += 1
+                sample = FaceSample(
+                    number, sm.label, sm.confidence, sm.probs, raw, sm.valence_arousal, box
+                )
+            else:
+                sample = dataclasses.replace(self._samples[number], box=box)
+            self._samples[number] = sample
             results.append(
                 FaceResult(
                     number,
                     faces.boxes[k],
                     faces.landmarks[k],
                     float(faces.scores[k]),
-                    scores.probs[k],
+                    sample.raw_probs,
                     sample,
+                    bool(fresh[k]),
                 )
             )
         t4 = time.perf_counter()
         timings = {
-            "detect": (t1 - t0) * 1e3,
+            "detect" if detect else "flow": (t1 - t0) * 1e3,
             "track": (t2 - t1) * 1e3,
             "emotion": (t3 - t2) * 1e3,
             "smooth": (t4 - t3) * 1e3,
             "total": (t4 - t0) * 1e3,
         }
-        return FrameResult(frame.t, w, h, results, dets, timings, self.tracker.last_stats.embedded)
+        excluded = [
+            (int(n), dets.boxes[i]) for i, n in enumerate(ids) if excluded_mask[i] and n > 0
+        ]
+        return FrameResult(
+            frame.t, w, h, results, dets, timings, embedded, int(fresh.sum()), excluded
+        )
+
+    def tracker_numbers(self) -> list[int]:
+        """Numbers of the faces in the last analysed frame (for budget planning)."""
+        if self._last is None:
+            return []
+        return [int(n) for n in self._last.track_ids if n > 0 and int(n) not in self.excluded]
 
     @property
     def va_estimated(self) -> bool:

@@ -1,0 +1,309 @@
+"""One live session: a WebRTC peer, its analysed video tracks, subscribers and aggregates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream.aggregate import Aggregator
+from stream.budget import FrameBudget
+from stream.config import Config
+from stream.events import NOTICE, EventFactory, face_payloads
+from stream.labels import LABELS
+from stream.mailbox import LatestMailbox
+from stream.pipeline import FrameResult, VisionPipeline
+from stream.runtime import SessionFactory
+from stream.types import VideoFrame
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber:
+    """One WebSocket receiving a session's events through a bounded queue.
+
+    Frame events are dropped (and counted) when the client reads too slowly; other events are
+    never dropped: a client that cannot keep up with those is disconnected.
+    """
+
+    def __init__(self, send: Callable[[str], Any], role: str, limit: int = 256) -> None:
+        self.send = send
+        self.role = role
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(limit)
+        self.dropped = 0
+        self.task = asyncio.get_running_loop().create_task(self._writer())
+        self.closed = False
+
+    def offer(self, event: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        droppable = event["type"] == "frame"
+        if self.queue.full():
+            if droppable:
+                self.dropped += 1
+                return
+            self.close()
+            return
+        self.queue.put_nowait(json.dumps(event, separators=(",", ":")))
+
+    async def _writer(self) -> None:
+        while (msg := await self.queue.get()) is not None:
+            try:
+                await self.send(msg)
+            except Exception:  # the connection went away; the handler cleans up
+                self.closed = True
+                return
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+
+@dataclass
+class TrackStats:
+    """Live measurements of one analysed video track."""
+
+    received: int = 0
+    dropped: int = 0
+    analysed: int = 0
+    analysed_fps: float = 0.0
+    queue_age_ms: float = 0.0
+    latency_ms: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    detect_every: int = 1
+    _times: list[float] = field(default_factory=list)
+
+    def tick(self, now: float) -> None:
+        self.analysed += 1
+        self._times.append(now)
+        while self._times and now - self._times[0] > 2.0:
+            self._times.pop(0)
+        span = self._times[-1] - self._times[0] if len(self._times) > 1 else 0.0
+        self.analysed_fps = (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+class LiveSession:
+    """Analyses the video tracks of one peer and publishes events to its subscribers."""
+
+    def __init__(
+        self,
+        config: Config,
+        factory: SessionFactory,
+        executor: Executor,
+        purpose: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.viewer_token = secrets.token_urlsafe(24)
+        self.config = config
+        self.purpose = purpose
+        self.executor = executor
+        self.clock = clock
+        self.events = EventFactory(self.id, clock)
+        self.pipeline = VisionPipeline.from_config(config, factory)
+        self.supported = self.pipeline.emotion.supported
+        self.aggregator = self._new_aggregator()
+        self.subscribers: list[Subscriber] = []
+        self.tracks: dict[str, TrackStats] = {}
+        self.pc: Any = None
+        self.started = clock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._mailboxes: list[LatestMailbox[Any]] = []
+        self._lock = asyncio.Lock()  # one analysed frame at a time per session (shared state)
+        self.closed = False
+
+    def _new_aggregator(self) -> Aggregator:
+        live = self.config.live
+        return Aggregator(1.0 / live.max_fps, self.config.analyze.max_gap_s, self.supported, False)
+
+    # -- subscribers -----------------------------------------------------------------------
+    def subscribe(self, sub: Subscriber) -> None:
+        self.subscribers.append(sub)
+        extra = {"viewer_token": self.viewer_token} if sub.role == "publisher" else {}
+        sub.offer(
+            self.events.make(
+                "session.started",
+                role=sub.role,
+                labels_supported=[lab for lab, s in zip(LABELS, self.supported, strict=True) if s],
+                notice=NOTICE,
+                purpose=self.purpose,
+                **extra,
+            )
+        )
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        if sub in self.subscribers:
+            self.subscribers.remove(sub)
+        sub.close()
+
+    def publish(self, type_: str, **payload: Any) -> dict[str, Any]:
+        event = self.events.make(type_, **payload)
+        for sub in list(self.subscribers):
+            sub.offer(event)
+        return event
+
+    # -- commands --------------------------------------------------------------------------
+    def rename(self, number: int, name: str) -> None:
+        self.aggregator.names[number] = name
+        self.publish("face.renamed", id=number, name=name)
+
+    def set_excluded(self, number: int, excluded: bool) -> None:
+        if excluded:
+            self.pipeline.excluded.add(number)
+        else:
+            self.pipeline.excluded.discard(number)
+        self.publish("face.excluded", id=number, excluded=excluded)
+
+    async def reset(self) -> None:
+        async with self._lock:
+            self.pipeline.reset()
+            self.aggregator = self._new_aggregator()  # names go too: numbers restart at 1
+        self.publish("session.reset")
+
+    def summary(self) -> dict[str, Any]:
+        faces = self.aggregator.faces()
+        return {
+            "faces": [f.to_dict(self.pipeline.va_estimated) for f in faces],
+            "overall": self.aggregator.overall().to_dict(),
+        }
+
+    # -- media -----------------------------------------------------------------------------
+    def add_track(self, track: Any) -> None:
+        """Start consuming a remote track (video is analysed, audio drained for now)."""
+        if track.kind == "video":
+            stats = TrackStats()
+            self.tracks[track.id] = stats
+            box: LatestMailbox[tuple[Any, float]] = LatestMailbox()
+            self._mailboxes.append(box)
+            self._spawn(self._receive(track, box, stats))
+            self._spawn(self._analyse(track.id, box, stats))
+        else:
+            self._spawn(self._drain(track))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, track: Any) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await track.recv()
+
+    async def _receive(
+        self, track: Any, box: LatestMailbox[tuple[Any, float]], stats: TrackStats
+    ) -> None:
+        """Take every decoded frame off aiortc's queue at once; only the newest is kept."""
+        try:
+            while True:
+                frame = await track.recv()
+                box.put((frame, time.perf_counter()))
+                stats.received, stats.dropped = box.received, box.dropped
+        except Exception as exc:  # MediaStreamError when the track ends
+            log.debug("track %s ended: %s", track.id, exc)
+        finally:
+            box.close()
+
+    async def _analyse(
+        self, track_id: str, box: LatestMailbox[tuple[Any, float]], stats: TrackStats
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        budget = FrameBudget(self.config.live)
+        first_pts: float | None = None
+        period = 1.0 / self.config.live.max_fps
+        next_start = 0.0
+        last_summary = 0.0
+        while True:
+            wait = next_start - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)  # rate cap; the newest frame is taken after it
+            try:
+                frame, received = await box.get()
+            except EOFError:
+                return
+            start = time.perf_counter()
+            next_start = start + period
+            t = float(frame.pts * frame.time_base) if frame.pts is not None else start
+            first_pts = t if first_pts is None else first_pts
+            media_t = max(t - first_pts, 0.0)
+            known = [int(n) for n in self.pipeline.tracker_numbers()]
+            detect, emotion_for = budget.plan(media_t, known)
+            async with self._lock:
+                try:
+                    result: FrameResult = await loop.run_in_executor(
+                        self.executor, self._process, frame, media_t, detect, emotion_for
+                    )
+                except Exception as exc:  # keep the session alive; report the frame failure
+                    log.exception("analysis failed")
+                    self.publish("error", code="analysis_failed", message=str(exc))
+                    continue
+                budget.observe(media_t, result, detect)
+                self.aggregator.add_frame(media_t, [f.sample for f in result.faces])
+            done = time.perf_counter()
+            stats.tick(done)
+            stats.queue_age_ms = (start - received) * 1e3
+            stats.latency_ms = (done - received) * 1e3
+            stats.detect_every = budget.detect_every
+            for k, v in result.timings_ms.items():
+                prev = stats.stage_ms.get(k, v)
+                stats.stage_ms[k] = prev + 0.2 * (v - prev)
+            self.publish(
+                "frame",
+                track=track_id,
+                media_t=round(media_t, 4),
+                width=result.width,
+                height=result.height,
+                faces=face_payloads(
+                    result, self.aggregator.names, self.supported, self.pipeline.va_estimated
+                ),
+                metrics={
+                    "analysed_fps": round(stats.analysed_fps, 2),
+                    "received_frames": stats.received,
+                    "dropped_frames": stats.dropped,
+                    "queue_age_ms": round(stats.queue_age_ms, 2),
+                    "latency_ms": round(stats.latency_ms, 2),
+                    "detect_every": stats.detect_every,
+                    "stage_ms": {k: round(v, 2) for k, v in stats.stage_ms.items()},
+                },
+            )
+            if done - last_summary >= self.config.live.summary_interval_s:
+                last_summary = done
+                self.publish("face.summary", **self.summary())
+
+    def _process(
+        self, frame: Any, media_t: float, detect: bool, emotion_for: set[int]
+    ) -> FrameResult:
+        image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
+        return self.pipeline.process(VideoFrame(image, media_t), detect, emotion_for)
+
+    async def close(self, reason: str) -> dict[str, Any] | None:
+        """Stop media, send the session summary and the end event; returns the summary event."""
+        if self.closed:
+            return None
+        self.closed = True
+        for box in self._mailboxes:
+            box.close()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.aggregator.finish()
+        summary = self.publish(
+            "session.summary", duration_s=round(self.clock() - self.started, 3), **self.summary()
+        )
+        self.publish("session.ended", reason=reason)
+        for sub in list(self.subscribers):
+            sub.close()
+        return summary
