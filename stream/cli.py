@@ -49,6 +49,17 @@ label was that expression (see README, "Definitions").
 """
 
 
+SERVE_HELP = """\
+Serve the web overlay and analyse live webcams or call tracks over WebRTC.
+
+Open http://HOST:PORT/ in a browser, give consent, share the camera: every face gets a box with
+a stable ID, its current expression and confidence, and a timeline in the side panel. Agents or
+OBS can watch a session read-only at /viewer.html?session=ID&token=TOKEN (the page shows the
+link). Events are JSON over WebSocket (schema at /schema/events.json); metrics at /metrics.
+Nothing is stored unless --save-summaries is given.
+"""
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config file (default: configs/default.toml)")
     p.add_argument(
@@ -95,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report with plots")
     a.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_common(a)
+
+    s = sub.add_parser(
+        "serve",
+        help="run the live server with the web overlay",
+        formatter_class=fmt,
+        description=SERVE_HELP,
+        epilog=EXIT_CODES,
+    )
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    s.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
+    s.add_argument("--max-fps", type=float, help="analysed frames per second per stream (15)")
+    s.add_argument(
+        "--save-summaries",
+        type=Path,
+        metavar="DIR",
+        help="on shutdown, write each session's summary as JSON here (default: store nothing)",
+    )
+    _add_common(s)
 
     m = sub.add_parser(
         "models",
@@ -180,6 +209,28 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.server import run_server
+
+    cfg = _config(args)
+    updates = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("max_fps", args.max_fps))
+        if v is not None
+    }
+    if updates:
+        cfg = cfg.replace("live", **updates)
+    try:
+        asyncio.run(run_server(cfg, args.save_summaries))
+    except OSError as exc:
+        raise EmotionStreamError(
+            f"cannot listen on {cfg.live.host}:{cfg.live.port}: {exc.strerror or exc}"
+        ) from None
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from stream.registry import Manifest, ModelStore
 
@@ -224,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "analyze":
             return _cmd_analyze(args)
+        if args.command == "serve":
+            return _cmd_serve(args)
         return _cmd_models(args)
     except EmotionStreamError as exc:
         print(f"emotion-stream: error: {exc}", file=sys.stderr)

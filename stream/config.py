@@ -201,7 +201,7 @@ class LiveConfig:
     idle_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        _check(0 < self.port < 65536, "live.port", "must be 1..65535")
+        _check(0 <= self.port < 65536, "live.port", "must be 0..65535 (0: any free port)")
         _check(0 < self.max_fps <= 120, "live.max_fps", "must be in (0, 120]")
         _check(0 < self.emotion_fps <= 120, "live.emotion_fps", "must be in (0, 120]")
         _check(self.detect_every_max >= 1, "live.detect_every_max", "must be >= 1")

@@ -35,9 +35,16 @@ class Subscriber:
     never dropped: a client that cannot keep up with those is disconnected.
     """
 
-    def __init__(self, send: Callable[[str], Any], role: str, limit: int = 256) -> None:
+    def __init__(
+        self,
+        send: Callable[[str], Any],
+        role: str,
+        limit: int = 256,
+        on_done: Callable[[], Any] | None = None,
+    ) -> None:
         self.send = send
         self.role = role
+        self.on_done = on_done
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(limit)
         self.dropped = 0
         self.task = asyncio.get_running_loop().create_task(self._writer())
@@ -62,6 +69,15 @@ class Subscriber:
             except Exception:  # the connection went away; the handler cleans up
                 self.closed = True
                 return
+        if self.on_done is not None:
+            with contextlib.suppress(Exception):
+                await self.on_done()
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Close after sending everything queued (at most `timeout` seconds)."""
+        self.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self.task), timeout)
 
     def close(self) -> None:
         self.closed = True
@@ -137,6 +153,10 @@ class LiveSession:
                 labels_supported=[lab for lab, s in zip(LABELS, self.supported, strict=True) if s],
                 notice=NOTICE,
                 purpose=self.purpose,
+                ice_servers=[
+                    {"urls": s.urls, "username": s.username, "credential": s.credential}
+                    for s in self.config.live.ice_servers
+                ],
                 **extra,
             )
         )

@@ -1,0 +1,185 @@
+"""Live server end to end: a real aiortc publisher, schema-valid events, stable IDs, commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import websockets
+
+from stream.config import Config
+from stream.events import schema
+from stream.runtime import SessionFactory
+from stream.server import LiveServer
+
+from .live_client import publish
+from .test_gallery_view import build_gallery_video
+
+VALIDATOR = jsonschema.Draft202012Validator(schema())
+
+
+def run(coro: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    return asyncio.run(coro())
+
+
+async def _server(config: Config, factory: SessionFactory) -> LiveServer:
+    server = LiveServer(config.replace("live", port=0), factory)
+    await server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def gallery4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("live") / "gallery4.mp4"
+    build_gallery_video(path, seconds=4.0)  # A, B, C for 3 s, then A and B swap
+    return path
+
+
+def test_schema_is_a_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(schema())
+
+
+def test_aiortc_publisher_gets_valid_events_and_stable_ids(
+    config: Config, factory: SessionFactory, gallery4: Path
+) -> None:
+    async def main() -> list[dict[str, Any]]:
+        server = await _server(config, factory)
+        try:
+            return await publish(f"ws://127.0.0.1:{server.port}/ws", gallery4, timeout=30)
+        finally:
+            await server.shutdown()
+
+    events = run(main)
+    for ev in events:
+        VALIDATOR.validate(ev)
+    types = [e["type"] for e in events]
+    assert types[0] == "session.started" and "answer" in types
+    assert types[-2:] == ["session.summary", "session.ended"]
+    frames = [e for e in events if e["type"] == "frame"]
+    assert len(frames) >= 20, len(frames)
+    ids = {f["id"] for e in frames for f in e["faces"]}
+    assert ids == {1, 2, 3}, ids
+    assert max(len(e["faces"]) for e in frames) == 3
+    seqs = [e["seq"] for e in events if e["session"] == events[0]["session"]]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    summary = events[-2]
+    assert [f["id"] for f in summary["faces"]] == [1, 2, 3]
+    m = frames[-1]["metrics"]
+    assert m["analysed_fps"] > 3 and m["latency_ms"] < 1000
+    print(
+        f"live: {len(frames)} frame events, ids {sorted(ids)}, last metrics {m}",
+    )
+
+
+def test_rename_exclude_reset_and_viewer(
+    config: Config, factory: SessionFactory, gallery4: Path
+) -> None:
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        server = await _server(config, factory)
+        url = f"ws://127.0.0.1:{server.port}"
+        viewer_events: list[dict[str, Any]] = []
+        state: dict[str, Any] = {"phase": 0}
+        viewer_task: asyncio.Task[None] | None = None
+        bad_code = 0
+
+        async def viewer(session: str, token: str) -> None:
+            async with websockets.connect(f"{url}/ws/view?session={session}&token={token}") as ws:
+                async for raw in ws:
+                    viewer_events.append(json.loads(raw))
+
+        # Commands are sent in reaction to the events (no sleeps): rename + exclude once faces
+        # show, reset once both took effect, then stop at the first frame after the reset.
+        events: list[dict[str, Any]] = []
+
+        async def client() -> None:
+            nonlocal viewer_task, bad_code
+            from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+            from aiortc.contrib.media import MediaPlayer
+
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTrack(MediaPlayer(str(gallery4), loop=True).video)
+            async with websockets.connect(f"{url}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "consent": True, "purpose": "test"}))
+                await pc.setLocalDescription(await pc.createOffer())
+                await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+                async with asyncio.timeout(40):
+                    async for raw in ws:
+                        ev = json.loads(raw)
+                        events.append(ev)
+                        if ev["type"] == "session.started":
+                            # a wrong token gets nothing
+                            async with websockets.connect(
+                                f"{url}/ws/view?session={ev['session']}&token=wrong"
+                            ) as bad:
+                                try:
+                                    await bad.recv()
+                                except websockets.ConnectionClosed as exc:
+                                    bad_code = exc.rcvd.code if exc.rcvd else 0
+                            viewer_task = asyncio.create_task(
+                                viewer(ev["session"], ev["viewer_token"])
+                            )
+                        elif ev["type"] == "answer":
+                            await pc.setRemoteDescription(
+                                RTCSessionDescription(ev["sdp"], "answer")
+                            )
+                        elif ev["type"] == "frame" and ev["faces"]:
+                            phase = state["phase"]
+                            ids = sorted(f["id"] for f in ev["faces"])
+                            if phase == 0 and 1 in ids:
+                                await ws.send(
+                                    json.dumps({"type": "rename", "id": 1, "name": "Alice"})
+                                )
+                                await ws.send(json.dumps({"type": "exclude", "id": 2}))
+                                state["phase"] = 1
+                            elif (
+                                phase == 1
+                                and any(f["id"] == 2 and f["excluded"] for f in ev["faces"])
+                                and any(f["name"] == "Alice" for f in ev["faces"])
+                            ):
+                                state["phase"] = 2
+                                await ws.send(json.dumps({"type": "reset"}))
+                            elif phase == 3:
+                                state["phase"] = 4
+                                break
+                        elif ev["type"] == "session.reset":
+                            state["phase"] = 3
+                await ws.send(json.dumps({"type": "bye"}))
+                async with asyncio.timeout(10):
+                    async for raw in ws:
+                        events.append(json.loads(raw))
+            await pc.close()
+
+        try:
+            await client()
+            if viewer_task is not None:
+                await asyncio.wait_for(viewer_task, 10)
+        finally:
+            await server.shutdown()
+        return events, viewer_events, bad_code
+
+    events, viewer_events, bad_code = run(main)
+    assert bad_code == 4401
+    for ev in events + viewer_events:
+        VALIDATOR.validate(ev)
+    types = [e["type"] for e in events]
+    assert "face.renamed" in types and "face.excluded" in types and "session.reset" in types
+    frames_after_exclude = [
+        f
+        for e in events[types.index("face.excluded") :]
+        for f in (e["faces"] if e["type"] == "frame" else [])
+        if f["id"] == 2 and e["seq"] < events[types.index("session.reset")]["seq"]
+    ]
+    assert frames_after_exclude and all(f["excluded"] for f in frames_after_exclude[1:])
+    assert all("label" not in f and "probs" not in f for f in frames_after_exclude[1:])
+    # The viewer saw the same session: started (without the token), frames, and the end.
+    vtypes = [e["type"] for e in viewer_events]
+    assert vtypes[0] == "session.started" and "viewer_token" not in viewer_events[0]
+    assert "frame" in vtypes and vtypes[-1] == "session.ended"
+    assert any(
+        f.get("name") == "Alice" for e in viewer_events if e["type"] == "frame" for f in e["faces"]
+    )

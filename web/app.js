@@ -1,0 +1,83 @@
+// Publisher page: consent first, then camera -> WebRTC -> server; events drive the overlay.
+import { Overlay, metricsText } from "./overlay.js";
+
+const $ = (id) => document.getElementById(id);
+const status = (text) => { $("status").textContent = text; };
+
+$("consent-check").addEventListener("change", (e) => { $("start").disabled = !e.target.checked; });
+$("start").addEventListener("click", () => start().catch((err) => {
+  $("consent-error").textContent = `Could not start: ${err.message || err}`;
+  status("stopped");
+}));
+
+async function waitIceComplete(pc) {
+  // aiortc takes no trickled candidates: send the offer once gathering is complete.
+  if (pc.iceGatheringState === "complete") return;
+  await new Promise((resolve) => {
+    const check = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", check); resolve(); } };
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+async function getMedia() {
+  const video = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } };
+  // Raw audio: echo cancellation, noise suppression and auto-gain reshape the voice.
+  const audio = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video, audio });
+  } catch (err) {
+    return await navigator.mediaDevices.getUserMedia({ video });  // no microphone: video only
+  }
+}
+
+async function start() {
+  if (!$("consent-check").checked) throw new Error("consent is required");
+  $("start").disabled = true;
+  status("starting camera…");
+  const stream = await getMedia();
+  $("consent").classList.add("hidden");
+  $("live").classList.remove("hidden");
+  $("video").srcObject = stream;
+
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}/ws`);
+  const send = (msg) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); };
+  const overlay = new Overlay($("overlay"), $("faces"), send);
+  window.emotionStream = { overlay, ws };  // for tests and debugging
+  $("reset").onclick = () => send({ type: "reset" });
+  let pc = null;
+
+  ws.onopen = () => send({ type: "hello", consent: true, purpose: $("purpose").value });
+  ws.onclose = (e) => status(`disconnected (${e.code}${e.reason ? ": " + e.reason : ""})`);
+  ws.onmessage = async (msg) => {
+    const ev = JSON.parse(msg.data);
+    if (ev.type === "session.started") {
+      const link = new URL(`viewer.html?session=${ev.session}&token=${ev.viewer_token}`, location.href);
+      $("share").innerHTML = `Viewer link (read-only, keep private): <a href="${link}" target="_blank">${link}</a>`;
+      pc = new RTCPeerConnection({ iceServers: ev.ice_servers || [] });
+      for (const track of stream.getTracks()) {
+        const sender = pc.addTrack(track, stream);
+        if (track.kind === "video") {
+          const params = sender.getParameters();
+          params.degradationPreference = "maintain-resolution";
+          sender.setParameters(params).catch(() => {});
+        }
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitIceComplete(pc);
+      send({ type: "offer", sdp: pc.localDescription.sdp });
+      status("connecting…");
+    } else if (ev.type === "answer") {
+      await pc.setRemoteDescription({ type: "answer", sdp: ev.sdp });
+      status("live");
+    } else if (ev.type === "frame") {
+      $("metrics").textContent = metricsText(ev.metrics);
+      overlay.handle(ev);
+    } else if (ev.type === "error") {
+      status(`error: ${ev.message}`);
+    } else {
+      overlay.handle(ev);
+    }
+  };
+  window.addEventListener("resize", () => overlay.draw());
+}
