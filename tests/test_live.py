@@ -102,7 +102,9 @@ def test_rename_exclude_reset_and_viewer(
             from aiortc.contrib.media import MediaPlayer
 
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            pc.addTrack(MediaPlayer(str(gallery4), loop=True).video)
+            video = MediaPlayer(str(gallery4), loop=True).video
+            assert video is not None
+            pc.addTrack(video)
             async with websockets.connect(f"{url}/ws") as ws:
                 await ws.send(json.dumps({"type": "hello", "consent": True, "purpose": "test"}))
                 await pc.setLocalDescription(await pc.createOffer())
