@@ -51,6 +51,19 @@ MAX_INVALID = 5
 _NAME_OK = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 
 
+async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+    """Close from the server side while still reading (and discarding) what the client sends.
+
+    Without the draining, a client that floods the socket fills the incoming queue, the server
+    stops reading, never sees the client's close frame and the close takes `close_timeout`.
+    """
+    closing = asyncio.ensure_future(ws.close(code, reason))
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+    await closing
+
+
 class RateLimit:
     """Token bucket: `rate` messages per second, bursts up to twice that."""
 
@@ -182,11 +195,11 @@ class LiveServer:
         token = (query.get("token") or [""])[0]
         session = self.sessions.get(sid)
         if session is None or not hmac.compare_digest(token, session.viewer_token):
-            await ws.close(CLOSE_UNAUTHORIZED, "unknown session or wrong token")
+            await _close(ws, CLOSE_UNAUTHORIZED, "unknown session or wrong token")
             return
         viewers = sum(1 for s in session.subscribers if s.role == "viewer")
         if viewers >= self.config.live.max_viewers:
-            await ws.close(CLOSE_FULL, "too many viewers for this session")
+            await _close(ws, CLOSE_FULL, "too many viewers for this session")
             return
         sub = Subscriber(ws.send, "viewer", on_done=lambda: ws.close(1000, "session ended"))
         session.subscribe(sub)
@@ -194,7 +207,7 @@ class LiveServer:
             limit = RateLimit(self.config.live.max_messages_per_s)
             async for _ in ws:  # viewers only listen; anything they send is ignored
                 if not limit.allow():
-                    await ws.close(CLOSE_RATE, "too many messages")
+                    await _close(ws, CLOSE_RATE, "too many messages")
                     break
         except ConnectionClosed:
             pass
@@ -226,7 +239,7 @@ class LiveServer:
         try:
             async for raw in ws:
                 if not limit.allow():
-                    await ws.close(CLOSE_RATE, "too many messages per second")
+                    await _close(ws, CLOSE_RATE, "too many messages per second")
                     break
                 try:
                     msg = parse_message(raw)
@@ -234,7 +247,7 @@ class LiveServer:
                     invalid += 1
                     await error(exc.code, str(exc))
                     if invalid >= MAX_INVALID:
-                        await ws.close(CLOSE_BAD_REQUEST, "too many invalid messages")
+                        await _close(ws, CLOSE_BAD_REQUEST, "too many invalid messages")
                         break
                     continue
                 t = msg["type"]
@@ -243,7 +256,7 @@ class LiveServer:
                         await error("bad_message", "hello was already sent")
                         continue
                     if len(self.sessions) >= self.config.live.max_sessions:
-                        await ws.close(CLOSE_FULL, "too many sessions; try again later")
+                        await _close(ws, CLOSE_FULL, "too many sessions; try again later")
                         break
                     session = LiveSession(
                         self.config, self.factory, self.executor, msg.get("purpose", "")
@@ -293,7 +306,8 @@ class LiveServer:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed") and not session.closed:
+            current = session.pc is pc and not session.closed
+            if pc.connectionState in ("failed", "closed") and current:
                 log.info("session %s: peer connection %s", session.id, pc.connectionState)
                 session.publish(
                     "error",

@@ -1,0 +1,259 @@
+"""The server under bad input: garbage, oversized or too many messages, bad SDP, vanishing peers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import resource
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+
+from stream.config import Config
+from stream.runtime import SessionFactory
+from stream.server import LiveServer, parse_message
+
+from .conftest import VIDEO
+
+
+def with_server(
+    config: Config,
+    factory: SessionFactory,
+    body: Callable[[LiveServer, str], Awaitable[Any]],
+    **live: Any,
+) -> Any:
+    async def main() -> Any:
+        server = LiveServer(config.replace("live", port=0, **live), factory)
+        await server.start()
+        try:
+            return await body(server, f"127.0.0.1:{server.port}")
+        finally:
+            await server.shutdown()
+
+    return asyncio.run(main())
+
+
+async def close_code(ws: Any) -> int:
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                await ws.recv()
+    except websockets.ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else 1006
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{not json", "bad_json"),
+        (b"\x00\x01", "bad_message"),
+        ("[1, 2]", "bad_message"),
+        ('{"type": "launch_missiles"}', "unknown_type"),
+        ('{"type": "hello"}', "consent_required"),
+        ('{"type": "offer", "sdp": "garbage"}', "invalid_sdp"),
+        ('{"type": "rename", "id": 0, "name": "x"}', "bad_message"),
+        ('{"type": "rename", "id": 1, "name": "a\\u0000b"}', "bad_message"),
+        ('{"type": "rename", "id": true, "name": "x"}', "bad_message"),
+        ('{"type": "exclude", "id": 3, "excluded": "yes"}', "bad_message"),
+    ],
+)
+def test_parse_message_rejects(raw: str | bytes, code: str) -> None:
+    from stream.server import BadMessage
+
+    with pytest.raises(BadMessage) as err:
+        parse_message(raw)
+    assert err.value.code == code
+
+
+def test_garbage_gets_errors_then_the_socket_is_closed(
+    config: Config, factory: SessionFactory
+) -> None:
+    async def body(server: LiveServer, addr: str) -> tuple[list[dict[str, Any]], int]:
+        async with websockets.connect(f"ws://{addr}/ws") as ws:
+            replies = []
+            for raw in ("{nope", '{"type": "offer", "sdp": "v=0"}', '{"type": 5}', "[]"):
+                await ws.send(raw)
+                replies.append(json.loads(await ws.recv()))
+            await ws.send('{"type": "dance"}')  # 4th invalid message
+            replies.append(json.loads(await ws.recv()))
+            await ws.send("}{")  # 5th: the server gives up on this client
+            code = await close_code(ws)
+        return replies, code
+
+    replies, code = with_server(config, factory, body)
+    codes = [r["code"] for r in replies]
+    assert codes == ["bad_json", "consent_required", "bad_message", "bad_message", "unknown_type"]
+    assert code == 4400
+
+
+def test_oversized_message_closes_with_1009(config: Config, factory: SessionFactory) -> None:
+    async def body(server: LiveServer, addr: str) -> int:
+        async with websockets.connect(f"ws://{addr}/ws", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "hello", "consent": True, "purpose": "x" * 100_000}))
+            return await close_code(ws)
+
+    assert with_server(config, factory, body) == 1009
+
+
+def test_message_flood_closes_with_4429(config: Config, factory: SessionFactory) -> None:
+    async def body(server: LiveServer, addr: str) -> int:
+        async with websockets.connect(f"ws://{addr}/ws") as ws:
+            await ws.send(json.dumps({"type": "hello", "consent": True}))
+            for _ in range(200):
+                try:
+                    await ws.send(json.dumps({"type": "rename", "id": 1, "name": "x"}))
+                except websockets.ConnectionClosed:
+                    break
+            return await close_code(ws)
+
+    assert with_server(config, factory, body, max_messages_per_s=10.0) == 4429
+
+
+def test_invalid_sdp_is_reported_and_the_session_survives(
+    config: Config, factory: SessionFactory
+) -> None:
+    bad_sdp = "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+
+    async def body(server: LiveServer, addr: str) -> list[str]:
+        async with websockets.connect(f"ws://{addr}/ws") as ws:
+            await ws.send(json.dumps({"type": "hello", "consent": True}))
+            types = [json.loads(await ws.recv())["type"]]
+            await ws.send(json.dumps({"type": "offer", "sdp": bad_sdp}))
+            ev = json.loads(await ws.recv())
+            types.append(f"{ev['type']}:{ev.get('code')}")
+            await ws.send(json.dumps({"type": "rename", "id": 1, "name": "still here"}))
+            types.append(json.loads(await ws.recv())["type"])
+        return types
+
+    assert with_server(config, factory, body) == [
+        "session.started",
+        "error:invalid_sdp",
+        "face.renamed",
+    ]
+
+
+def test_too_many_sessions_closes_with_4503(config: Config, factory: SessionFactory) -> None:
+    async def body(server: LiveServer, addr: str) -> int:
+        async with websockets.connect(f"ws://{addr}/ws") as first:
+            await first.send(json.dumps({"type": "hello", "consent": True}))
+            await first.recv()
+            async with websockets.connect(f"ws://{addr}/ws") as second:
+                await second.send(json.dumps({"type": "hello", "consent": True}))
+                return await close_code(second)
+
+    assert with_server(config, factory, body, max_sessions=1) == 4503
+
+
+def test_http_routes_and_no_path_traversal(config: Config, factory: SessionFactory) -> None:
+    async def body(server: LiveServer, addr: str) -> dict[str, tuple[int, bytes]]:
+        paths = [
+            "/",
+            "/viewer.html",
+            "/overlay.js",
+            "/metrics",
+            "/healthz",
+            "/schema/events.json",
+            "/../pyproject.toml",
+            "/%2e%2e/pyproject.toml",
+            "/nope.html",
+        ]
+        out = {}
+        for p in paths:
+            out[p] = await asyncio.to_thread(http_get, f"http://{addr}{p}")
+        return out
+
+    r = with_server(config, factory, body)
+    assert r["/"][0] == 200 and b"consent" in r["/"][1]
+    assert r["/viewer.html"][0] == 200 and r["/overlay.js"][0] == 200
+    assert r["/metrics"][0] == 200 and b"emotion_stream_sessions" in r["/metrics"][1]
+    assert r["/healthz"] == (200, b"ok\n")
+    assert json.loads(r["/schema/events.json"][1])["title"].startswith("emotion-stream event")
+    assert r["/../pyproject.toml"][0] == 404 and r["/%2e%2e/pyproject.toml"][0] == 404
+    assert r["/nope.html"][0] == 404
+
+
+def test_peer_vanishing_mid_stream_is_cleaned_up(config: Config, factory: SessionFactory) -> None:
+    async def body(server: LiveServer, addr: str) -> tuple[int, int, int, bytes]:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        video = MediaPlayer(str(VIDEO / "pyfeat_single_face.mp4"), loop=True).video
+        assert video is not None
+        pc.addTrack(video)
+        ws = await websockets.connect(f"ws://{addr}/ws")
+        await ws.send(json.dumps({"type": "hello", "consent": True}))
+        await pc.setLocalDescription(await pc.createOffer())
+        await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+        async with asyncio.timeout(30):
+            async for raw in ws:
+                ev = json.loads(raw)
+                if ev["type"] == "answer":
+                    await pc.setRemoteDescription(RTCSessionDescription(ev["sdp"], "answer"))
+                if ev["type"] == "frame" and ev["faces"]:
+                    break
+        during = len(server.sessions)
+        # Vanish: drop the media and the socket without a goodbye.
+        await pc.close()
+        ws.transport.abort()
+        async with asyncio.timeout(15):
+            while server.sessions:
+                await asyncio.sleep(0.05)  # polling server state, not timing the test
+        status, page = await asyncio.to_thread(http_get, f"http://{addr}/healthz")
+        return during, len(server.sessions), status, page
+
+    during, after, status, page = with_server(config, factory, body)
+    assert (during, after, status, page) == (1, 0, 200, b"ok\n")
+
+
+def _rss_mb() -> float:
+    with Path("/proc/self/statm").open() as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 1e6
+
+
+def test_100_connect_disconnect_cycles_keep_memory_bounded(
+    config: Config, factory: SessionFactory
+) -> None:
+    async def body(server: LiveServer, addr: str) -> tuple[list[float], int, int]:
+        rss = []
+        baseline_tasks = len(asyncio.all_tasks())
+        for i in range(100):
+            async with websockets.connect(f"ws://{addr}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "consent": True}))
+                await ws.recv()
+                if i % 2:
+                    await ws.send(json.dumps({"type": "bye"}))
+            if i % 25 == 0:
+                gc.collect()
+                rss.append(_rss_mb())
+        async with asyncio.timeout(10):
+            while server.sessions:
+                await asyncio.sleep(0.05)
+        gc.collect()
+        rss.append(_rss_mb())
+        with contextlib.suppress(TimeoutError):  # let the last handlers finish their goodbyes
+            async with asyncio.timeout(10):
+                while len(asyncio.all_tasks()) > baseline_tasks:
+                    await asyncio.sleep(0.05)
+        tasks = len(asyncio.all_tasks()) - baseline_tasks
+        return rss, len(server.sessions), tasks
+
+    rss, sessions, tasks = with_server(config, factory, body)
+    print(f"RSS over 100 cycles (MB): {[round(x) for x in rss]}, tasks left {tasks}")
+    assert sessions == 0
+    assert tasks <= 0  # no task left behind by a session
+    assert rss[-1] - rss[1] < 40, rss
