@@ -224,11 +224,14 @@ class LiveSession:
         self, track: Any, box: LatestMailbox[tuple[Any, float]], stats: TrackStats
     ) -> None:
         """Take every decoded frame off aiortc's queue at once; only the newest is kept."""
+        idle = self.config.live.idle_timeout_s
         try:
             while True:
-                frame = await track.recv()
+                frame = await asyncio.wait_for(track.recv(), idle)
                 box.put((frame, time.perf_counter()))
                 stats.received, stats.dropped = box.received, box.dropped
+        except TimeoutError:
+            self.publish("error", code="media_timeout", message=f"no video for {idle:g} s")
         except Exception as exc:  # MediaStreamError when the track ends
             log.debug("track %s ended: %s", track.id, exc)
         finally:

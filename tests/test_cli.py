@@ -115,3 +115,62 @@ def test_help_teaches() -> None:
         assert needle in out.stdout
     sub = run("analyze", "--help")
     assert "--fps" in sub.stdout and "--html" in sub.stdout and "share" in sub.stdout
+
+
+def test_serve_starts_and_shuts_down_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    import signal
+
+    import websockets.sync.client as wsc
+
+    env = {**os.environ, "EMOTION_STREAM_MODELS": str(MODELS), "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "stream",
+        "serve",
+        "--port",
+        "0",
+        "--save-summaries",
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the server is listening (or exits)
+        assert "serving on http://127.0.0.1:" in line, (
+            line,
+            proc.stderr.read() if proc.stderr else "",
+        )
+        port = int(line.split("127.0.0.1:")[1].split("/")[0])
+        with wsc.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            ws.send(json.dumps({"type": "hello", "consent": True, "purpose": "cli test"}))
+            started = json.loads(ws.recv())
+            assert started["type"] == "session.started" and started["purpose"] == "cli test"
+            proc.send_signal(signal.SIGINT)
+            rest = []
+            try:
+                while True:
+                    rest.append(json.loads(ws.recv(timeout=20))["type"])
+            except Exception:
+                pass
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert rest[-2:] == ["session.summary", "session.ended"]
+    assert "shutting down" in out and "Traceback" not in err
+    saved = list(tmp_path.glob("session-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["type"] == "session.summary"
+
+
+def test_serve_port_in_use_is_one_clear_error() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = run("serve", "--port", str(port))
+    assert out.returncode == 1 and "cannot listen on 127.0.0.1" in out.stderr
+    assert "Traceback" not in out.stderr
