@@ -154,23 +154,26 @@ class Aggregator:
         self.keep_timeline = keep_timeline
         self.names: dict[int, str] = {}
         self._faces: dict[int, _FaceAcc] = {}
-        self._pending: tuple[float, list[FaceSample]] | None = None
+        self._pending: dict[str, tuple[float, list[FaceSample]]] = {}
 
-    def add_frame(self, t: float, samples: list[FaceSample]) -> None:
-        """Record the faces of one analysed frame at media time `t` (non-decreasing)."""
-        if self._pending is not None:
-            pt, ps = self._pending
+    def add_frame(self, t: float, samples: list[FaceSample], stream: str = "") -> None:
+        """Record the faces of one analysed frame at media time `t` (non-decreasing per stream).
+
+        Several video streams (e.g. one per call participant) each keep their own timeline;
+        face numbers are unique across them.
+        """
+        pending = self._pending.get(stream)
+        if pending is not None:
+            pt, ps = pending
             self._commit(pt, min(max(t - pt, 0.0), self.max_gap_s), ps)
-        self._pending = (t, samples)
+        self._pending[stream] = (t, samples)
 
     def finish(self, end_t: float | None = None) -> None:
-        """Close the last frame; it stands for 1/fps, or until `end_t` if that is sooner."""
-        if self._pending is None:
-            return
-        pt, ps = self._pending
-        dt = self.nominal_dt if end_t is None else min(self.nominal_dt, max(end_t - pt, 0.0))
-        self._commit(pt, dt, ps)
-        self._pending = None
+        """Close each stream's last frame: 1/fps, or until `end_t` if that is sooner."""
+        for pt, ps in self._pending.values():
+            dt = self.nominal_dt if end_t is None else min(self.nominal_dt, max(end_t - pt, 0.0))
+            self._commit(pt, dt, ps)
+        self._pending.clear()
 
     def _commit(self, t: float, dt: float, samples: list[FaceSample]) -> None:
         for s in samples:

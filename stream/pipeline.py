@@ -19,7 +19,7 @@ from stream.flow import FlowPropagator
 from stream.registry import Manifest, ModelStore
 from stream.runtime import SessionFactory
 from stream.smoothing import ExpressionSmoother
-from stream.tracker import IdentityTracker
+from stream.tracker import IdentityTracker, Numbering
 from stream.types import F32, U8, FaceDetections, VideoFrame
 
 
@@ -77,7 +77,12 @@ class VisionPipeline:
         self._last_grey: U8 = np.zeros((1, 1), np.uint8)
 
     @classmethod
-    def from_config(cls, config: Config, factory: SessionFactory | None = None) -> VisionPipeline:
+    def from_config(
+        cls,
+        config: Config,
+        factory: SessionFactory | None = None,
+        numbering: Numbering | None = None,
+    ) -> VisionPipeline:
         """Build the pipeline from the config; sessions come from (and are shared via) `factory`."""
         factory = factory or make_factory(config)
         manifest = factory.store.manifest
@@ -95,7 +100,7 @@ class VisionPipeline:
             if spec.task != "emotion":
                 raise ModelError(f"emotion.ensemble: {spec.name} is not an emotion model")
             members.append(Member(EmotionModel(factory.get(spec.name), spec), m.weight))
-        tracker = IdentityTracker(config.tracking, embedder.embed_aligned)
+        tracker = IdentityTracker(config.tracking, embedder.embed_aligned, numbering=numbering)
         return cls(
             detector, tracker, EmotionEnsemble(members), ExpressionSmoother(config.smoothing)
         )

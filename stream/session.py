@@ -23,6 +23,7 @@ from stream.labels import LABELS
 from stream.mailbox import LatestMailbox
 from stream.pipeline import FrameResult, VisionPipeline
 from stream.runtime import SessionFactory
+from stream.tracker import Numbering
 from stream.types import VideoFrame
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,15 @@ class LiveSession:
         self.executor = executor
         self.clock = clock
         self.events = EventFactory(self.id, clock)
-        self.pipeline = VisionPipeline.from_config(config, factory)
-        self.supported = self.pipeline.emotion.supported
+        self.factory = factory
+        # Each video track (one per participant when a call bot forwards several) gets its own
+        # pipeline state; numbers and exclusions are shared so IDs are unique in the session.
+        self.numbering = Numbering()
+        self.excluded: set[int] = set()
+        self.pipelines: dict[str, VisionPipeline] = {}
+        prototype = VisionPipeline.from_config(config, factory)
+        self.supported = prototype.emotion.supported
+        self.va_estimated = prototype.va_estimated
         self.aggregator = self._new_aggregator()
         self.subscribers: list[Subscriber] = []
         self.tracks: dict[str, TrackStats] = {}
@@ -179,21 +187,24 @@ class LiveSession:
 
     def set_excluded(self, number: int, excluded: bool) -> None:
         if excluded:
-            self.pipeline.excluded.add(number)
+            self.excluded.add(number)
         else:
-            self.pipeline.excluded.discard(number)
+            self.excluded.discard(number)
         self.publish("face.excluded", id=number, excluded=excluded)
 
     async def reset(self) -> None:
         async with self._lock:
-            self.pipeline.reset()
+            for pipeline in self.pipelines.values():
+                pipeline.reset()
+            self.excluded.clear()
+            self.numbering.reset()
             self.aggregator = self._new_aggregator()  # names go too: numbers restart at 1
         self.publish("session.reset")
 
     def summary(self) -> dict[str, Any]:
         faces = self.aggregator.faces()
         return {
-            "faces": [f.to_dict(self.pipeline.va_estimated) for f in faces],
+            "faces": [f.to_dict(self.va_estimated) for f in faces],
             "overall": self.aggregator.overall().to_dict(),
         }
 
@@ -201,12 +212,15 @@ class LiveSession:
     def add_track(self, track: Any) -> None:
         """Start consuming a remote track (video is analysed, audio drained for now)."""
         if track.kind == "video":
+            pipeline = VisionPipeline.from_config(self.config, self.factory, self.numbering)
+            pipeline.excluded = self.excluded
+            self.pipelines[track.id] = pipeline
             stats = TrackStats()
             self.tracks[track.id] = stats
             box: LatestMailbox[tuple[Any, float]] = LatestMailbox()
             self._mailboxes.append(box)
             self._spawn(self._receive(track, box, stats))
-            self._spawn(self._analyse(track.id, box, stats))
+            self._spawn(self._analyse(pipeline, track.id, box, stats))
         else:
             self._spawn(self._drain(track))
 
@@ -238,7 +252,11 @@ class LiveSession:
             box.close()
 
     async def _analyse(
-        self, track_id: str, box: LatestMailbox[tuple[Any, float]], stats: TrackStats
+        self,
+        pipeline: VisionPipeline,
+        track_id: str,
+        box: LatestMailbox[tuple[Any, float]],
+        stats: TrackStats,
     ) -> None:
         loop = asyncio.get_running_loop()
         budget = FrameBudget(self.config.live)
@@ -259,19 +277,19 @@ class LiveSession:
             t = float(frame.pts * frame.time_base) if frame.pts is not None else start
             first_pts = t if first_pts is None else first_pts
             media_t = max(t - first_pts, 0.0)
-            known = [int(n) for n in self.pipeline.tracker_numbers()]
+            known = pipeline.tracker_numbers()
             detect, emotion_for = budget.plan(media_t, known)
             async with self._lock:
                 try:
                     result: FrameResult = await loop.run_in_executor(
-                        self.executor, self._process, frame, media_t, detect, emotion_for
+                        self.executor, _process, pipeline, frame, media_t, detect, emotion_for
                     )
                 except Exception as exc:  # keep the session alive; report the frame failure
                     log.exception("analysis failed")
                     self.publish("error", code="analysis_failed", message=str(exc))
                     continue
                 budget.observe(media_t, result, detect)
-                self.aggregator.add_frame(media_t, [f.sample for f in result.faces])
+                self.aggregator.add_frame(media_t, [f.sample for f in result.faces], track_id)
             done = time.perf_counter()
             stats.tick(done)
             stats.queue_age_ms = (start - received) * 1e3
@@ -287,7 +305,7 @@ class LiveSession:
                 width=result.width,
                 height=result.height,
                 faces=face_payloads(
-                    result, self.aggregator.names, self.supported, self.pipeline.va_estimated
+                    result, self.aggregator.names, self.supported, self.va_estimated
                 ),
                 metrics={
                     "analysed_fps": round(stats.analysed_fps, 2),
@@ -302,12 +320,6 @@ class LiveSession:
             if done - last_summary >= self.config.live.summary_interval_s:
                 last_summary = done
                 self.publish("face.summary", **self.summary())
-
-    def _process(
-        self, frame: Any, media_t: float, detect: bool, emotion_for: set[int]
-    ) -> FrameResult:
-        image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
-        return self.pipeline.process(VideoFrame(image, media_t), detect, emotion_for)
 
     async def close(self, reason: str) -> dict[str, Any] | None:
         """Stop media, send the session summary and the end event; returns the summary event."""
@@ -330,3 +342,11 @@ class LiveSession:
         for sub in list(self.subscribers):
             sub.close()
         return summary
+
+
+def _process(
+    pipeline: VisionPipeline, frame: Any, media_t: float, detect: bool, emotion_for: set[int]
+) -> FrameResult:
+    """Convert and analyse one received frame (runs in the inference executor)."""
+    image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
+    return pipeline.process(VideoFrame(image, media_t), detect, emotion_for)

@@ -61,6 +61,21 @@ def signatures(image: U8, boxes: F32) -> F32:
     return np.asarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6), np.float32)
 
 
+class Numbering:
+    """Public face numbers in order of confirmation: 1, 2, 3, ... never reused until reset."""
+
+    def __init__(self) -> None:
+        self._next = 1
+
+    def take(self) -> int:
+        n = self._next
+        self._next += 1
+        return n
+
+    def reset(self) -> None:
+        self._next = 1
+
+
 @dataclass
 class Identity:
     """One person seen in the session."""
@@ -109,6 +124,8 @@ class IdentityTracker:
         geometry: box similarity; defaults to IoU.
         appearance: embedding-vs-gallery similarity; defaults to max cosine.
         coast_s: how long an unseen identity still takes part in geometric matching.
+        numbering: hands out public numbers; share one between trackers (e.g. the video
+            tracks of one call) to keep numbers unique across them. Default: 1, 2, 3, ...
     """
 
     def __init__(
@@ -119,6 +136,7 @@ class IdentityTracker:
         geometry: GeometryFn = iou_matrix,
         appearance: AppearanceFn = max_cosine,
         coast_s: float = 1.0,
+        numbering: Numbering | None = None,
     ) -> None:
         self.config = config
         self.embed = embed
@@ -128,14 +146,14 @@ class IdentityTracker:
         self.coast_s = coast_s
         self.identities: dict[int, Identity] = {}
         self._next_key = 1
-        self._next_number = 1
+        self.numbering = numbering or Numbering()
         self.last_stats = TrackerStats()
 
     def reset(self) -> None:
         """Forget every identity; numbering restarts at Face 1."""
         self.identities.clear()
         self._next_key = 1
-        self._next_number = 1
+        self.numbering.reset()
 
     @property
     def confirmed(self) -> list[Identity]:
@@ -243,8 +261,7 @@ class IdentityTracker:
                 if d in confident and qualities[d].ok:
                     self._add_to_gallery(ident, embeddings[d])
             if not ident.confirmed and self._ready(ident, t):
-                ident.number = self._next_number
-                self._next_number += 1
+                ident.number = self.numbering.take()
             ids[d] = ident.number if ident.confirmed else -1
         self._drop_stale_tentatives(t)
         self.last_stats = TrackerStats(n, len(embeddings), by_geometry)

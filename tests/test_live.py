@@ -185,3 +185,52 @@ def test_rename_exclude_reset_and_viewer(
     assert any(
         f.get("name") == "Alice" for e in viewer_events if e["type"] == "frame" for f in e["faces"]
     )
+
+
+def test_two_video_tracks_get_distinct_ids(config: Config, factory: SessionFactory) -> None:
+    """A call bot forwarding two participants' tracks: numbers stay unique in the session."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaPlayer
+
+    from .conftest import VIDEO
+
+    async def main() -> list[dict[str, Any]]:
+        server = await _server(config, factory)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        for clip in ("pyfeat_single_face.mp4", "fer_test.mp4"):
+            video = MediaPlayer(str(VIDEO / clip), loop=True).video
+            assert video is not None
+            pc.addTrack(video)
+        events: list[dict[str, Any]] = []
+        seen: dict[str, set[int]] = {}
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "consent": True}))
+                await pc.setLocalDescription(await pc.createOffer())
+                await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+                async with asyncio.timeout(40):
+                    async for raw in ws:
+                        ev = json.loads(raw)
+                        events.append(ev)
+                        if ev["type"] == "answer":
+                            answer = RTCSessionDescription(ev["sdp"], "answer")
+                            await pc.setRemoteDescription(answer)
+                        if ev["type"] == "frame":
+                            seen.setdefault(ev["track"], set()).update(f["id"] for f in ev["faces"])
+                            frames = sum(1 for e in events if e["type"] == "frame")
+                            if len(seen) == 2 and all(seen.values()) and frames > 30:
+                                break
+        finally:
+            await pc.close()
+            await server.shutdown()
+        return events
+
+    events = run(main)
+    by_track: dict[str, set[int]] = {}
+    for e in events:
+        VALIDATOR.validate(e)
+        if e["type"] == "frame":
+            by_track.setdefault(e["track"], set()).update(f["id"] for f in e["faces"])
+    assert len(by_track) == 2
+    a, b = by_track.values()
+    assert a and b and not (a & b), by_track  # one person per track, never the same number

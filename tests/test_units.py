@@ -160,3 +160,14 @@ def test_only_uncertain_gives_uncertain_dominant() -> None:
     agg.finish()
     (f,) = agg.faces()
     assert f.dominant == UNCERTAIN and f.dominant_share == pytest.approx(1.0)
+
+
+def test_aggregation_keeps_one_timeline_per_stream() -> None:
+    agg = Aggregator(nominal_dt=0.1, max_gap_s=0.5, supported=np.ones(8, bool))
+    # Two tracks at their own media times, interleaved as they arrive.
+    for i in range(5):
+        agg.add_frame(0.1 * i, [_sample(1, "happiness")], stream="a")
+        agg.add_frame(100.0 + 0.2 * i, [_sample(2, "sadness")], stream="b")
+    agg.finish()
+    f1, f2 = agg.faces()
+    assert f1.visible_s == pytest.approx(0.5) and f2.visible_s == pytest.approx(0.9)
