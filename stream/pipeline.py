@@ -19,6 +19,7 @@ from stream.flow import FlowPropagator
 from stream.registry import Manifest, ModelStore
 from stream.runtime import SessionFactory
 from stream.smoothing import ExpressionSmoother
+from stream.speaker import MouthActivity, MouthSample
 from stream.tracker import IdentityTracker, Numbering
 from stream.types import F32, U8, FaceDetections, VideoFrame
 
@@ -34,6 +35,7 @@ class FaceResult:
     raw_probs: F32  # [8] the latest ensemble output for this face
     sample: FaceSample  # smoothed label, confidence, probabilities, valence/arousal
     fresh: bool = True  # expression computed on this frame (else carried over)
+    mouth: MouthSample | None = None  # mouth measurements for speaker matching
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class VisionPipeline:
         self.emotion = emotion
         self.smoother = smoother
         self.flow = FlowPropagator()
+        self.mouth = MouthActivity()
         self.excluded: set[int] = set()
         self._samples: dict[int, FaceSample] = {}
         self._last: FaceDetections | None = None
@@ -111,6 +114,7 @@ class VisionPipeline:
         self.smoother.reset()
         self.excluded.clear()
         self._samples.clear()
+        self.mouth.reset()
         self._last = None
 
     def process(
@@ -181,6 +185,7 @@ class VisionPipeline:
                     sample.raw_probs,
                     sample,
                     bool(fresh[k]),
+                    self.mouth.update(frame.t, frame.image, number, faces.landmarks[k]),
                 )
             )
         t4 = time.perf_counter()

@@ -90,18 +90,27 @@ class SessionFactory:
 
     @staticmethod
     def _warm_up(sess: Any) -> None:
-        """Run once on zeros so the first real frame does not pay for lazy initialisation."""
+        """Run once on zeros so the first real frame does not pay for lazy initialisation.
+
+        Dynamic sizes become 1 (batch), 64 (image sides) or 576 samples for 2-D audio inputs
+        (Silero's 64 context + 512 chunk); a model that rejects these just skips warm-up.
+        """
+        ort = _ort()
         feeds = {}
         for inp in sess.get_inputs():
+            dims = list(inp.shape)
+            default = 576 if len(dims) == 2 else 64
             shape = [
-                d if isinstance(d, int) and d > 0 else (1 if i == 0 else 64)
-                for i, d in enumerate(inp.shape)
+                d if isinstance(d, int) and d > 0 else (1 if i == 0 else default)
+                for i, d in enumerate(dims)
             ]
             if "int64" in inp.type:
                 feeds[inp.name] = np.array(16000, dtype=np.int64)  # e.g. a sample-rate scalar
             else:
                 feeds[inp.name] = np.zeros(shape, dtype=np.float32)
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4
         try:
-            sess.run(None, feeds)
+            sess.run(None, feeds, quiet)
         except Exception as exc:  # warm-up is best effort; a real failure shows on first use
             log.debug("warm-up skipped: %s", exc)

@@ -1,0 +1,145 @@
+"""Per-speaker voice analysis: audio frames in, voice activity and prosody reports out.
+
+Chain: any PyAV audio frame (live 48 kHz Opus frames of any size, or decoded file audio) ->
+48 kHz mono float -> DeepFilterNet3 (optional) -> 16 kHz -> Silero VAD + CREPE pitch + energy
+-> rolling-window prosody.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from stream.denoise import DeepFilter
+from stream.pitch import CrepePitch
+from stream.prosody import HopFeatures, ProsodyReport, ProsodyWindow
+from stream.runtime import SessionFactory
+from stream.vad import CHUNK, SileroVad, VadStep
+
+F32 = npt.NDArray[np.float32]
+DF_DELAY_S = 0.03  # DeepFilterNet3's algorithmic delay
+
+
+@dataclass(frozen=True)
+class VoiceUpdate:
+    """What one chunk of audio produced (times in seconds of the speaker's stream)."""
+
+    steps: list[VadStep]
+    hops: list[HopFeatures]
+    reports: list[ProsodyReport]
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    """Voice analysis settings (see [audio] in the config)."""
+
+    denoise: bool = True
+    atten_lim_db: float = 100.0
+    window_s: float = 2.0
+    hop_s: float = 0.25
+    pitch_hop_s: float = 0.02
+    vad_on: float = 0.5
+    vad_off: float = 0.35
+    vad_hangover_s: float = 0.25
+
+
+class Resampler:
+    """Converts PyAV audio frames of any format, layout, rate and size to mono float32."""
+
+    def __init__(self, rate: int) -> None:
+        self._r = av.AudioResampler(format="flt", layout="mono", rate=rate)
+
+    def __call__(self, frame: av.AudioFrame | None) -> F32:
+        if frame is not None:
+            frame.pts = None  # timing is ours; live pts may jump
+        out = [f.to_ndarray().reshape(-1) for f in self._r.resample(frame)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def array_frame(samples: F32, rate: int) -> av.AudioFrame:
+    """Wrap mono float32 samples in a PyAV frame."""
+    f = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(samples, np.float32)[None, :], "flt", "mono"
+    )
+    f.sample_rate = rate
+    return f
+
+
+class VoiceAnalyzer:
+    """Analyses one speaker's audio stream. Not thread-safe: one instance per stream.
+
+    Args:
+        factory: shares the VAD and pitch model sessions between speakers.
+        settings: window, hop, VAD thresholds, denoising.
+    """
+
+    def __init__(self, factory: SessionFactory, settings: VoiceSettings | None = None) -> None:
+        self.settings = s = settings or VoiceSettings()
+        self.to48k = Resampler(48_000)
+        self.to16k = Resampler(16_000)
+        self.denoiser = DeepFilter(s.atten_lim_db) if s.denoise else None
+        self.vad = SileroVad(factory.get("silero_vad_v6"), s.vad_on, s.vad_off, s.vad_hangover_s)
+        self.pitch = CrepePitch(factory.get("crepe_tiny_pitch"), s.pitch_hop_s)
+        self.window = ProsodyWindow(s.window_s, s.hop_s)
+        self.offset = DF_DELAY_S if self.denoiser is not None else 0.0
+        self._audio = np.zeros(0, np.float32)  # recent 16 kHz audio for energy
+        self._audio_t0 = 0.0
+        self._vad: deque[VadStep] = deque(maxlen=256)
+        self._hops: deque[tuple[float, float, float]] = deque()  # (t, f0, conf) waiting for VAD
+
+    def feed(self, frame: av.AudioFrame | None) -> VoiceUpdate:
+        """Feed one audio frame (None flushes the resamplers at the end of a file)."""
+        return self.feed48k(self.to48k(frame))
+
+    def feed48k(self, samples: F32) -> VoiceUpdate:
+        """Feed 48 kHz mono float32 samples."""
+        clean = self.denoiser.process(samples) if self.denoiser is not None else samples
+        if len(clean) == 0:
+            return VoiceUpdate([], [], [])
+        s16 = self.to16k(array_frame(clean, 48_000))
+        steps = self.vad.process(s16)
+        self._vad.extend(steps)
+        self._keep_audio(s16)
+        times, f0, conf = self.pitch.process(s16)
+        self._hops.extend(zip(times.tolist(), f0.tolist(), conf.tolist(), strict=True))
+        hops = []
+        vad_end = self._vad[-1].t + CHUNK / 16000 if self._vad else -1.0
+        while self._hops and self._hops[0][0] < vad_end:
+            t, hz, c = self._hops.popleft()
+            step = self._step_at(t)
+            hops.append(
+                HopFeatures(
+                    t - self.offset,
+                    self._energy_db(t),
+                    hz,
+                    c,
+                    step.speech if step else False,
+                    step.prob if step else 0.0,
+                )
+            )
+        shifted = [VadStep(v.t - self.offset, v.prob, v.speech) for v in steps]
+        return VoiceUpdate(shifted, hops, self.window.add(hops))
+
+    def _keep_audio(self, s16: F32) -> None:
+        self._audio = np.concatenate([self._audio, s16])
+        extra = len(self._audio) - 16000 * 2
+        if extra > 0:
+            self._audio = self._audio[extra:]
+            self._audio_t0 += extra / 16000
+
+    def _energy_db(self, t: float) -> float:
+        c = round((t - self._audio_t0) * 16000)
+        seg = self._audio[max(0, c - 160) : max(0, c + 160)]
+        if len(seg) == 0:
+            return -100.0
+        return float(10 * np.log10(max(float(np.mean(seg.astype(np.float64) ** 2)), 1e-10)))
+
+    def _step_at(self, t: float) -> VadStep | None:
+        for step in reversed(self._vad):
+            if step.t <= t:
+                return step
+        return None
