@@ -168,6 +168,36 @@ class AnalyzeConfig:
 
 
 @dataclass(frozen=True)
+class AudioConfig:
+    """Voice analysis: denoising, voice activity, prosody windows and speaker matching."""
+
+    enabled: bool = True
+    denoise: bool = True
+    atten_lim_db: float = 100.0
+    window_s: float = 2.0
+    hop_s: float = 0.25
+    pitch_hop_s: float = 0.02
+    vad_on: float = 0.5
+    vad_off: float = 0.35
+    vad_hangover_s: float = 0.25
+    mouth_fps: float = 25.0
+    match_window_s: float = 2.5
+    match_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(0 < self.atten_lim_db <= 100, "audio.atten_lim_db", "must be in (0, 100]")
+        _check(0.5 <= self.window_s <= 30, "audio.window_s", "must be in [0.5, 30] seconds")
+        _check(0.05 <= self.hop_s <= self.window_s, "audio.hop_s", "must be in [0.05, window_s]")
+        _check(0.01 <= self.pitch_hop_s <= 0.1, "audio.pitch_hop_s", "must be in [0.01, 0.1]")
+        ok = 0 < self.vad_off <= self.vad_on < 1
+        _check(ok, "audio.vad_on", "needs 0 < vad_off <= vad_on < 1")
+        _check(self.vad_hangover_s >= 0, "audio.vad_hangover_s", "must be >= 0")
+        _check(1 <= self.mouth_fps <= 60, "audio.mouth_fps", "must be in [1, 60]")
+        _check(self.match_window_s >= 0.5, "audio.match_window_s", "must be >= 0.5 seconds")
+        _check(-1 < self.match_threshold < 1, "audio.match_threshold", "must be in (-1, 1)")
+
+
+@dataclass(frozen=True)
 class IceServer:
     """A STUN or TURN server offered to peers."""
 
@@ -231,6 +261,7 @@ class Config:
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
     source: str = ""
 
     def replace(self, section: str, **values: Any) -> Config:

@@ -76,6 +76,15 @@ def _read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def _open(path: Path) -> Any:
+    """Open a container with PyAV, or raise one clear MediaError."""
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as exc:
+        msg = f"{path}: not a media file ffmpeg can read, or truncated ({exc})"
+        raise MediaError(msg) from None
+
+
 def probe(path: Path) -> MediaInfo:
     """Describe a media file.
 
@@ -86,13 +95,8 @@ def probe(path: Path) -> MediaInfo:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         img = _read_image(path)
         return MediaInfo(path, "image", img.shape[1], img.shape[0], 0.0, 0.0, "image", False)
-    try:
-        with av.open(str(path)) as container:
-            return _stream_info(container, path)
-    except av.error.FFmpegError as exc:
-        raise MediaError(
-            f"{path}: not a media file ffmpeg can read, or truncated ({exc})"
-        ) from None
+    with _open(path) as container:
+        return _stream_info(container, path)
 
 
 def read_frames(path: Path, fps: float) -> Iterator[VideoFrame]:
@@ -113,13 +117,7 @@ def read_frames(path: Path, fps: float) -> Iterator[VideoFrame]:
     next_t = -np.inf
     last_t = 0.0
     index = -1
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise MediaError(
-            f"{path}: not a media file ffmpeg can read, or truncated ({exc})"
-        ) from None
-    with container:
+    with _open(path) as container:
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
         start = 0.0
@@ -147,3 +145,33 @@ def read_frames(path: Path, fps: float) -> Iterator[VideoFrame]:
             f"{path}: file ends early: decoded up to {last_t:.2f} s of the "
             f"{info.duration:.2f} s the container announces (truncated download?)"
         )
+
+
+def read_audio(path: Path) -> tuple[float, Iterator[Any]]:
+    """The first audio stream's frames, and its start relative to the first video stream.
+
+    Raises:
+        MediaError: the file has no audio stream or cannot be read.
+    """
+    _check_path(path)
+    container = _open(path)
+    if not container.streams.audio:
+        container.close()
+        raise MediaError(f"{path}: no audio stream")
+    a = container.streams.audio[0]
+
+    def start(s: Any) -> float:
+        if s.start_time is None or s.time_base is None:
+            return 0.0
+        return float(s.start_time * s.time_base)
+
+    offset = start(a) - (start(container.streams.video[0]) if container.streams.video else 0.0)
+
+    def frames() -> Iterator[Any]:
+        with container:
+            try:
+                yield from container.decode(a)
+            except av.error.FFmpegError as exc:
+                raise MediaError(f"{path}: audio decoding failed ({exc})") from None
+
+    return offset, frames()

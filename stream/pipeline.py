@@ -73,6 +73,7 @@ class VisionPipeline:
         self.emotion = emotion
         self.smoother = smoother
         self.flow = FlowPropagator()
+        self.factory: SessionFactory | None = None  # set by from_config (voice analysis reuses it)
         self.mouth = MouthActivity()
         self.excluded: set[int] = set()
         self._samples: dict[int, FaceSample] = {}
@@ -104,9 +105,11 @@ class VisionPipeline:
                 raise ModelError(f"emotion.ensemble: {spec.name} is not an emotion model")
             members.append(Member(EmotionModel(factory.get(spec.name), spec), m.weight))
         tracker = IdentityTracker(config.tracking, embedder.embed_aligned, numbering=numbering)
-        return cls(
+        pipeline = cls(
             detector, tracker, EmotionEnsemble(members), ExpressionSmoother(config.smoothing)
         )
+        pipeline.factory = factory
+        return pipeline
 
     def reset(self) -> None:
         """Start a new session: identities, smoothing and exclusions are forgotten."""
