@@ -36,16 +36,35 @@ class VoiceUpdate:
 
 
 class Resampler:
-    """Converts PyAV audio frames of any format, layout, rate and size to mono float32."""
+    """Converts PyAV audio frames of any format, layout, rate and size to mono float32.
+
+    Channels are averaged (libswresample's own downmix scales a duplicated-mono stereo
+    stream by sqrt(2), +3 dB, which would make live audio louder than the same file).
+    """
 
     def __init__(self, rate: int) -> None:
-        self._r = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        self.rate = rate
+        self._r: av.AudioResampler | None = None
+        self._layout = ""
 
     def __call__(self, frame: av.AudioFrame | None) -> F32:
         if frame is not None:
             frame.pts = None  # timing is ours; live pts may jump
-        out = [f.to_ndarray().reshape(-1) for f in self._r.resample(frame)]
+            layout = frame.layout.name
+            if self._r is None or layout != self._layout:
+                # A layout change mid-stream flushes the old resampler first.
+                pending = self._drain(None) if self._r is not None else []
+                self._r = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
+                self._layout = layout
+                return np.concatenate([*pending, *self._drain(frame)]).astype(np.float32)
+        if self._r is None:
+            return np.zeros(0, np.float32)
+        out = self._drain(frame)
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def _drain(self, frame: av.AudioFrame | None) -> list[F32]:
+        assert self._r is not None
+        return [f.to_ndarray().mean(axis=0).astype(np.float32) for f in self._r.resample(frame)]
 
 
 def array_frame(samples: F32, rate: int) -> av.AudioFrame:
@@ -76,8 +95,9 @@ class VoiceAnalyzer:
         self.offset = DF_DELAY_S if self.denoiser is not None else 0.0
         self._audio = np.zeros(0, np.float32)  # recent 16 kHz audio for energy
         self._audio_t0 = 0.0
-        self._vad: deque[VadStep] = deque(maxlen=256)
-        self._hops: deque[tuple[float, float, float]] = deque()  # (t, f0, conf) waiting for VAD
+        self._vad: deque[VadStep] = deque()  # decisions not yet older than every pending hop
+        # (t, f0, confidence, energy dBFS) of pitch hops waiting for their VAD decision
+        self._hops: deque[tuple[float, float, float, float]] = deque()
 
     def feed(self, frame: av.AudioFrame | None) -> VoiceUpdate:
         """Feed one audio frame (None flushes the resamplers at the end of a file)."""
@@ -91,29 +111,33 @@ class VoiceAnalyzer:
         s16 = self.to16k(array_frame(clean, 48_000))
         steps = self.vad.process(s16)
         self._vad.extend(steps)
-        self._keep_audio(s16)
+        self._audio = np.concatenate([self._audio, s16])
         times, f0, conf = self.pitch.process(s16)
-        self._hops.extend(zip(times.tolist(), f0.tolist(), conf.tolist(), strict=True))
+        for t, hz, c in zip(times.tolist(), f0.tolist(), conf.tolist(), strict=True):
+            self._hops.append((t, hz, c, self._energy_db(t)))
+        self._trim_audio()
         hops = []
         vad_end = self._vad[-1].t + CHUNK / 16000 if self._vad else -1.0
         while self._hops and self._hops[0][0] < vad_end:
-            t, hz, c = self._hops.popleft()
+            t, hz, c, energy = self._hops.popleft()
             step = self._step_at(t)
             hops.append(
                 HopFeatures(
                     t - self.offset,
-                    self._energy_db(t),
+                    energy,
                     hz,
                     c,
                     step.speech if step else False,
                     step.prob if step else 0.0,
                 )
             )
+        keep_from = (self._hops[0][0] if self._hops else vad_end) - 0.1
+        while len(self._vad) > 1 and self._vad[1].t <= keep_from:
+            self._vad.popleft()
         shifted = [VadStep(v.t - self.offset, v.prob, v.speech) for v in steps]
         return VoiceUpdate(shifted, hops, self.window.add(hops))
 
-    def _keep_audio(self, s16: F32) -> None:
-        self._audio = np.concatenate([self._audio, s16])
+    def _trim_audio(self) -> None:
         extra = len(self._audio) - 16000 * 2
         if extra > 0:
             self._audio = self._audio[extra:]
@@ -127,10 +151,11 @@ class VoiceAnalyzer:
         return float(10 * np.log10(max(float(np.mean(seg.astype(np.float64) ** 2)), 1e-10)))
 
     def _step_at(self, t: float) -> VadStep | None:
-        for step in reversed(self._vad):
-            if step.t <= t:
-                return step
-        return None
+        """The VAD decision covering time `t` (chunks are 32 ms, in order)."""
+        if not self._vad or t < self._vad[0].t:
+            return None
+        i = min(int((t - self._vad[0].t) / (CHUNK / 16000)), len(self._vad) - 1)
+        return self._vad[i]
 
 
 @dataclass(frozen=True)

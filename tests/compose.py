@@ -42,13 +42,17 @@ def clip_frames(
     out = []
     for i in range(int((end - start) * fps)):
         j = max(0, int(np.searchsorted(times, start + i / fps, side="right")) - 1)
-        out.append(frames[j][1])
+        out.append(np.asarray(frames[j][1], np.uint8))
     return out, end - start
 
 
-def square_tile(img: npt.NDArray[np.uint8], square: tuple[int, int, int], side: int) -> npt.NDArray[np.uint8]:
+def square_tile(
+    img: npt.NDArray[np.uint8], square: tuple[int, int, int], side: int
+) -> npt.NDArray[np.uint8]:
     x, y, s = square
-    return np.asarray(cv2.resize(img[y : y + s, x : x + s], (side, side), interpolation=cv2.INTER_AREA), np.uint8)
+    return np.asarray(
+        cv2.resize(img[y : y + s, x : x + s], (side, side), interpolation=cv2.INTER_AREA), np.uint8
+    )
 
 
 def two_speaker_video(
