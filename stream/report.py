@@ -68,10 +68,39 @@ def summary_lines(a: Analysis) -> list[str]:
             if info.kind == "video"
             else f"Overall  dominant: {o.dominant} across {o.faces} face(s)"
         )
+    if a.voice is not None:
+        lines += voice_lines(a)
     if "contempt" not in a.supported:
         lines.append("Note: contempt is not supported by the configured expression models.")
     lines.append(NOTICE)
     return lines
+
+
+def voice_lines(a: Analysis) -> list[str]:
+    """Who spoke and how: one line per speaking face, plus unattributed speech."""
+    v = a.voice
+    if v is None:
+        return []
+    if v.speech_s == 0:
+        return ["Voice: no speech detected"]
+    names = {f.number: f.name for f in a.faces}
+    out = [
+        f"Voice: {v.speech_s:.1f} s of speech"
+        + (f", {v.unattributed_s:.1f} s not matched to a visible face" if v.unattributed_s else "")
+        + (" (denoised)" if v.denoised else "")
+    ]
+    width = max((len(n) for n in names.values()), default=6)
+    for sp in v.speakers:
+        parts = [f"speaking {sp.speaking_s:.1f} s ({_pct(sp.share)})"]
+        if sp.f0_median_hz is not None:
+            parts.append(f"pitch {sp.f0_median_hz:.0f} Hz")
+        if sp.energy_dbfs is not None:
+            parts.append(f"energy {sp.energy_dbfs:.0f} dBFS")
+        if sp.rate_per_s is not None:
+            parts.append(f"rate {sp.rate_per_s:.1f}/s")
+        name = names.get(sp.number, f"Face {sp.number}")
+        out.append(f"{name:<{width}}  " + "  ".join(parts))
+    return out
 
 
 def _runner_up(f: FaceSummary) -> str:
@@ -100,6 +129,11 @@ CSV_FIELDS = [
     "box_y1",
     "box_x2",
     "box_y2",
+    "speaking",
+    "pitch_hz",
+    "energy_dbfs",
+    "speaking_rate_per_s",
+    "vocal_arousal_heuristic",
 ]
 
 
@@ -127,6 +161,7 @@ def write_csv(a: Analysis, path: Path) -> None:
                 row[f"p_{lab}"] = f"{s.probs[i]:.4f}" if lab in supported else ""
             for k, v in zip(("box_x1", "box_y1", "box_x2", "box_y2"), s.box, strict=True):
                 row[k] = f"{v:.4f}"
+            row.update(_voice_cells(a, f.number, p.t))
             rows.append(row)
     rows.sort(key=lambda r: (float(str(r["time_s"])), int(str(r["face_id"]))))
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -136,6 +171,27 @@ def write_csv(a: Analysis, path: Path) -> None:
     if a.va_estimated is False:  # keep column names honest when a model regresses V/A
         text = path.read_text(encoding="utf-8").replace("valence_estimated", "valence", 1)
         path.write_text(text.replace("arousal_estimated", "arousal", 1), encoding="utf-8")
+
+
+def _voice_cells(a: Analysis, number: int, t: float) -> dict[str, object]:
+    """Prosody columns for a face at time t: filled while it is the matched active speaker."""
+    hit = a.voice.at(t) if a.voice is not None else None
+    if hit is None:
+        return {}
+    report, active = hit
+    if not (report.speaking and active.face == number):
+        return {"speaking": "false"}
+
+    def fmt(x: float | None, n: int) -> str:
+        return "" if x is None else f"{x:.{n}f}"
+
+    return {
+        "speaking": "true",
+        "pitch_hz": fmt(report.f0_median_hz, 1),
+        "energy_dbfs": fmt(report.energy_dbfs, 1),
+        "speaking_rate_per_s": fmt(report.rate_per_s, 2),
+        "vocal_arousal_heuristic": fmt(report.vocal_arousal_heuristic, 2),
+    }
 
 
 def _svg(fig: object) -> str:
@@ -183,6 +239,45 @@ def _timeline_svg(a: Analysis, f: FaceSummary) -> str:
     lane.set_yticks([])
     lane.set_ylabel("shown", rotation=0, ha="right", va="center")
     lane.set_xlabel("time (s)")
+    return _svg(fig)
+
+
+def _voice_svg(a: Analysis) -> str:
+    """Who speaks when (one lane per face, plus speech no face matched) and their pitch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assert a.voice is not None
+    names = {f.number: f.name for f in a.faces}
+    lanes = [*sorted({s.number for s in a.voice.speakers}), None]
+    fig, (who, pitch) = plt.subplots(
+        2,
+        1,
+        figsize=(8.5, 1.2 + 0.35 * len(lanes)),
+        sharex=True,
+        gridspec_kw={"height_ratios": [len(lanes), 3]},
+    )
+    hop = a.voice.hop_s
+    for r, act in a.voice.timeline:
+        if not r.speaking:
+            continue
+        lane = lanes.index(act.face) if act.face in lanes else len(lanes) - 1
+        colour = "#9e9e9e" if act.face is None else f"C{lane % 10}"
+        who.axvspan(
+            r.t - hop, r.t, ymin=lane / len(lanes), ymax=(lane + 1) / len(lanes), color=colour, lw=0
+        )
+        if r.f0_median_hz is not None and act.face is not None:
+            pitch.plot(r.t, r.f0_median_hz, "o", ms=2.5, color=colour)
+    who.set_yticks([(i + 0.5) / len(lanes) for i in range(len(lanes))])
+    who.set_yticklabels(
+        [names.get(n, f"Face {n}") if n is not None else "not visible" for n in lanes], fontsize=8
+    )
+    who.set_ylim(0, 1)
+    pitch.set_ylabel("pitch (Hz)")
+    pitch.set_xlabel("time (s)")
+    pitch.grid(alpha=0.3)
     return _svg(fig)
 
 
@@ -246,6 +341,13 @@ def write_html(a: Analysis, path: Path) -> None:
         )
     else:
         parts.append("<h2>No faces found</h2>")
+    if a.voice is not None and a.voice.speech_s > 0:
+        parts.append(
+            "<h2>Voices</h2><p class='meta'>"
+            + "<br>".join(esc(x) for x in voice_lines(a))
+            + "</p><p class='meta'>The speaker is the visible face whose mouth movement matches "
+            "the voice; vocal arousal is a heuristic, not an emotion label.</p>" + _voice_svg(a)
+        )
     for f, fd in zip(a.faces, d["faces"], strict=True):
         thumb = a.thumbnails.get(f.number, b"")
         img = (
