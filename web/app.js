@@ -75,6 +75,7 @@ async function start() {
       overlay.handle(ev);
     } else if (ev.type === "error") {
       status(`error: ${ev.message}`);
+      overlay.handle(ev);
     } else {
       overlay.handle(ev);
     }

@@ -24,6 +24,7 @@ export class Overlay {
     this.send = send;
     this.faces = new Map(); // id -> {name, excluded, history: [{t, label, conf}], dominant, card}
     this.lastFrame = null;
+    this.speakers = new Map(); // audio track id -> {face_id, name, speaking, prosody, el}
   }
 
   handle(ev) {
@@ -42,7 +43,62 @@ export class Overlay {
       case "face.renamed": this.face(ev.id).name = ev.name; this.updateCard(ev.id); this.draw(); break;
       case "face.excluded": this.face(ev.id).excluded = ev.excluded; this.updateCard(ev.id); break;
       case "session.reset":
-        this.faces.clear(); this.panel.replaceChildren(); this.lastFrame = null; this.draw(); break;
+        this.faces.clear(); this.panel.replaceChildren(); this.lastFrame = null;
+        this.speakers.clear(); this.draw(); break;
+      case "prosody": this.prosody(ev); break;
+      case "speaker.active": {
+        const sp = this.speaker(ev.speaker);
+        sp.face_id = ev.face_id; sp.speaking = ev.speaking; sp.confidence = ev.confidence;
+        this.updateSpeaker(ev.speaker); this.draw(); break;
+      }
+    }
+  }
+
+  speaker(id) {
+    if (!this.speakers.has(id)) this.speakers.set(id, { face_id: null, speaking: false, prosody: null, el: null });
+    return this.speakers.get(id);
+  }
+
+  prosody(ev) {
+    const sp = this.speaker(ev.speaker);
+    sp.prosody = ev; sp.face_id = ev.face_id; sp.speaking = ev.speaking;
+    this.updateSpeaker(ev.speaker);
+  }
+
+  /** Face IDs currently matched as speaking. */
+  speakingFaces() {
+    const ids = new Set();
+    for (const sp of this.speakers.values()) if (sp.speaking && sp.face_id != null) ids.add(sp.face_id);
+    return ids;
+  }
+
+  updateSpeaker(id) {
+    const sp = this.speaker(id);
+    if (!sp.el) {
+      sp.el = document.createElement("div");
+      sp.el.className = "card speaker";
+      sp.el.innerHTML = `<div class="who"></div>
+        <div class="meter"><span>pitch</span><div class="bar"><span class="pitch"></span></div><b class="pv"></b></div>
+        <div class="meter"><span>energy</span><div class="bar"><span class="energy"></span></div><b class="ev"></b></div>
+        <div class="muted detail"></div>`;
+      this.panel.prepend(sp.el);
+    }
+    const p = sp.prosody;
+    const face = sp.face_id != null ? this.face(sp.face_id) : null;
+    const who = sp.speaking
+      ? (face ? `${face.name} is speaking` : "Someone not visible is speaking")
+      : "Nobody is speaking";
+    sp.el.querySelector(".who").textContent = `🔊 ${who}`;
+    sp.el.style.setProperty("--c", face ? faceColour(sp.face_id) : "#5f6368");
+    if (p) {
+      const hz = p.pitch.median_hz;
+      sp.el.querySelector(".pitch").style.width = hz ? `${Math.min(100, Math.max(0, (Math.log2(hz / 60) / Math.log2(400 / 60)) * 100))}%` : "0";
+      sp.el.querySelector(".pv").textContent = hz ? `${Math.round(hz)} Hz` : "–";
+      sp.el.querySelector(".energy").style.width = `${Math.min(100, Math.max(0, (p.energy_dbfs + 60) / 60 * 100))}%`;
+      sp.el.querySelector(".ev").textContent = `${Math.round(p.energy_dbfs)} dBFS`;
+      const rate = p.speaking_rate_per_s != null ? `rate ${p.speaking_rate_per_s.toFixed(1)}/s · ` : "";
+      const ar = p.vocal_arousal_heuristic != null ? ` · vocal arousal (heuristic) ${p.vocal_arousal_heuristic.toFixed(1)}` : "";
+      sp.el.querySelector(".detail").textContent = `${rate}voice ${Math.round(p.voice_activity_ratio * 100)}% of ${p.window_s} s${ar}`;
     }
   }
 
@@ -83,11 +139,13 @@ export class Overlay {
     for (const f of ev.faces) {
       const [x1, y1, x2, y2] = [f.box[0] * w, f.box[1] * h, f.box[2] * w, f.box[3] * h];
       const colour = f.excluded ? "#888" : faceColour(f.id);
+      const speaking = !f.excluded && this.speakingFaces().has(f.id);
+      ctx.lineWidth = speaking ? 6 : 3;
       ctx.strokeStyle = colour;
       ctx.setLineDash(f.excluded ? [6, 4] : []);
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
       ctx.setLineDash([]);
-      const text = f.excluded ? `${f.name} · excluded` : `${f.name} · ${f.label} ${Math.round(f.confidence * 100)}%`;
+      const text = (speaking ? "🔊 " : "") + (f.excluded ? `${f.name} · excluded` : `${f.name} · ${f.label} ${Math.round(f.confidence * 100)}%`);
       const tw = ctx.measureText(text).width + 10;
       const ty = y1 > 24 ? y1 - 24 : y2;
       ctx.fillStyle = "rgba(0,0,0,.65)";
