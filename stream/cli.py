@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--csv", type=Path, metavar="FILE", help="write the per-face timeline as CSV")
     a.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report with plots")
+    a.add_argument(
+        "--no-voice", action="store_true", help="skip voice analysis (faster; video only)"
+    )
     a.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_common(a)
 
@@ -181,6 +184,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from stream.analyze import analyze_file, with_fps
 
     cfg = with_fps(_config(args), args.fps)
+    if args.no_voice:
+        cfg = cfg.replace("audio", enabled=False)
     result = analyze_file(args.path, cfg, progress=_progress(args.no_progress))
     out = sys.stderr if args.json == "-" else sys.stdout
     for line in report.summary_lines(result):
