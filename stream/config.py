@@ -61,6 +61,7 @@ class RuntimeConfig:
 
     provider: str = "auto"
     intra_op_threads: int = 2
+    audio_intra_op_threads: int = 1
     inter_op_threads: int = 1
     allow_spinning: bool = False
     warmup: bool = True
@@ -72,6 +73,8 @@ class RuntimeConfig:
             f"must be auto, cpu or cuda, got {self.provider!r}",
         )
         _check(self.intra_op_threads >= 0, "runtime.intra_op_threads", "must be >= 0 (0 = all)")
+        ok = self.audio_intra_op_threads >= 0
+        _check(ok, "runtime.audio_intra_op_threads", "must be >= 0 (0 = all)")
         _check(self.inter_op_threads >= 0, "runtime.inter_op_threads", "must be >= 0 (0 = all)")
 
 
@@ -176,7 +179,7 @@ class AudioConfig:
     atten_lim_db: float = 100.0
     window_s: float = 2.0
     hop_s: float = 0.25
-    pitch_hop_s: float = 0.02
+    pitch_hop_s: float = 0.04
     vad_on: float = 0.5
     vad_off: float = 0.35
     vad_hangover_s: float = 0.25

@@ -69,7 +69,11 @@ class SessionFactory:
     def _create(self, name: str, path: Path) -> Any:
         ort = _ort()
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.runtime.intra_op_threads
+        # Streaming audio models run on tiny inputs many times a second: waking a thread pool
+        # for each call costs more than it saves.
+        audio = self.store.manifest[name].task in ("vad", "pitch")
+        threads = self.runtime.audio_intra_op_threads if audio else self.runtime.intra_op_threads
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = self.runtime.inter_op_threads
         # Several sessions run one after another on few cores: idle workers must not spin.
         opts.add_session_config_entry(

@@ -433,10 +433,4 @@ def _process(
 
 def _feed_all(analyzer: VoiceAnalyzer, frames: list[Any]) -> VoiceUpdate:
     """Feed several audio frames (runs in the audio executor)."""
-    steps, hops, reports = [], [], []
-    for frame in frames:
-        u = analyzer.feed(frame)
-        steps += u.steps
-        hops += u.hops
-        reports += u.reports
-    return VoiceUpdate(steps, hops, reports)
+    return analyzer.feed_many(frames)

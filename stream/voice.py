@@ -24,6 +24,7 @@ from stream.vad import CHUNK, SileroVad, VadStep
 
 F32 = npt.NDArray[np.float32]
 DF_DELAY_S = 0.03  # DeepFilterNet3's algorithmic delay
+ENERGY_HOP_S = 0.02  # energy (and prosody hop) spacing; pitch may be sparser
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,19 @@ class VoiceAnalyzer:
         self._audio = np.zeros(0, np.float32)  # recent 16 kHz audio for energy
         self._audio_t0 = 0.0
         self._vad: deque[VadStep] = deque()  # decisions not yet older than every pending hop
-        # (t, f0, confidence, energy dBFS) of pitch hops waiting for their VAD decision
-        self._hops: deque[tuple[float, float, float, float]] = deque()
+        self._pitch: deque[tuple[float, float, float]] = deque()  # (t, f0, confidence)
+        self._energy: deque[tuple[float, float]] = deque()  # (t, dBFS) waiting for VAD, pitch
+        self._next_energy_t = 0.0
 
     def feed(self, frame: av.AudioFrame | None) -> VoiceUpdate:
         """Feed one audio frame (None flushes the resamplers at the end of a file)."""
         return self.feed48k(self.to48k(frame))
+
+    def feed_many(self, frames: list[av.AudioFrame | None]) -> VoiceUpdate:
+        """Feed several frames at once: the models then run on batches (cheaper per second)."""
+        if not frames:
+            return VoiceUpdate([], [], [])
+        return self.feed48k(np.concatenate([self.to48k(f) for f in frames]))
 
     def feed48k(self, samples: F32) -> VoiceUpdate:
         """Feed 48 kHz mono float32 samples."""
@@ -113,13 +121,23 @@ class VoiceAnalyzer:
         self._vad.extend(steps)
         self._audio = np.concatenate([self._audio, s16])
         times, f0, conf = self.pitch.process(s16)
-        for t, hz, c in zip(times.tolist(), f0.tolist(), conf.tolist(), strict=True):
-            self._hops.append((t, hz, c, self._energy_db(t)))
+        self._pitch.extend(zip(times.tolist(), f0.tolist(), conf.tolist(), strict=True))
+        # Energy every ENERGY_HOP_S (finer than pitch: syllable peaks need it), on audio that
+        # is still in the buffer.
+        end_t = self._audio_t0 + len(self._audio) / 16000
+        while self._next_energy_t + ENERGY_HOP_S / 2 <= end_t:
+            t = self._next_energy_t
+            self._energy.append((t, self._energy_db(t)))
+            self._next_energy_t = round(t + ENERGY_HOP_S, 6)
         self._trim_audio()
         hops = []
         vad_end = self._vad[-1].t + CHUNK / 16000 if self._vad else -1.0
-        while self._hops and self._hops[0][0] < vad_end:
-            t, hz, c, energy = self._hops.popleft()
+        pitch_end = self._pitch[-1][0] if self._pitch else -1.0
+        while self._energy and self._energy[0][0] < vad_end and self._energy[0][0] <= pitch_end:
+            t, energy = self._energy.popleft()
+            while len(self._pitch) > 1 and abs(self._pitch[1][0] - t) <= abs(self._pitch[0][0] - t):
+                self._pitch.popleft()  # keep the pitch estimate nearest to t in front
+            _, hz, c = self._pitch[0]
             step = self._step_at(t)
             hops.append(
                 HopFeatures(
@@ -131,7 +149,7 @@ class VoiceAnalyzer:
                     step.prob if step else 0.0,
                 )
             )
-        keep_from = (self._hops[0][0] if self._hops else vad_end) - 0.1
+        keep_from = (self._energy[0][0] if self._energy else vad_end) - 0.1
         while len(self._vad) > 1 and self._vad[1].t <= keep_from:
             self._vad.popleft()
         shifted = [VadStep(v.t - self.offset, v.prob, v.speech) for v in steps]
