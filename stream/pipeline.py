@@ -144,6 +144,7 @@ class VisionPipeline:
             embedded = self.tracker.last_stats.embedded
         else:
             dets = self.flow.propagate(self._last_grey, frame.image, self._last)
+            self.tracker.follow(frame, dets)
             t1 = time.perf_counter()
             embedded = 0
         self._last = dets

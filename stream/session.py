@@ -293,7 +293,7 @@ class LiveSession:
             detect, emotion_for = budget.plan(media_t, known)
             async with self._lock:
                 try:
-                    result: FrameResult = await loop.run_in_executor(
+                    result, started = await loop.run_in_executor(
                         self.executor, _process, pipeline, frame, media_t, detect, emotion_for
                     )
                 except Exception as exc:  # keep the session alive; report the frame failure
@@ -311,7 +311,7 @@ class LiveSession:
                         matcher.add_mouth(media_t + v0, f.number, f.mouth)
             done = time.perf_counter()
             stats.tick(done)
-            stats.queue_age_ms = (start - received) * 1e3
+            stats.queue_age_ms = (started - received) * 1e3  # until inference really began
             stats.latency_ms = (done - received) * 1e3
             stats.detect_every = budget.detect_every
             for k, v in result.timings_ms.items():
@@ -425,10 +425,14 @@ class LiveSession:
 
 def _process(
     pipeline: VisionPipeline, frame: Any, media_t: float, detect: bool, emotion_for: set[int]
-) -> FrameResult:
-    """Convert and analyse one received frame (runs in the inference executor)."""
+) -> tuple[FrameResult, float]:
+    """Convert and analyse one received frame (runs in the inference executor).
+
+    Returns the result and when the work started (so queue age includes the executor wait).
+    """
+    started = time.perf_counter()
     image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
-    return pipeline.process(VideoFrame(image, media_t), detect, emotion_for)
+    return pipeline.process(VideoFrame(image, media_t), detect, emotion_for), started
 
 
 def _feed_all(analyzer: VoiceAnalyzer, frames: list[Any]) -> VoiceUpdate:

@@ -267,6 +267,21 @@ class IdentityTracker:
         self.last_stats = TrackerStats(n, len(embeddings), by_geometry)
         return faces.with_track_ids(ids)
 
+    def follow(self, frame: VideoFrame, faces: FaceDetections) -> None:
+        """Move identities along with faces tracked without detection (optical flow).
+
+        Keeps the next detection's cheap geometric match valid when detections are sparse:
+        without it, boxes and thumbnails go stale and every face needs an embedding again.
+        """
+        by_number = {i.number: i for i in self.identities.values() if i.confirmed}
+        sigs = signatures(frame.image, faces.boxes)
+        for k, number in enumerate(faces.track_ids):
+            ident = by_number.get(int(number))
+            if ident is not None:
+                ident.box = faces.boxes[k].copy()
+                ident.signature = sigs[k]
+                ident.last_t = frame.t
+
     def _ready(self, ident: Identity, t: float) -> bool:
         c = self.config
         if ident.hits < c.min_hits:
