@@ -1,65 +1,94 @@
-"""A real WebRTC publisher (aiortc) for end-to-end tests and the live benchmark."""
+"""A real WebRTC publisher (aiortc) for end-to-end tests."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import websockets
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.contrib.media import MediaPlayer
+
+
+class Publisher:
+    """A publisher that has sent consent and its offer: its socket and peer connection."""
+
+    def __init__(self, ws: Any, pc: RTCPeerConnection) -> None:
+        self.ws = ws
+        self.pc = pc
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(msg))
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """The server's events; the answer is applied to the peer connection on the way."""
+        async for raw in self.ws:
+            ev: dict[str, Any] = json.loads(raw)
+            if ev["type"] == "answer":
+                await self.pc.setRemoteDescription(RTCSessionDescription(ev["sdp"], "answer"))
+            yield ev
+
+
+@contextlib.asynccontextmanager
+async def connect_publisher(
+    url: str, tracks: list[MediaStreamTrack], purpose: str = "test"
+) -> AsyncIterator[Publisher]:
+    """Connect, give consent and send an offer with `tracks` (no ICE servers: loopback)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for track in tracks:
+        pc.addTrack(track)
+    try:
+        async with websockets.connect(url, max_size=2**22) as ws:
+            await ws.send(json.dumps({"type": "hello", "consent": True, "purpose": purpose}))
+            await pc.setLocalDescription(await pc.createOffer())
+            await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+            yield Publisher(ws, pc)
+    finally:
+        await pc.close()
+
+
+def player_tracks(clip: Path, loop: bool = False, audio: bool = False) -> list[MediaStreamTrack]:
+    """The video (and audio) track of a media file, played in real time."""
+    player = MediaPlayer(str(clip), loop=loop)
+    tracks = [player.video, player.audio] if audio else [player.video]
+    out = [t for t in tracks if t is not None]
+    assert len(out) == len(tracks), f"{clip} lacks a requested track"
+    return out
 
 
 async def publish(
     url: str,
-    clip: Path | None = None,
+    clip: Path,
     until: Callable[[list[dict[str, Any]]], bool] = lambda ev: False,
     timeout: float = 30.0,
-    track: Any = None,
-    on_event: Callable[[dict[str, Any], float], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Stream a clip (or a given track) to the server and collect events until `until` holds.
+    """Stream a clip to the server and collect events until `until` holds.
 
-    Stops at the end of the media (the server then sends its summary) or after `timeout`.
+    Stops at the end of the media, or after `timeout`; then says bye and collects the closing
+    summary.
     """
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    if track is None:
-        if clip is None:
-            raise ValueError("give a clip or a track")
-        track = MediaPlayer(str(clip)).video
-    pc.addTrack(track)
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
-    try:
-        async with websockets.connect(url, max_size=2**22) as ws:
-            await ws.send(json.dumps({"type": "hello", "consent": True, "purpose": "test"}))
-            await pc.setLocalDescription(await pc.createOffer())
-            await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-            while not until(events):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), left)
-                except (TimeoutError, websockets.ConnectionClosed):
-                    break
-                ev = json.loads(raw)
-                events.append(ev)
-                if on_event is not None:
-                    on_event(ev, time.time())
-                if ev["type"] == "answer":
-                    await pc.setRemoteDescription(RTCSessionDescription(ev["sdp"], "answer"))
-            await ws.send(json.dumps({"type": "bye"}))
-            try:  # collect the closing summary
-                async with asyncio.timeout(10):
-                    async for raw in ws:
-                        events.append(json.loads(raw))
-            except (TimeoutError, websockets.ConnectionClosed):
-                pass
-    finally:
-        await pc.close()
+    async with connect_publisher(url, player_tracks(clip)) as pub:
+        with contextlib.suppress(TimeoutError, websockets.ConnectionClosed):
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
+                async for ev in pub.events():
+                    events.append(ev)
+                    if until(events):
+                        break
+        await pub.send({"type": "bye"})
+        with contextlib.suppress(TimeoutError, websockets.ConnectionClosed):
+            async with asyncio.timeout(10):
+                async for ev in pub.events():
+                    events.append(ev)
     return events

@@ -19,7 +19,8 @@ from stream.events import schema
 from stream.runtime import SessionFactory
 from stream.server import LiveServer
 
-from .live_client import publish
+from .conftest import VIDEO
+from .live_client import connect_publisher, player_tracks, publish
 from .test_gallery_view import build_gallery_video
 
 VALIDATOR = jsonschema.Draft202012Validator(schema())
@@ -42,6 +43,11 @@ def gallery4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _clip_played(seconds: float) -> Callable[[list[dict[str, Any]]], bool]:
+    """Stop once a frame event reaches `seconds` of media time."""
+    return lambda evs: any(e["type"] == "frame" and e["media_t"] >= seconds for e in evs)
+
+
 def test_schema_is_a_valid_json_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(schema())
 
@@ -52,7 +58,8 @@ def test_aiortc_publisher_gets_valid_events_and_stable_ids(
     async def main() -> list[dict[str, Any]]:
         server = await _server(config, factory)
         try:
-            return await publish(f"ws://127.0.0.1:{server.port}/ws", gallery4, timeout=30)
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            return await publish(url, gallery4, until=_clip_played(3.7), timeout=30)
         finally:
             await server.shutdown()
 
@@ -100,20 +107,10 @@ def test_rename_exclude_reset_and_viewer(
 
         async def client() -> None:
             nonlocal viewer_task, bad_code
-            from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-            from aiortc.contrib.media import MediaPlayer
-
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            video = MediaPlayer(str(gallery4), loop=True).video
-            assert video is not None
-            pc.addTrack(video)
-            async with websockets.connect(f"{url}/ws") as ws:
-                await ws.send(json.dumps({"type": "hello", "consent": True, "purpose": "test"}))
-                await pc.setLocalDescription(await pc.createOffer())
-                await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+            tracks = player_tracks(gallery4, loop=True)
+            async with connect_publisher(f"{url}/ws", tracks) as pub:
                 async with asyncio.timeout(40):
-                    async for raw in ws:
-                        ev = json.loads(raw)
+                    async for ev in pub.events():
                         events.append(ev)
                         if ev["type"] == "session.started":
                             # a wrong token gets nothing
@@ -127,18 +124,12 @@ def test_rename_exclude_reset_and_viewer(
                             viewer_task = asyncio.create_task(
                                 viewer(ev["session"], ev["viewer_token"])
                             )
-                        elif ev["type"] == "answer":
-                            await pc.setRemoteDescription(
-                                RTCSessionDescription(ev["sdp"], "answer")
-                            )
                         elif ev["type"] == "frame" and ev["faces"]:
                             phase = state["phase"]
                             ids = sorted(f["id"] for f in ev["faces"])
                             if phase == 0 and 1 in ids:
-                                await ws.send(
-                                    json.dumps({"type": "rename", "id": 1, "name": "Alice"})
-                                )
-                                await ws.send(json.dumps({"type": "exclude", "id": 2}))
+                                await pub.send({"type": "rename", "id": 1, "name": "Alice"})
+                                await pub.send({"type": "exclude", "id": 2})
                                 state["phase"] = 1
                             elif (
                                 phase == 1
@@ -146,17 +137,16 @@ def test_rename_exclude_reset_and_viewer(
                                 and any(f["name"] == "Alice" for f in ev["faces"])
                             ):
                                 state["phase"] = 2
-                                await ws.send(json.dumps({"type": "reset"}))
+                                await pub.send({"type": "reset"})
                             elif phase == 3:
                                 state["phase"] = 4
                                 break
                         elif ev["type"] == "session.reset":
                             state["phase"] = 3
-                await ws.send(json.dumps({"type": "bye"}))
+                await pub.send({"type": "bye"})
                 async with asyncio.timeout(10):
-                    async for raw in ws:
-                        events.append(json.loads(raw))
-            await pc.close()
+                    async for ev in pub.events():
+                        events.append(ev)
 
         try:
             await client()
@@ -191,39 +181,27 @@ def test_rename_exclude_reset_and_viewer(
 
 def test_two_video_tracks_get_distinct_ids(config: Config, factory: SessionFactory) -> None:
     """A call bot forwarding two participants' tracks: numbers stay unique in the session."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.contrib.media import MediaPlayer
-
-    from .conftest import VIDEO
 
     async def main() -> list[dict[str, Any]]:
         server = await _server(config, factory)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        for clip in ("pyfeat_single_face.mp4", "fer_test.mp4"):
-            video = MediaPlayer(str(VIDEO / clip), loop=True).video
-            assert video is not None
-            pc.addTrack(video)
+        tracks = [
+            t
+            for clip in ("pyfeat_single_face.mp4", "fer_test.mp4")
+            for t in player_tracks(VIDEO / clip, loop=True)
+        ]
         events: list[dict[str, Any]] = []
         seen: dict[str, set[int]] = {}
         try:
-            async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
-                await ws.send(json.dumps({"type": "hello", "consent": True}))
-                await pc.setLocalDescription(await pc.createOffer())
-                await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-                async with asyncio.timeout(40):
-                    async for raw in ws:
-                        ev = json.loads(raw)
-                        events.append(ev)
-                        if ev["type"] == "answer":
-                            answer = RTCSessionDescription(ev["sdp"], "answer")
-                            await pc.setRemoteDescription(answer)
-                        if ev["type"] == "frame":
-                            seen.setdefault(ev["track"], set()).update(f["id"] for f in ev["faces"])
-                            frames = sum(1 for e in events if e["type"] == "frame")
-                            if len(seen) == 2 and all(seen.values()) and frames > 30:
-                                break
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            async with connect_publisher(url, tracks) as pub, asyncio.timeout(40):
+                async for ev in pub.events():
+                    events.append(ev)
+                    if ev["type"] == "frame":
+                        seen.setdefault(ev["track"], set()).update(f["id"] for f in ev["faces"])
+                        frames = sum(1 for e in events if e["type"] == "frame")
+                        if len(seen) == 2 and all(seen.values()) and frames > 30:
+                            break
         finally:
-            await pc.close()
             await server.shutdown()
         return events
 
@@ -254,31 +232,16 @@ def test_live_voice_prosody_and_active_speaker(
     )
 
     async def main() -> list[dict[str, Any]]:
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-        from aiortc.contrib.media import MediaPlayer
-
         server = await _server(config, factory)
-        player = MediaPlayer(str(clip))
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        assert player.video is not None and player.audio is not None
-        pc.addTrack(player.video)
-        pc.addTrack(player.audio)
         events: list[dict[str, Any]] = []
         try:
-            async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
-                await ws.send(json.dumps({"type": "hello", "consent": True}))
-                await pc.setLocalDescription(await pc.createOffer())
-                await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            async with connect_publisher(url, player_tracks(clip, audio=True)) as pub:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(21):  # the clip lasts 20 s
-                        async for raw in ws:
-                            ev = json.loads(raw)
+                        async for ev in pub.events():
                             events.append(ev)
-                            if ev["type"] == "answer":
-                                answer = RTCSessionDescription(ev["sdp"], "answer")
-                                await pc.setRemoteDescription(answer)
         finally:
-            await pc.close()
             await server.shutdown()
         return events
 

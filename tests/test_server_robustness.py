@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 import websockets
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaPlayer
 
 from stream.config import Config
 from stream.runtime import SessionFactory
 from stream.server import LiveServer, parse_message
 
 from .conftest import VIDEO
+from .live_client import connect_publisher, player_tracks
 
 
 def with_server(
@@ -191,25 +190,18 @@ def test_http_routes_and_no_path_traversal(config: Config, factory: SessionFacto
 
 def test_peer_vanishing_mid_stream_is_cleaned_up(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> tuple[int, int, int, bytes]:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        video = MediaPlayer(str(VIDEO / "pyfeat_single_face.mp4"), loop=True).video
-        assert video is not None
-        pc.addTrack(video)
-        ws = await websockets.connect(f"ws://{addr}/ws")
-        await ws.send(json.dumps({"type": "hello", "consent": True}))
-        await pc.setLocalDescription(await pc.createOffer())
-        await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-        async with asyncio.timeout(30):
-            async for raw in ws:
-                ev = json.loads(raw)
-                if ev["type"] == "answer":
-                    await pc.setRemoteDescription(RTCSessionDescription(ev["sdp"], "answer"))
-                if ev["type"] == "frame" and ev["faces"]:
-                    break
-        during = len(server.sessions)
-        # Vanish: drop the media and the socket without a goodbye.
-        await pc.close()
-        ws.transport.abort()
+        url = f"ws://{addr}/ws"
+        async with connect_publisher(
+            url, player_tracks(VIDEO / "pyfeat_single_face.mp4", True)
+        ) as pub:
+            async with asyncio.timeout(30):
+                async for ev in pub.events():
+                    if ev["type"] == "frame" and ev["faces"]:
+                        break
+            during = len(server.sessions)
+            # Vanish: drop the media and the socket without a goodbye.
+            await pub.pc.close()
+            pub.ws.transport.abort()
         async with asyncio.timeout(15):
             while server.sessions:
                 await asyncio.sleep(0.05)  # polling server state, not timing the test
