@@ -1,8 +1,8 @@
 """End to end in a real browser: Debian's Chromium, headless, a clip as its fake camera.
 
-Drives the page over the DevTools protocol (no test-tool browser downloads): consent, camera,
-WebRTC to the server, and the overlay showing a face ID; saves screenshots of the publisher page
-and of the read-only viewer page.
+Drives the page over the DevTools protocol (no test-tool browser downloads): consent, camera and
+microphone (a speech file), WebRTC to the server, the overlay showing a face ID and the speaker
+strip showing pitch; saves screenshots of the publisher page and of the read-only viewer page.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from stream.config import Config
 from stream.runtime import SessionFactory
 from stream.server import LiveServer
 
-from .conftest import ROOT, VIDEO
+from .conftest import MEDIA, ROOT, VIDEO
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/lib/chromium/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
+SPEECH = MEDIA / "audio" / "librosa_libri_198-209-0000.wav"  # the fake microphone
 FLAGS = [
     "--headless=new",
     "--no-sandbox",
@@ -144,6 +145,18 @@ WAIT_FACE = """new Promise((resolve, reject) => {
 })"""
 
 
+WAIT_VOICE = """new Promise((resolve, reject) => {
+  const t0 = Date.now();
+  (function poll() {
+    const el = document.querySelector('.speaker');
+    const pv = el && el.querySelector('.pv').textContent;
+    if (el && pv && pv !== '–') resolve(el.innerText);
+    else if (Date.now() - t0 > 30000) reject(new Error('no prosody in 30 s'));
+    else setTimeout(poll, 100);
+  })();
+})"""
+
+
 def test_browser_consent_camera_overlay_and_viewer(
     config: Config, factory: SessionFactory, tmp_path: Path
 ) -> None:
@@ -152,7 +165,7 @@ def test_browser_consent_camera_overlay_and_viewer(
     make_y4m(VIDEO / "pyfeat_single_face.mp4", y4m)
     ARTIFACTS.mkdir(exist_ok=True)
 
-    async def main() -> tuple[dict[str, Any], dict[str, Any], bool]:
+    async def main() -> tuple[dict[str, Any], dict[str, Any], bool, str]:
         server = LiveServer(config.replace("live", port=0), factory)
         await server.start()
         profile = tmp_path / "profile"
@@ -161,6 +174,7 @@ def test_browser_consent_camera_overlay_and_viewer(
             *FLAGS,
             f"--user-data-dir={profile}",
             f"--use-file-for-fake-video-capture={y4m}",
+            f"--use-file-for-fake-audio-capture={SPEECH}",
             "about:blank",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -189,6 +203,7 @@ def test_browser_consent_camera_overlay_and_viewer(
                     "document.getElementById('start').click(); true",
                 )
                 face = await cdp.js(page, WAIT_FACE)
+                voice = await cdp.js(page, WAIT_VOICE)
                 await cdp.screenshot(page, ARTIFACTS / "browser-publisher.png")
                 link = await cdp.js(page, "document.querySelector('#share a').href")
                 viewer = await cdp.open(link)
@@ -198,7 +213,7 @@ def test_browser_consent_camera_overlay_and_viewer(
                     await cdp.call("Browser.close")
                 cdp.reader.cancel()
             drain.cancel()
-            return face, seen, bool(before)
+            return face, seen, bool(before), voice
         finally:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -206,8 +221,10 @@ def test_browser_consent_camera_overlay_and_viewer(
             await server.shutdown()
             shutil.rmtree(profile, ignore_errors=True)
 
-    face, seen, consent_first = asyncio.run(main())
-    print(f"browser: publisher overlay {face}; viewer {seen}; screenshots in {ARTIFACTS}")
+    face, seen, consent_first, voice = asyncio.run(main())
+    print(f"browser: publisher overlay {face}; viewer {seen}; voice strip {voice!r}")
+    print(f"screenshots in {ARTIFACTS}")
+    assert "speaking" in voice and "Hz" in voice
     assert consent_first
     assert face["id"] == 1 and face["card"] == "Face 1" and face["status"] == "live"
     assert seen["id"] == 1

@@ -88,7 +88,7 @@ export class Overlay {
     const who = sp.speaking
       ? (face ? `${face.name} is speaking` : "Someone not visible is speaking")
       : "Nobody is speaking";
-    sp.el.querySelector(".who").textContent = `🔊 ${who}`;
+    sp.el.querySelector(".who").textContent = `● ${who}`;
     sp.el.style.setProperty("--c", face ? faceColour(sp.face_id) : "#5f6368");
     if (p) {
       const hz = p.pitch.median_hz;
@@ -145,7 +145,7 @@ export class Overlay {
       ctx.setLineDash(f.excluded ? [6, 4] : []);
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
       ctx.setLineDash([]);
-      const text = (speaking ? "🔊 " : "") + (f.excluded ? `${f.name} · excluded` : `${f.name} · ${f.label} ${Math.round(f.confidence * 100)}%`);
+      const text = (speaking ? "● " : "") + (f.excluded ? `${f.name} · excluded` : `${f.name} · ${f.label} ${Math.round(f.confidence * 100)}%`);
       const tw = ctx.measureText(text).width + 10;
       const ty = y1 > 24 ? y1 - 24 : y2;
       ctx.fillStyle = "rgba(0,0,0,.65)";
