@@ -51,6 +51,7 @@ from bench.bench_vision import (  # noqa: E402
     DriftScene,
     cli_command,
     load_faces,
+    print_checks,
 )
 from stream.config import ENV_MODELS, load_config  # noqa: E402
 from stream.pipeline import VisionPipeline  # noqa: E402
@@ -747,19 +748,6 @@ def stage_recovery_line(records: Sequence[StreamRecord]) -> str:
         f"stage times recovered for {len(raws)} of {n} frame events; |total - sum of stages|"
         f" median {_med(err):.2f} ms, p95 {_pct(err, 95):.2f} ms"
     )
-
-
-def print_checks(checks: Sequence[Check]) -> None:
-    """Targets with ratio (>= 1 passes) and PASS/MISS."""
-    print("\nSummary (ratio = measured/target, or target/measured where lower is better)")
-    w = max([46, *(len(c.name) for c in checks)])
-    print(f"  {'metric':<{w}} {'measured':>10} {'target':>11} {'ratio':>7}  status")
-    for c in checks:
-        op = ">=" if c.higher_is_better else "<="
-        print(
-            f"  {c.name:<{w}} {c.measured:>7.2f} {c.unit:<2} {op} {c.target:>6.1f} {c.unit:<2}"
-            f" {c.ratio:>7.2f}  {'PASS' if c.ok else 'MISS'}"
-        )
 
 
 def build_checks(runs: Sequence[RunResult]) -> list[Check]:
