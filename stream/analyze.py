@@ -223,8 +223,4 @@ def analyse_audio(
 
 def with_fps(config: Config, fps: float | None) -> Config:
     """Config with `analyze.fps` replaced (validated)."""
-    return (
-        config
-        if fps is None
-        else dataclasses.replace(config, analyze=dataclasses.replace(config.analyze, fps=fps))
-    )
+    return config if fps is None else config.replace("analyze", fps=fps)

@@ -26,9 +26,14 @@ class FlowPropagator:
             g = cv2.resize(g, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
         return np.asarray(g, dtype=np.uint8)
 
-    def propagate(self, prev_grey: U8, image: U8, faces: FaceDetections) -> FaceDetections:
-        """Faces of the previous frame moved onto `image` (unchanged where flow fails)."""
-        grey = self.grey(image)
+    def propagate(
+        self, prev_grey: U8, grey: U8, image: U8, faces: FaceDetections
+    ) -> FaceDetections:
+        """Faces of the previous frame moved onto `image` (unchanged where flow fails).
+
+        Args:
+            prev_grey, grey: `self.grey` of the previous and of this frame.
+        """
         if len(faces) == 0 or prev_grey.shape != grey.shape:
             return faces
         s = grey.shape[1] / image.shape[1]

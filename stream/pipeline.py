@@ -137,18 +137,19 @@ class VisionPipeline:
                 the others keep their last smoothed expression.
         """
         t0 = time.perf_counter()
+        grey = self.flow.grey(frame.image)  # for the flow now and on the next frame
         if detect or self._last is None or len(self._last) == 0:
             dets = self.detector(frame)
             t1 = time.perf_counter()
             dets = self.tracker.update(frame, dets)
             embedded = self.tracker.last_stats.embedded
         else:
-            dets = self.flow.propagate(self._last_grey, frame.image, self._last)
+            dets = self.flow.propagate(self._last_grey, grey, frame.image, self._last)
             self.tracker.follow(frame, dets)
             t1 = time.perf_counter()
             embedded = 0
         self._last = dets
-        self._last_grey = self.flow.grey(frame.image)
+        self._last_grey = grey
         t2 = time.perf_counter()
         ids = dets.track_ids
         excluded_mask = np.isin(ids, list(self.excluded))
