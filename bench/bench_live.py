@@ -53,8 +53,8 @@ from bench.bench_vision import (  # noqa: E402
     load_faces,
     print_checks,
 )
-from stream.config import ENV_MODELS, load_config  # noqa: E402
-from stream.pipeline import VisionPipeline  # noqa: E402
+from stream.core.config import ENV_MODELS, load_config  # noqa: E402
+from stream.vision.pipeline import VisionPipeline  # noqa: E402
 
 #: One 4-face stream: glass-to-event latency targets (ms) and analysed frames/s.
 TARGET_P50_MS = 120.0

@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/bench_vision.py` without an installed package
     sys.path.insert(0, str(ROOT))
 
-from stream.analyze import analyze_file, with_fps  # noqa: E402
-from stream.config import ENV_MODELS, Config, load_config  # noqa: E402
-from stream.pipeline import VisionPipeline  # noqa: E402
-from stream.types import U8, VideoFrame  # noqa: E402
+from stream.analysis.stages import Stages  # noqa: E402
+from stream.core.config import ENV_MODELS, Config, load_config  # noqa: E402
+from stream.core.types import U8, VideoFrame  # noqa: E402
+from stream.offline.analyze import analyze_file, with_fps  # noqa: E402
+from stream.vision.pipeline import VisionPipeline  # noqa: E402
 
 SHARED = Path(os.environ.get("EMOTION_STREAM_SHARED", str(ROOT.parent / "shared")))
 
@@ -245,15 +246,15 @@ class ClipRun:
     voice: bool = False
 
 
-def run_clip(path: Path, config: Config, pipeline: VisionPipeline, voice: bool) -> ClipRun:
-    """Analyse one clip at 10 fps with a ready pipeline (model loading is not timed).
+def run_clip(path: Path, config: Config, stages: Stages, voice: bool) -> ClipRun:
+    """Analyse one clip at 10 fps with loaded models (model loading is not timed).
 
     With `voice`, the audio chain and 25 fps mouth sampling run too (the default of `analyze`
     when a file has audio); without, it is the vision work the issue's target is about.
     """
     config = config.replace("audio", enabled=voice)
     t0 = time.perf_counter()
-    analysis = analyze_file(path, with_fps(config, ANALYZE_FPS), pipeline=pipeline)
+    analysis = analyze_file(path, with_fps(config, ANALYZE_FPS), stages=stages)
     wall = time.perf_counter() - t0
     duration = analysis.info.duration
     return ClipRun(
@@ -424,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import onnxruntime
 
     t0 = time.perf_counter()
-    pipeline = VisionPipeline.from_config(config)
+    stages = Stages(config)
+    pipeline = stages.vision()
     load_s = time.perf_counter() - t0
     print(
         f"emotion-stream vision benchmark | python {platform.python_version()} | onnxruntime "
@@ -469,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for clip in args.clips:
             for voice in (False, True):
-                run_c = run_clip(media / "video" / clip, config, pipeline, voice)
+                run_c = run_clip(media / "video" / clip, config, stages, voice)
                 clip_runs.append(run_c)
                 other = run_c.wall_s - run_c.frames * run_c.process_ms / 1e3
                 name = run_c.clip[:34] + (" +voice" if voice else " video")
@@ -486,7 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n3. Peak RSS of fresh processes (os.wait4 ru_maxrss; MB = 10^6 bytes)")
         clip_path = media / "video" / args.memory_clip
         cmd = [*cli_command(), "analyze", str(clip_path), "--no-progress", "--models", models]
-        imports = [sys.executable, "-c", "import stream.analyze, stream.cli, stream.report"]
+        imports = [
+            sys.executable,
+            "-c",
+            "import stream.offline.analyze, stream.cli, stream.analysis.report",
+        ]
         for what, c in (
             (f"emotion-stream analyze {args.memory_clip}", cmd),
             ("for reference: python + stream imports, no models", imports),

@@ -17,10 +17,11 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from stream.config import AudioConfig, load_config
-from stream.pipeline import make_factory
-from stream.speaker import MouthSample, SpeakerMatcher
-from stream.voice import VoiceAnalyzer
+from stream.analysis.speaker import SpeakerMatcher
+from stream.core.config import AudioConfig, load_config
+from stream.models.runtime import make_factory
+from stream.vision.mouth import MouthSample
+from stream.voice.analyzer import VoiceAnalyzer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 CLIPS = [

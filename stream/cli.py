@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from stream import __version__
-from stream.config import ENV_CONFIG, ENV_MODELS, ENV_PROVIDER, Config, load_config
-from stream.errors import EmotionStreamError, MediaError, NoFacesError
-from stream.media import MediaInfo
-from stream.types import VideoFrame
+from stream.core.config import ENV_CONFIG, ENV_MODELS, ENV_PROVIDER, Config, load_config
+from stream.core.errors import EmotionStreamError, MediaError, NoFacesError
+from stream.core.notices import REGULATION
+from stream.core.types import MediaInfo, VideoFrame
 
 EXIT_CODES = """exit status:
   0  success            2  bad flag or config       3  unreadable, truncated or non-video input
@@ -27,7 +27,7 @@ leaving and re-entering the picture; each ID gets a smoothed expression timeline
 happiness, sadness, surprise, fear, disgust, anger; contempt where the model supports it), with
 confidence, estimated valence/arousal, and its dominant expression with the share of time.
 
-Expressions are not feelings. Do not use this to judge employees or students (EU AI Act).
+{REGULATION}
 
 examples:
   emotion-stream analyze clip.mp4                      summary in the terminal
@@ -180,8 +180,8 @@ def _progress(
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from stream import report
-    from stream.analyze import analyze_file, with_fps
+    from stream.analysis import report
+    from stream.offline.analyze import analyze_file, with_fps
 
     cfg = with_fps(_config(args), args.fps)
     if args.no_voice:
@@ -217,7 +217,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from stream.server import run_server
+    from stream.live.server import run_server
 
     cfg = _config(args)
     updates = {
@@ -237,7 +237,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from stream.registry import Manifest, ModelStore
+    from stream.models.registry import Manifest, ModelStore
 
     cfg = _config(args)
     manifest = Manifest.load(Path(cfg.models.manifest) if cfg.models.manifest else None)

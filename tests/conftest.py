@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.config import Config, load_config
-from stream.pipeline import VisionPipeline, make_factory
-from stream.runtime import SessionFactory
-from stream.types import U8
+from stream.analysis.stages import Stages
+from stream.core.config import Config, load_config
+from stream.core.types import U8
+from stream.models.runtime import SessionFactory, make_factory
+from stream.vision.pipeline import VisionPipeline
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 SHARED = Path(
@@ -43,6 +44,12 @@ def config() -> Config:
 def factory(config: Config) -> SessionFactory:
     """One session factory for the whole test run (sessions are shared, as in production)."""
     return make_factory(config)
+
+
+@pytest.fixture(scope="session")
+def stages(config: Config, factory: SessionFactory) -> Stages:
+    """Every model loaded once for the test run (as a server or `analyze` does)."""
+    return Stages(config, factory)
 
 
 @pytest.fixture()

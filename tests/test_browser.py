@@ -22,9 +22,9 @@ import av
 import pytest
 import websockets
 
-from stream.config import Config
-from stream.runtime import SessionFactory
-from stream.server import LiveServer
+from stream.core.config import Config
+from stream.live.server import LiveServer
+from stream.models.runtime import SessionFactory
 
 from .conftest import MEDIA, ROOT, VIDEO
 

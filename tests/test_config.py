@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.config import ENV_MODELS, ENV_PROVIDER, Config, load_config
-from stream.errors import ConfigError
+from stream.core.config import ENV_MODELS, ENV_PROVIDER, Config, load_config
+from stream.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,8 +24,21 @@ def test_env_overrides_models_dir_and_provider(tmp_path: Path) -> None:
     assert cfg.runtime.provider == "cpu"
 
 
-def test_relative_models_dir_is_taken_from_repo_root() -> None:
-    assert Config().models_dir() == (ROOT / "models").resolve()
+def test_relative_models_dir_is_taken_from_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Config().models_dir() == (tmp_path / "models").resolve()
+
+
+def test_packaged_data_are_the_top_level_files() -> None:
+    from stream.core.data import default_config_path, default_manifest_path, web_dir
+
+    assert default_config_path().read_bytes() == (ROOT / "configs" / "default.toml").read_bytes()
+    manifest = (ROOT / "models" / "manifest.toml").read_bytes()
+    assert default_manifest_path().read_bytes() == manifest
+    assert (web_dir() / "index.html").read_bytes() == (ROOT / "web" / "index.html").read_bytes()
+    assert Config().live.web_path() == web_dir().resolve()
 
 
 @pytest.mark.parametrize(

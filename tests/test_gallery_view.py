@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.analyze import analyze_file
-from stream.config import Config
-from stream.pipeline import VisionPipeline
+from stream.analysis.stages import Stages
+from stream.core.config import Config
+from stream.offline.analyze import analyze_file
 
 from .conftest import VIDEO
 
@@ -100,9 +100,9 @@ def gallery_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_gallery_view_has_zero_id_switches(
-    gallery_clip: Path, config: Config, pipeline: VisionPipeline
+    gallery_clip: Path, config: Config, stages: Stages
 ) -> None:
-    result = analyze_file(gallery_clip, config, pipeline=pipeline, fps=FPS)
+    result = analyze_file(gallery_clip, config, stages=stages, fps=FPS)
     id_of: dict[str, set[int]] = {}
     person_of: dict[int, set[str]] = {}
     observations = 0

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import websockets
 
-from stream.config import Config
-from stream.events import schema
-from stream.runtime import SessionFactory
-from stream.server import LiveServer
+from stream.core.config import Config
+from stream.live.events import schema
+from stream.live.server import LiveServer
+from stream.models.runtime import SessionFactory
 
 from .conftest import VIDEO
 from .live_client import connect_publisher, player_tracks, publish

@@ -7,12 +7,12 @@ import asyncio
 import numpy as np
 import pytest
 
-from stream.aggregate import FaceSample
-from stream.budget import FrameBudget
-from stream.config import LiveConfig
-from stream.mailbox import LatestMailbox
-from stream.pipeline import FaceResult, FrameResult, VisionPipeline
-from stream.types import FaceDetections, VideoFrame
+from stream.analysis.aggregate import FaceSample
+from stream.core.config import LiveConfig
+from stream.core.types import FaceDetections, VideoFrame
+from stream.live.budget import FrameBudget
+from stream.live.mailbox import LatestMailbox
+from stream.vision.pipeline import FaceResult, FrameResult, VisionPipeline
 
 from .conftest import MEDIA, imread
 

@@ -8,11 +8,11 @@ import av
 import numpy as np
 import pytest
 
-from stream.analyze import analyze_file
-from stream.config import Config
-from stream.errors import MediaError
-from stream.media import probe, read_frames
-from stream.pipeline import VisionPipeline
+from stream.analysis.stages import Stages
+from stream.core.config import Config
+from stream.core.errors import MediaError
+from stream.offline.analyze import analyze_file
+from stream.offline.media import probe, read_frames
 
 from .conftest import MEDIA, VIDEO
 
@@ -32,23 +32,23 @@ def test_hevc_vfr_clip_decodes_with_media_timestamps() -> None:
     assert np.diff(sampled).min() > 0.05 and np.diff(sampled).max() < 0.2
 
 
-def test_no_face_then_face_in_vfr_hevc(config: Config, pipeline: VisionPipeline) -> None:
-    result = analyze_file(VIDEO / "pyfeat_noface_face.mov", config, pipeline=pipeline)
+def test_no_face_then_face_in_vfr_hevc(config: Config, stages: Stages) -> None:
+    result = analyze_file(VIDEO / "pyfeat_noface_face.mov", config, stages=stages)
     assert len(result.faces) == 1
     assert result.faces[0].first_seen > 1.0  # the title sequence comes first
 
 
 @pytest.mark.parametrize("clip", ["pyfeat_no_face.mp4"])
-def test_no_face_clip_gives_zero_faces(config: Config, pipeline: VisionPipeline, clip: str) -> None:
-    result = analyze_file(VIDEO / clip, config, pipeline=pipeline)
+def test_no_face_clip_gives_zero_faces(config: Config, stages: Stages, clip: str) -> None:
+    result = analyze_file(VIDEO / clip, config, stages=stages)
     assert result.frames > 30 and result.faces == [] and result.overall.faces == 0
 
 
-def test_four_face_clip_gives_four_ids(config: Config, pipeline: VisionPipeline) -> None:
-    result = analyze_file(VIDEO / "mexca_test_video_multi_5_frames.mp4", config, pipeline=pipeline)
+def test_four_face_clip_gives_four_ids(config: Config, stages: Stages) -> None:
+    result = analyze_file(VIDEO / "mexca_test_video_multi_5_frames.mp4", config, stages=stages)
     assert [f.number for f in result.faces] == [1, 2, 3, 4]
     all_frames = analyze_file(
-        VIDEO / "mexca_test_video_multi_5_frames.mp4", config, pipeline=pipeline, fps=25
+        VIDEO / "mexca_test_video_multi_5_frames.mp4", config, stages=stages, fps=25
     )
     assert [f.number for f in all_frames.faces] == [1, 2, 3, 4]
     assert all(f.samples == 4 for f in all_frames.faces)  # confirmed on frame 2 of 5, then kept
@@ -104,9 +104,9 @@ def test_audio_only_file_has_no_video_stream() -> None:
 
 
 def test_truncated_data_keeps_what_was_decoded(
-    bad_inputs: dict[str, Path], config: Config, pipeline: VisionPipeline
+    bad_inputs: dict[str, Path], config: Config, stages: Stages
 ) -> None:
-    result = analyze_file(bad_inputs["cut_data.mp4"], config, pipeline=pipeline)
+    result = analyze_file(bad_inputs["cut_data.mp4"], config, stages=stages)
     assert "truncated" in result.error or "ends early" in result.error
     assert result.frames > 10 and len(result.faces) == 1  # the part before the cut is kept
     assert result.to_dict()["analysis"]["complete"] is False

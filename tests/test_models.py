@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.align import align_faces
-from stream.config import Config
-from stream.detect import YuNetDetector
-from stream.emotion import EmotionEnsemble, EmotionModel, Member
-from stream.labels import LABELS
-from stream.pipeline import VisionPipeline
-from stream.registry import HashCache, Manifest, ModelStore, sha256_file
-from stream.runtime import SessionFactory
-from stream.tracker import iou_matrix
-from stream.types import U8, FaceDetections, VideoFrame
+from stream.core.config import Config
+from stream.core.labels import LABELS
+from stream.core.types import U8, FaceDetections, VideoFrame
+from stream.models.registry import HashCache, Manifest, ModelStore, sha256_file
+from stream.models.runtime import SessionFactory
+from stream.vision.align import align_faces
+from stream.vision.detect import YuNetDetector
+from stream.vision.emotion import EmotionEnsemble, EmotionModel, Member
+from stream.vision.pipeline import VisionPipeline
+from stream.vision.tracker import iou_matrix
 
 from .conftest import MEDIA, imread, read_labels
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from stream.config import RuntimeConfig
-from stream.errors import ModelError
-from stream.registry import HashCache, Manifest, ModelStore, sha256_file
-from stream.runtime import SessionFactory, choose_providers
+from stream.core.config import RuntimeConfig
+from stream.core.errors import ModelError
+from stream.models.registry import HashCache, Manifest, ModelStore, sha256_file
+from stream.models.runtime import SessionFactory, choose_providers
 
 from .conftest import MODELS
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import websockets
 
-from stream.config import Config
-from stream.runtime import SessionFactory
-from stream.server import LiveServer, parse_message
+from stream.core.config import Config
+from stream.live.server import LiveServer, parse_message
+from stream.models.runtime import SessionFactory
 
 from .conftest import VIDEO
 from .live_client import connect_publisher, player_tracks
@@ -74,7 +74,7 @@ def http_get(url: str) -> tuple[int, bytes]:
     ],
 )
 def test_parse_message_rejects(raw: str | bytes, code: str) -> None:
-    from stream.server import BadMessage
+    from stream.live.server import BadMessage
 
     with pytest.raises(BadMessage) as err:
         parse_message(raw)

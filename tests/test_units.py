@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.aggregate import Aggregator, FaceSample
-from stream.align import ARCFACE_112, crop_squares, similarity_transform, square_boxes
-from stream.config import SmoothingConfig
-from stream.labels import LABELS, UNCERTAIN, canonical, estimate_valence_arousal
-from stream.smoothing import ExpressionSmoother
-from stream.tracker import iou_matrix, max_cosine
-from stream.types import FaceDetections, VideoFrame
+from stream.analysis.aggregate import Aggregator, FaceSample
+from stream.core.config import SmoothingConfig
+from stream.core.labels import LABELS, UNCERTAIN, canonical, estimate_valence_arousal
+from stream.core.types import FaceDetections, VideoFrame
+from stream.vision.align import ARCFACE_112, crop_squares, similarity_transform, square_boxes
+from stream.vision.smoothing import ExpressionSmoother
+from stream.vision.tracker import iou_matrix, max_cosine
 
 
 def onehot(label: str, p: float = 1.0) -> np.ndarray:

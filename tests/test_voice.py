@@ -9,13 +9,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from stream.analyze import analyze_file
-from stream.config import AudioConfig, Config
-from stream.denoise import DeepFilter
-from stream.pipeline import VisionPipeline
-from stream.pitch import CrepePitch
-from stream.runtime import SessionFactory
-from stream.voice import VoiceAnalyzer, VoiceUpdate, array_frame
+from stream.analysis.stages import Stages
+from stream.core.config import AudioConfig, Config
+from stream.models.runtime import SessionFactory
+from stream.offline.analyze import analyze_file
+from stream.voice.analyzer import VoiceAnalyzer, VoiceUpdate
+from stream.voice.denoise import DeepFilter
+from stream.voice.pitch import CrepePitch
+from stream.voice.resample import array_frame
 
 from .compose import two_speaker_video
 from .conftest import MEDIA
@@ -180,9 +181,9 @@ def two_speakers(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_active_speaker_follows_the_audio(
-    two_speakers: Path, config: Config, pipeline: VisionPipeline
+    two_speakers: Path, config: Config, stages: Stages
 ) -> None:
-    a = analyze_file(two_speakers, config, pipeline=pipeline)
+    a = analyze_file(two_speakers, config, stages=stages)
     assert a.voice is not None
     side = {
         f.number: "left" if a.timelines[f.number][0].sample.box[2] < 0.55 else "right"
@@ -203,7 +204,7 @@ def test_active_speaker_follows_the_audio(
 
 
 def test_voice_config_is_validated() -> None:
-    from stream.errors import ConfigError
+    from stream.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="vad_on"):
         AudioConfig(vad_on=0.2, vad_off=0.5)

@@ -1,0 +1,238 @@
+"""Per-face and overall summaries: dominant expression, its share of visible time, timelines.
+
+Definitions (also in the README):
+
+* Each analysed frame at media time t stands for the interval until the next analysed frame,
+  capped at `max_gap_s` (so a dropped stretch of video is not credited to the last frame seen);
+  the last frame stands for `1 / fps` (capped at the media's end).
+* A face's *visible time* is the sum of the intervals of the frames in which it was detected.
+* The *share* of a label for a face is the time during which that label was the face's shown
+  (smoothed, hysteresis-filtered) label, divided by the face's visible time. Shares of all
+  labels plus "uncertain" sum to 1.
+* A face's *dominant* expression is the label with the largest share ("uncertain" excluded;
+  "uncertain" only when nothing else was ever shown).
+* *Overall*: label times are summed across faces (person-seconds); the overall dominant
+  expression is the label with the largest total, its share is that total over all faces'
+  visible time.
+* Mean probabilities are time-weighted means of the unsmoothed model outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream.core.labels import LABELS, UNCERTAIN
+from stream.core.notices import face_name
+from stream.core.types import F32
+
+ALL_STATES: tuple[str, ...] = (*LABELS, UNCERTAIN)
+
+
+@dataclass(frozen=True)
+class FaceSample:
+    """What one analysed frame says about one face."""
+
+    number: int
+    label: str
+    confidence: float
+    probs: F32  # smoothed [8]
+    raw_probs: F32  # model output [8]
+    valence_arousal: F32  # smoothed [2]
+    box: tuple[float, float, float, float]  # normalised x1, y1, x2, y2
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """One face at one analysed frame, as kept for timelines and CSV."""
+
+    t: float
+    dt: float
+    sample: FaceSample
+
+
+@dataclass
+class _FaceAcc:
+    first_t: float
+    last_t: float
+    visible: float = 0.0
+    label_time: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ALL_STATES, 0.0))
+    prob_sum: F32 = field(default_factory=lambda: np.zeros(8, np.float32))
+    va_sum: F32 = field(default_factory=lambda: np.zeros(2, np.float32))
+    samples: int = 0
+    timeline: list[TimelinePoint] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FaceSummary:
+    """Summary of one face over the session or file."""
+
+    number: int
+    name: str
+    first_seen: float
+    last_seen: float
+    visible_s: float
+    samples: int
+    dominant: str
+    dominant_share: float
+    shares: dict[str, float]
+    mean_probabilities: dict[str, float | None]
+    mean_valence: float
+    mean_arousal: float
+
+    def to_dict(self, va_estimated: bool) -> dict[str, Any]:
+        return {
+            "id": self.number,
+            "label": face_name(self.number),
+            "name": self.name,
+            "first_seen_s": round(self.first_seen, 3),
+            "last_seen_s": round(self.last_seen, 3),
+            "visible_s": round(self.visible_s, 3),
+            "analysed_frames": self.samples,
+            "dominant": {"label": self.dominant, "share": round(self.dominant_share, 4)},
+            "shares": {k: round(v, 4) for k, v in self.shares.items()},
+            "mean_probabilities": {
+                k: (None if v is None else round(v, 4)) for k, v in self.mean_probabilities.items()
+            },
+            "valence_arousal": {
+                "valence": round(self.mean_valence, 3),
+                "arousal": round(self.mean_arousal, 3),
+                "estimated": va_estimated,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class OverallSummary:
+    """The room: expression totals across every face."""
+
+    faces: int
+    person_seconds: float
+    dominant: str
+    dominant_share: float
+    shares: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "faces": self.faces,
+            "person_seconds": round(self.person_seconds, 3),
+            "dominant": {"label": self.dominant, "share": round(self.dominant_share, 4)},
+            "shares": {k: round(v, 4) for k, v in self.shares.items()},
+        }
+
+
+def _dominant(label_time: dict[str, float], total: float) -> tuple[str, float, dict[str, float]]:
+    shares = {k: (v / total if total > 0 else 0.0) for k, v in label_time.items()}
+    named = {k: v for k, v in label_time.items() if k != UNCERTAIN}
+    best = max(named, key=lambda k: named[k]) if named else UNCERTAIN
+    if named.get(best, 0.0) <= 0.0:
+        best = UNCERTAIN
+    return best, shares[best] if total > 0 else 0.0, shares
+
+
+class Aggregator:
+    """Accumulates per-face samples frame by frame and summarises them at any time.
+
+    Args:
+        nominal_dt: interval credited to the last analysed frame (1 / analysis fps).
+        max_gap_s: longest interval one analysed frame may stand for.
+        supported: [8] mask of labels the models output (unsupported get mean probability None).
+        keep_timeline: keep every sample for timelines (offline reports); off for long sessions.
+    """
+
+    def __init__(
+        self,
+        nominal_dt: float,
+        max_gap_s: float,
+        supported: np.ndarray,
+        keep_timeline: bool = True,
+    ) -> None:
+        self.nominal_dt = nominal_dt
+        self.max_gap_s = max_gap_s
+        self.supported = supported
+        self.keep_timeline = keep_timeline
+        self.names: dict[int, str] = {}
+        self._faces: dict[int, _FaceAcc] = {}
+        self._pending: dict[str, tuple[float, list[FaceSample]]] = {}
+
+    def add_frame(self, t: float, samples: list[FaceSample], stream: str = "") -> None:
+        """Record the faces of one analysed frame at media time `t` (non-decreasing per stream).
+
+        Several video streams (e.g. one per call participant) each keep their own timeline;
+        face numbers are unique across them.
+        """
+        pending = self._pending.get(stream)
+        if pending is not None:
+            pt, ps = pending
+            self._commit(pt, min(max(t - pt, 0.0), self.max_gap_s), ps)
+        self._pending[stream] = (t, samples)
+
+    def finish(self, end_t: float | None = None) -> None:
+        """Close each stream's last frame: 1/fps, or until `end_t` if that is sooner."""
+        for pt, ps in self._pending.values():
+            dt = self.nominal_dt if end_t is None else min(self.nominal_dt, max(end_t - pt, 0.0))
+            self._commit(pt, dt, ps)
+        self._pending.clear()
+
+    def _commit(self, t: float, dt: float, samples: list[FaceSample]) -> None:
+        for s in samples:
+            acc = self._faces.get(s.number)
+            if acc is None:
+                acc = self._faces[s.number] = _FaceAcc(first_t=t, last_t=t)
+            acc.last_t = t
+            acc.visible += dt
+            acc.label_time[s.label] += dt
+            acc.prob_sum += np.float32(dt) * s.raw_probs
+            acc.va_sum += np.float32(dt) * s.valence_arousal
+            acc.samples += 1
+            if self.keep_timeline:
+                acc.timeline.append(TimelinePoint(t, dt, s))
+
+    def name_of(self, number: int) -> str:
+        return self.names.get(number) or face_name(number)
+
+    def timeline(self, number: int) -> list[TimelinePoint]:
+        acc = self._faces.get(number)
+        return list(acc.timeline) if acc else []
+
+    def faces(self) -> list[FaceSummary]:
+        """Per-face summaries, by face number."""
+        out = []
+        for number in sorted(self._faces):
+            acc = self._faces[number]
+            dominant, share, shares = _dominant(acc.label_time, acc.visible)
+            denom = max(acc.visible, 1e-9)
+            mean = acc.prob_sum / denom
+            out.append(
+                FaceSummary(
+                    number=number,
+                    name=self.name_of(number),
+                    first_seen=acc.first_t,
+                    last_seen=acc.last_t,
+                    visible_s=acc.visible,
+                    samples=acc.samples,
+                    dominant=dominant,
+                    dominant_share=share,
+                    shares=shares,
+                    mean_probabilities={
+                        lab: (float(mean[i]) if self.supported[i] else None)
+                        for i, lab in enumerate(LABELS)
+                    },
+                    mean_valence=float(acc.va_sum[0] / denom),
+                    mean_arousal=float(acc.va_sum[1] / denom),
+                )
+            )
+        return out
+
+    def overall(self) -> OverallSummary:
+        """Totals across faces (person-seconds)."""
+        totals = dict.fromkeys(ALL_STATES, 0.0)
+        person_s = 0.0
+        for acc in self._faces.values():
+            person_s += acc.visible
+            for k, v in acc.label_time.items():
+                totals[k] += v
+        dominant, share, shares = _dominant(totals, person_s)
+        return OverallSummary(len(self._faces), person_s, dominant, share, shares)

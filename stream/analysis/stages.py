@@ -1,0 +1,64 @@
+"""The models of a process, loaded once, and the per-stream stages built over them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream.core.config import Config
+from stream.core.labels import LABELS
+from stream.models.runtime import SessionFactory, make_factory
+from stream.vision.pipeline import VisionModels, VisionPipeline
+from stream.vision.tracker import Numbering
+from stream.voice.analyzer import VoiceAnalyzer
+
+#: Manifest names of the voice models (VoiceAnalyzer loads them by these names).
+VOICE_MODELS = ("silero_vad_v6", "crepe_tiny_pitch")
+
+
+class Stages:
+    """Loads and verifies every configured model once (errors show at start, the first stream
+    does not wait) and builds each stream's stateful stages over the shared sessions.
+
+    Args:
+        config: the configuration (model names, thresholds).
+        factory: shares ONNX Runtime sessions; built from `config` if omitted.
+        voice: also load the voice models (when `audio.enabled`).
+    """
+
+    def __init__(
+        self, config: Config, factory: SessionFactory | None = None, voice: bool | None = None
+    ) -> None:
+        self.config = config
+        self.factory = factory or make_factory(config)
+        self.vision_models = VisionModels.from_config(config, self.factory)
+        if config.audio.enabled if voice is None else voice:
+            for name in VOICE_MODELS:
+                self.factory.get(name)
+
+    @property
+    def supported(self) -> np.ndarray:
+        """[8] bool: the labels the expression ensemble can output."""
+        return self.vision_models.emotion.supported
+
+    @property
+    def supported_labels(self) -> list[str]:
+        return [lab for lab, s in zip(LABELS, self.supported, strict=True) if s]
+
+    @property
+    def va_estimated(self) -> bool:
+        """True when valence/arousal come from the label table, not from a model output."""
+        return not any(m.model.has_va for m in self.vision_models.emotion.members)
+
+    @property
+    def model_names(self) -> list[str]:
+        return self.vision_models.names
+
+    def vision(
+        self, config: Config | None = None, numbering: Numbering | None = None
+    ) -> VisionPipeline:
+        """A vision pipeline with fresh identity state (one per video track)."""
+        return VisionPipeline.from_models(self.vision_models, config or self.config, numbering)
+
+    def voice(self) -> VoiceAnalyzer:
+        """A voice analyser with fresh state (one per speaker track)."""
+        return VoiceAnalyzer(self.factory, self.config.audio)

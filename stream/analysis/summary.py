@@ -1,0 +1,75 @@
+"""The result of analysing one stream (a file or a live session), as written to reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream import __version__
+from stream.analysis.aggregate import FaceSummary, OverallSummary, TimelinePoint
+from stream.analysis.voice_summary import VoiceAnalysis
+from stream.core.labels import LABELS
+from stream.core.notices import NOTICE
+from stream.core.types import MediaInfo
+
+
+def faces_dict(
+    faces: list[FaceSummary], overall: OverallSummary, va_estimated: bool
+) -> dict[str, Any]:
+    """The per-face and overall part of every summary (JSON files, live summary events)."""
+    return {"faces": [f.to_dict(va_estimated) for f in faces], "overall": overall.to_dict()}
+
+
+@dataclass
+class Analysis:
+    """Everything one analysed stream produced."""
+
+    info: MediaInfo
+    fps: float
+    frames: int
+    faces: list[FaceSummary]
+    overall: OverallSummary
+    timelines: dict[int, list[TimelinePoint]]
+    thumbnails: dict[int, bytes]  # JPEG per face number
+    va_estimated: bool
+    supported: list[str]
+    models: list[str]
+    wall_s: float
+    stage_ms: dict[str, float]
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+    voice: VoiceAnalysis | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (timelines go to CSV/HTML, not here)."""
+        return {
+            "schema": "emotion-stream.analysis",
+            "schema_version": 1,
+            "tool": {"name": "emotion-stream", "version": __version__},
+            "source": {
+                "path": str(self.info.path),
+                "kind": self.info.kind,
+                "width": self.info.width,
+                "height": self.info.height,
+                "duration_s": round(self.info.duration, 3),
+                "fps": round(self.info.fps, 3),
+                "codec": self.info.codec,
+            },
+            "analysis": {
+                "fps": self.fps,
+                "analysed_frames": self.frames,
+                "wall_s": round(self.wall_s, 3),
+                "stage_ms_mean": {k: round(v, 3) for k, v in self.stage_ms.items()},
+                "models": self.models,
+                "labels_supported": self.supported,
+                "labels_not_supported": [x for x in LABELS if x not in self.supported],
+                "complete": not self.error,
+                "error": self.error or None,
+                "warnings": self.warnings,
+            },
+            "notice": NOTICE,
+            **faces_dict(self.faces, self.overall, self.va_estimated),
+            "voice": (
+                self.voice.to_dict({f.number: f.name for f in self.faces}) if self.voice else None
+            ),
+        }

@@ -1,0 +1,104 @@
+"""Voices of a recording: per-face prosody summaries from the attributed report timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream.analysis.speaker import ActiveSpeaker
+from stream.core.notices import VOICE_NOTICE, face_name
+from stream.voice.prosody import ProsodyReport
+
+
+@dataclass(frozen=True)
+class SpeakerSummary:
+    """Voice of one face over a recording (only the time it was matched as the speaker)."""
+
+    number: int
+    speaking_s: float
+    share: float  # of all speech time in the recording
+    f0_median_hz: float | None
+    f0_range_st: float | None
+    energy_dbfs: float | None
+    rate_per_s: float | None
+    vocal_arousal_heuristic: float | None
+
+    def to_dict(self, name: str) -> dict[str, object]:
+        def r(x: float | None, n: int = 2) -> float | None:
+            return None if x is None else round(x, n)
+
+        return {
+            "id": self.number,
+            "name": name,
+            "speaking_s": round(self.speaking_s, 2),
+            "share_of_speech": round(self.share, 4),
+            "pitch_median_hz": r(self.f0_median_hz, 1),
+            "pitch_range_st": r(self.f0_range_st),
+            "energy_dbfs": r(self.energy_dbfs, 1),
+            "speaking_rate_per_s": r(self.rate_per_s),
+            "vocal_arousal_heuristic": r(self.vocal_arousal_heuristic),
+        }
+
+
+@dataclass(frozen=True)
+class VoiceAnalysis:
+    """Voices of a recording: who spoke when, and each speaker's prosody."""
+
+    denoised: bool
+    hop_s: float
+    speech_s: float
+    unattributed_s: float
+    speakers: list[SpeakerSummary]
+    timeline: list[tuple[ProsodyReport, ActiveSpeaker]]
+
+    def at(self, t: float) -> tuple[ProsodyReport, ActiveSpeaker] | None:
+        """The report covering media time `t` (the first report at or after it, within a hop)."""
+        times = [r.t for r, _ in self.timeline]
+        i = int(np.searchsorted(times, t))
+        if i < len(times) and times[i] - t <= self.hop_s:
+            return self.timeline[i]
+        return None
+
+    def to_dict(self, names: dict[int, str]) -> dict[str, object]:
+        return {
+            "denoised": self.denoised,
+            "speech_s": round(self.speech_s, 2),
+            "unattributed_speech_s": round(self.unattributed_s, 2),
+            "speakers": [
+                s.to_dict(names.get(s.number) or face_name(s.number)) for s in self.speakers
+            ],
+            "notice": VOICE_NOTICE,
+        }
+
+
+def summarise_voice(
+    timeline: list[tuple[ProsodyReport, ActiveSpeaker]], hop_s: float, denoised: bool
+) -> VoiceAnalysis:
+    """Per-face prosody summaries from the attributed report timeline."""
+    speaking = [(r, a) for r, a in timeline if r.speaking]
+    speech_s = len(speaking) * hop_s
+    by_face: dict[int, list[ProsodyReport]] = {}
+    for r, a in speaking:
+        if a.face is not None:
+            by_face.setdefault(a.face, []).append(r)
+
+    def med(values: list[float | None]) -> float | None:
+        v = [x for x in values if x is not None]
+        return float(np.median(v)) if v else None
+
+    speakers = [
+        SpeakerSummary(
+            number=face,
+            speaking_s=len(reps) * hop_s,
+            share=len(reps) * hop_s / speech_s if speech_s else 0.0,
+            f0_median_hz=med([r.f0_median_hz for r in reps]),
+            f0_range_st=med([r.f0_range_st for r in reps]),
+            energy_dbfs=med([r.energy_dbfs for r in reps]),
+            rate_per_s=med([r.rate_per_s for r in reps]),
+            vocal_arousal_heuristic=med([r.vocal_arousal_heuristic for r in reps]),
+        )
+        for face, reps in sorted(by_face.items())
+    ]
+    attributed = sum(s.speaking_s for s in speakers)
+    return VoiceAnalysis(denoised, hop_s, speech_s, speech_s - attributed, speakers, timeline)

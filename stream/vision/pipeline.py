@@ -1,0 +1,254 @@
+"""The vision pipeline: frame in -> detection -> identity -> expression -> smoothing -> result."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream.analysis.aggregate import FaceSample
+from stream.core.config import Config
+from stream.core.errors import ModelError
+from stream.core.types import F32, U8, FaceDetections, VideoFrame
+from stream.models.runtime import SessionFactory, make_factory
+from stream.vision.detect import YuNetDetector
+from stream.vision.embed import FaceEmbedder
+from stream.vision.emotion import EmotionEnsemble, EmotionModel, Member
+from stream.vision.flow import FlowPropagator
+from stream.vision.mouth import MouthActivity, MouthSample
+from stream.vision.smoothing import ExpressionSmoother
+from stream.vision.tracker import IdentityTracker, Numbering
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One identified face in one analysed frame."""
+
+    number: int
+    box: F32  # pixels x1, y1, x2, y2
+    landmarks: F32  # [5, 2] pixels
+    score: float
+    raw_probs: F32  # [8] the latest ensemble output for this face
+    sample: FaceSample  # smoothed label, confidence, probabilities, valence/arousal
+    fresh: bool = True  # expression computed on this frame (else carried over)
+    mouth: MouthSample | None = None  # mouth measurements for speaker matching
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the pipeline found in one frame."""
+
+    t: float
+    width: int
+    height: int
+    faces: list[FaceResult]
+    detections: FaceDetections
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    embedded: int = 0
+    emotions: int = 0
+    excluded: list[tuple[int, F32]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VisionModels:
+    """The stateless vision stages (detector, embedder, expression ensemble), loaded once and
+    shared by every stream's pipeline."""
+
+    factory: SessionFactory
+    detector: YuNetDetector
+    embedder: FaceEmbedder
+    emotion: EmotionEnsemble
+
+    @classmethod
+    def from_config(cls, config: Config, factory: SessionFactory | None = None) -> VisionModels:
+        """Load (and verify) the configured models.
+
+        Raises:
+            ModelError: a model is missing, corrupt, or of the wrong kind for its stage.
+        """
+        factory = factory or make_factory(config)
+        manifest = factory.store.manifest
+        det_spec = manifest[config.models.detector]
+        if det_spec.task != "detection":
+            raise ModelError(f"models.detector = {det_spec.name} is not a detection model")
+        emb_spec = manifest[config.models.embedder]
+        if emb_spec.task != "embedding":
+            raise ModelError(f"models.embedder = {emb_spec.name} is not an embedding model")
+        detector = YuNetDetector(factory.get(det_spec.name), det_spec, config.detection)
+        embedder = FaceEmbedder(factory.get(emb_spec.name), emb_spec)
+        members = []
+        for m in config.emotion.ensemble:
+            spec = manifest[m.model]
+            if spec.task != "emotion":
+                raise ModelError(f"emotion.ensemble: {spec.name} is not an emotion model")
+            members.append(Member(EmotionModel(factory.get(spec.name), spec), m.weight))
+        return cls(factory, detector, embedder, EmotionEnsemble(members))
+
+    @property
+    def names(self) -> list[str]:
+        """Manifest names of the loaded models (expression models first)."""
+        return [m.model.spec.name for m in self.emotion.members] + [
+            self.detector.spec.name,
+            self.embedder.spec.name,
+        ]
+
+
+class VisionPipeline:
+    """Runs the vision stages on frames; one instance per stream (it holds identity state).
+
+    Args:
+        detector, tracker, emotion, smoother: the stages (see `from_config` for the defaults).
+        excluded: face numbers whose expression is never computed.
+    """
+
+    def __init__(
+        self,
+        detector: YuNetDetector,
+        tracker: IdentityTracker,
+        emotion: EmotionEnsemble,
+        smoother: ExpressionSmoother,
+    ) -> None:
+        self.detector = detector
+        self.tracker = tracker
+        self.emotion = emotion
+        self.smoother = smoother
+        self.flow = FlowPropagator()
+        self.factory: SessionFactory | None = None  # set by from_config (voice analysis reuses it)
+        self.mouth = MouthActivity()
+        self.excluded: set[int] = set()
+        self._samples: dict[int, FaceSample] = {}
+        self._last: FaceDetections | None = None
+        self._last_grey: U8 = np.zeros((1, 1), np.uint8)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        factory: SessionFactory | None = None,
+        numbering: Numbering | None = None,
+    ) -> VisionPipeline:
+        """Build the pipeline from the config; sessions come from (and are shared via) `factory`."""
+        return cls.from_models(VisionModels.from_config(config, factory), config, numbering)
+
+    @classmethod
+    def from_models(
+        cls, models: VisionModels, config: Config, numbering: Numbering | None = None
+    ) -> VisionPipeline:
+        """A pipeline with fresh identity and smoothing state over already loaded models."""
+        tracker = IdentityTracker(
+            config.tracking, models.embedder.embed_aligned, numbering=numbering
+        )
+        pipeline = cls(
+            models.detector, tracker, models.emotion, ExpressionSmoother(config.smoothing)
+        )
+        pipeline.factory = models.factory
+        return pipeline
+
+    def reset(self) -> None:
+        """Start a new session: identities, smoothing and exclusions are forgotten."""
+        self.tracker.reset()
+        self.smoother.reset()
+        self.excluded.clear()
+        self._samples.clear()
+        self.mouth.reset()
+        self._last = None
+
+    def process(
+        self,
+        frame: VideoFrame,
+        detect: bool = True,
+        emotion_for: set[int] | None = None,
+    ) -> FrameResult:
+        """Analyse one frame.
+
+        Args:
+            frame: the frame.
+            detect: run the detector and identity tracker; when False, the previous frame's
+                faces are moved along the optical flow and keep their IDs (cheap in-between
+                frames under a tight budget). The first frame always detects.
+            emotion_for: face numbers whose expression is computed on this frame (None: all);
+                the others keep their last smoothed expression.
+        """
+        t0 = time.perf_counter()
+        grey = self.flow.grey(frame.image)  # for the flow now and on the next frame
+        if detect or self._last is None or len(self._last) == 0:
+            dets = self.detector(frame)
+            t1 = time.perf_counter()
+            dets = self.tracker.update(frame, dets)
+            embedded = self.tracker.last_stats.embedded
+        else:
+            dets = self.flow.propagate(self._last_grey, grey, frame.image, self._last)
+            self.tracker.follow(frame, dets)
+            t1 = time.perf_counter()
+            embedded = 0
+        self._last = dets
+        self._last_grey = grey
+        t2 = time.perf_counter()
+        ids = dets.track_ids
+        excluded_mask = np.isin(ids, list(self.excluded))
+        keep = np.nonzero((ids > 0) & ~excluded_mask)[0]
+        faces = dets.select(keep)
+        fresh = np.array(
+            [
+                emotion_for is None or int(n) in emotion_for or int(n) not in self._samples
+                for n in faces.track_ids
+            ],
+            dtype=bool,
+        )
+        scores = self.emotion(frame.image, faces.select(fresh))
+        t3 = time.perf_counter()
+        w, h = frame.width, frame.height
+        results = []
+        j = 0
+        for k in range(len(faces)):
+            number = int(faces.track_ids[k])
+            x1, y1, x2, y2 = (float(v) for v in faces.boxes[k])
+            box = (x1 / w, y1 / h, x2 / w, y2 / h)
+            if fresh[k]:
+                raw = scores.probs[j]
+                sm = self.smoother.update(number, frame.t, raw, scores.valence_arousal[j])
+                j += 1
+                sample = FaceSample(
+                    number, sm.label, sm.confidence, sm.probs, raw, sm.valence_arousal, box
+                )
+            else:
+                sample = dataclasses.replace(self._samples[number], box=box)
+            self._samples[number] = sample
+            results.append(
+                FaceResult(
+                    number,
+                    faces.boxes[k],
+                    faces.landmarks[k],
+                    float(faces.scores[k]),
+                    sample.raw_probs,
+                    sample,
+                    bool(fresh[k]),
+                    self.mouth.update(frame.t, frame.image, number, faces.landmarks[k]),
+                )
+            )
+        t4 = time.perf_counter()
+        timings = {
+            "detect" if detect else "flow": (t1 - t0) * 1e3,
+            "track": (t2 - t1) * 1e3,
+            "emotion": (t3 - t2) * 1e3,
+            "smooth": (t4 - t3) * 1e3,
+            "total": (t4 - t0) * 1e3,
+        }
+        excluded = [
+            (int(n), dets.boxes[i]) for i, n in enumerate(ids) if excluded_mask[i] and n > 0
+        ]
+        return FrameResult(
+            frame.t, w, h, results, dets, timings, embedded, int(fresh.sum()), excluded
+        )
+
+    def tracker_numbers(self) -> list[int]:
+        """Numbers of the faces in the last analysed frame (for budget planning)."""
+        if self._last is None:
+            return []
+        return [int(n) for n in self._last.track_ids if n > 0 and int(n) not in self.excluded]
+
+    @property
+    def va_estimated(self) -> bool:
+        return not any(m.model.has_va for m in self.emotion.members)

@@ -1,0 +1,310 @@
+"""Identity tracking: geometric association every frame, embedding re-identification when unsure.
+
+Each identity keeps a gallery of quality-gated face embeddings. A face matched by geometry alone
+(high IoU, no competitor, unchanged appearance, recently verified) skips the embedding model;
+every other face is embedded and matched against all identities seen in the session, so a person
+who leaves and returns, or two people who swap places, keep their own IDs. Public numbers
+("Face N") are given in order of confirmation and never reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream.core.config import TrackingConfig
+from stream.core.types import F32, U8, FaceDetections, VideoFrame
+from stream.vision.align import align_faces, crop_squares
+from stream.vision.quality import Quality, QualityGate
+
+#: Geometry distance: boxes [N, 4] vs boxes [M, 4] -> [N, M] similarity in [0, 1].
+GeometryFn = Callable[[F32, F32], F32]
+#: Appearance similarity: embedding [D] vs gallery [G, D] -> similarity in [-1, 1].
+AppearanceFn = Callable[[F32, F32], float]
+#: Embeds aligned 112x112 BGR crops [N, 112, 112, 3] -> [N, D] unit vectors.
+EmbedFn = Callable[[U8], F32]
+#: Quality of one aligned crop given its landmarks and box size.
+QualityFn = Callable[[U8, F32, float], Quality]
+
+_SIG = 24  # side of the cheap appearance signature
+
+
+def iou_matrix(a: F32, b: F32) -> F32:
+    """Pairwise IoU of xyxy boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float32)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.asarray(inter / np.maximum(union, 1e-9), dtype=np.float32)
+
+
+def max_cosine(embedding: F32, gallery: F32) -> float:
+    """Best cosine similarity between a unit vector and a gallery of unit vectors."""
+    if len(gallery) == 0:
+        return -1.0
+    return float(np.max(gallery @ embedding))
+
+
+def signatures(image: U8, boxes: F32) -> F32:
+    """Tiny zero-mean, unit-norm grey thumbnails: a cheap "is it still the same face?" check."""
+    if len(boxes) == 0:
+        return np.zeros((0, _SIG * _SIG), dtype=np.float32)
+    crops = crop_squares(image, boxes, _SIG).astype(np.float32).mean(axis=3)
+    v = crops.reshape(len(boxes), -1)
+    v -= v.mean(axis=1, keepdims=True)
+    return np.asarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6), np.float32)
+
+
+class Numbering:
+    """Public face numbers in order of confirmation: 1, 2, 3, ... never reused until reset."""
+
+    def __init__(self) -> None:
+        self._next = 1
+
+    def take(self) -> int:
+        n = self._next
+        self._next += 1
+        return n
+
+    def reset(self) -> None:
+        self._next = 1
+
+
+@dataclass
+class Identity:
+    """One person seen in the session."""
+
+    key: int
+    first_t: float
+    last_t: float
+    box: F32
+    signature: F32
+    number: int = 0  # public "Face N"; 0 while tentative
+    hits: int = 1
+    gallery: list[F32] = field(default_factory=list)
+    last_embedding: F32 | None = None
+    last_embed_t: float = -np.inf
+    good_views: int = 0
+
+    @property
+    def confirmed(self) -> bool:
+        return self.number > 0
+
+    def gallery_array(self) -> F32:
+        items = list(self.gallery)
+        if self.last_embedding is not None:
+            items.append(self.last_embedding)
+        if not items:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack(items).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TrackerStats:
+    """Counters for the last update (for latency budgets and metrics)."""
+
+    faces: int = 0
+    embedded: int = 0
+    by_geometry: int = 0
+
+
+class IdentityTracker:
+    """Assigns stable public IDs to the faces of consecutive frames.
+
+    Args:
+        config: thresholds (see `TrackingConfig`).
+        embed: embeds aligned crops; called only for faces whose identity is uncertain.
+        quality: gallery gate; defaults to `QualityGate(config)`.
+        geometry: box similarity; defaults to IoU.
+        appearance: embedding-vs-gallery similarity; defaults to max cosine.
+        coast_s: how long an unseen identity still takes part in geometric matching.
+        numbering: hands out public numbers; share one between trackers (e.g. the video
+            tracks of one call) to keep numbers unique across them. Default: 1, 2, 3, ...
+    """
+
+    def __init__(
+        self,
+        config: TrackingConfig,
+        embed: EmbedFn,
+        quality: QualityFn | None = None,
+        geometry: GeometryFn = iou_matrix,
+        appearance: AppearanceFn = max_cosine,
+        coast_s: float = 1.0,
+        numbering: Numbering | None = None,
+    ) -> None:
+        self.config = config
+        self.embed = embed
+        self.quality = quality or QualityGate(config)
+        self.geometry = geometry
+        self.appearance = appearance
+        self.coast_s = coast_s
+        self.identities: dict[int, Identity] = {}
+        self._next_key = 1
+        self.numbering = numbering or Numbering()
+        self.last_stats = TrackerStats()
+
+    def reset(self) -> None:
+        """Forget every identity; numbering restarts at Face 1."""
+        self.identities.clear()
+        self._next_key = 1
+        self.numbering.reset()
+
+    @property
+    def confirmed(self) -> list[Identity]:
+        return [i for i in self.identities.values() if i.confirmed]
+
+    def update(self, frame: VideoFrame, faces: FaceDetections) -> FaceDetections:
+        """Assign identities to this frame's faces.
+
+        Returns:
+            The faces with `track_ids` set to the public number, or -1 while tentative.
+        """
+        c = self.config
+        t = frame.t
+        n = len(faces)
+        sigs = signatures(frame.image, faces.boxes)
+        recent = [i for i in self.identities.values() if t - i.last_t <= self.coast_s]
+        geo = (
+            self.geometry(faces.boxes, np.stack([i.box for i in recent]))
+            if recent
+            else (np.zeros((n, 0), np.float32))
+        )
+        assigned: dict[int, Identity] = {}
+        taken: set[int] = set()
+
+        # 1. Geometry alone where it is unambiguous and the face still looks the same.
+        for d in range(n):
+            if not recent:
+                break
+            j = int(np.argmax(geo[d]))
+            ident = recent[j]
+            if not ident.confirmed or geo[d, j] < c.iou_certain:
+                continue
+            if (geo[d] > c.iou_match).sum() != 1 or (geo[:, j] > c.iou_match).sum() != 1:
+                continue
+            if float(sigs[d] @ ident.signature) < c.appearance_certain:
+                continue
+            if t - ident.last_embed_t > c.reverify_s:
+                continue
+            assigned[d] = ident
+            taken.add(ident.key)
+        by_geometry = len(assigned)
+
+        # 2. Embeddings for the rest, matched against every identity of the session.
+        rest = [d for d in range(n) if d not in assigned]
+        embeddings: dict[int, F32] = {}
+        qualities: dict[int, Quality] = {}
+        if rest:
+            sub = faces.select(np.asarray(rest, dtype=np.intp))
+            aligned = align_faces(frame.image, sub)
+            embs = self.embed(aligned)
+            for k, d in enumerate(rest):
+                embeddings[d] = embs[k]
+                qualities[d] = self.quality(aligned[k], sub.landmarks[k], float(sub.sizes[k]))
+        confident: set[int] = set()
+        recent_index = {ident.key: j for j, ident in enumerate(recent)}
+        for want_confirmed in (True, False):
+            pool = [
+                i
+                for i in self.identities.values()
+                if i.confirmed == want_confirmed and i.key not in taken
+            ]
+            galleries = {ident.key: ident.gallery_array() for ident in pool}
+            cands: list[tuple[float, int, Identity, bool]] = []
+            for d in rest:
+                if d in assigned:
+                    continue
+                for ident in pool:
+                    app = self.appearance(embeddings[d], galleries[ident.key])
+                    col = recent_index.get(ident.key)
+                    g = float(geo[d, col]) if col is not None else 0.0
+                    score = app + c.geometry_weight * g
+                    if app >= c.reid_threshold:
+                        cands.append((score, d, ident, True))
+                    elif g >= c.iou_match and app >= c.reid_threshold / 2:
+                        cands.append((score, d, ident, False))
+            for score, d, ident, strong in sorted(cands, key=lambda x: -x[0]):
+                del score
+                if d in assigned or ident.key in taken:
+                    continue
+                assigned[d] = ident
+                taken.add(ident.key)
+                if strong:
+                    confident.add(d)
+
+        # 3. New (tentative) identities for faces nobody matched.
+        for d in rest:
+            if d not in assigned:
+                ident = Identity(self._next_key, t, t, faces.boxes[d].copy(), sigs[d])
+                ident.hits = 0
+                self._next_key += 1
+                self.identities[ident.key] = ident
+                assigned[d] = ident
+                confident.add(d)
+
+        # 4. Update identities.
+        ids = np.full(n, -1, dtype=np.int64)
+        for d, ident in assigned.items():
+            ident.box = faces.boxes[d].copy()
+            ident.signature = sigs[d]
+            ident.last_t = t
+            ident.hits += 1
+            if d in embeddings:
+                ident.last_embedding = embeddings[d]
+                ident.last_embed_t = t
+                if d in confident and qualities[d].ok:
+                    self._add_to_gallery(ident, embeddings[d])
+            if not ident.confirmed and self._ready(ident, t):
+                ident.number = self.numbering.take()
+            ids[d] = ident.number if ident.confirmed else -1
+        self._drop_stale_tentatives(t)
+        self.last_stats = TrackerStats(n, len(embeddings), by_geometry)
+        return faces.with_track_ids(ids)
+
+    def follow(self, frame: VideoFrame, faces: FaceDetections) -> None:
+        """Move identities along with faces tracked without detection (optical flow).
+
+        Keeps the next detection's cheap geometric match valid when detections are sparse:
+        without it, boxes and thumbnails go stale and every face needs an embedding again.
+        """
+        by_number = {i.number: i for i in self.identities.values() if i.confirmed}
+        sigs = signatures(frame.image, faces.boxes)
+        for k, number in enumerate(faces.track_ids):
+            ident = by_number.get(int(number))
+            if ident is not None:
+                ident.box = faces.boxes[k].copy()
+                ident.signature = sigs[k]
+                ident.last_t = frame.t
+
+    def _ready(self, ident: Identity, t: float) -> bool:
+        c = self.config
+        if ident.hits < c.min_hits:
+            return False
+        return ident.good_views > 0 or t - ident.first_t >= c.tentative_max_s
+
+    def _add_to_gallery(self, ident: Identity, emb: F32) -> None:
+        c = self.config
+        ident.good_views += 1
+        if ident.gallery:
+            sims = np.stack(ident.gallery) @ emb
+            if float(sims.max()) >= c.gallery_diversity:
+                return  # nothing new about this face
+            if len(ident.gallery) >= c.gallery_size:
+                ident.gallery[int(np.argmax(sims))] = emb  # replace the closest view
+                return
+        ident.gallery.append(emb)
+
+    def _drop_stale_tentatives(self, t: float) -> None:
+        stale = [
+            k
+            for k, i in self.identities.items()
+            if not i.confirmed and t - i.last_t > self.config.tentative_max_s
+        ]
+        for k in stale:
+            del self.identities[k]

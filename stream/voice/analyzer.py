@@ -1,0 +1,135 @@
+"""Per-speaker voice analysis: audio frames in, voice activity and prosody reports out.
+
+Chain: any PyAV audio frame (live 48 kHz Opus frames of any size, or decoded file audio) ->
+48 kHz mono float -> DeepFilterNet3 (optional) -> 16 kHz -> Silero VAD + CREPE pitch + energy
+-> rolling-window prosody.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from stream.core.config import AudioConfig
+from stream.models.runtime import SessionFactory
+from stream.voice.denoise import DeepFilter
+from stream.voice.pitch import CrepePitch
+from stream.voice.prosody import HopFeatures, ProsodyReport, ProsodyWindow
+from stream.voice.resample import Resampler, array_frame
+from stream.voice.vad import CHUNK, SileroVad, VadStep
+
+F32 = npt.NDArray[np.float32]
+DF_DELAY_S = 0.03  # DeepFilterNet3's algorithmic delay
+ENERGY_HOP_S = 0.02  # energy (and prosody hop) spacing; pitch may be sparser
+
+
+@dataclass(frozen=True)
+class VoiceUpdate:
+    """What one chunk of audio produced (times in seconds of the speaker's stream)."""
+
+    steps: list[VadStep]
+    hops: list[HopFeatures]
+    reports: list[ProsodyReport]
+
+
+class VoiceAnalyzer:
+    """Analyses one speaker's audio stream. Not thread-safe: one instance per stream.
+
+    Args:
+        factory: shares the VAD and pitch model sessions between speakers.
+        config: window, hop, VAD thresholds, denoising.
+    """
+
+    def __init__(self, factory: SessionFactory, config: AudioConfig | None = None) -> None:
+        self.config = s = config or AudioConfig()
+        self.to48k = Resampler(48_000)
+        self.to16k = Resampler(16_000)
+        self.denoiser = DeepFilter(s.atten_lim_db) if s.denoise else None
+        self.vad = SileroVad(factory.get("silero_vad_v6"), s.vad_on, s.vad_off, s.vad_hangover_s)
+        self.pitch = CrepePitch(factory.get("crepe_tiny_pitch"), s.pitch_hop_s)
+        self.window = ProsodyWindow(s.window_s, s.hop_s)
+        self.offset = DF_DELAY_S if self.denoiser is not None else 0.0
+        self._audio = np.zeros(0, np.float32)  # recent 16 kHz audio for energy
+        self._audio_t0 = 0.0
+        self._vad: deque[VadStep] = deque()  # decisions not yet older than every pending hop
+        self._pitch: deque[tuple[float, float, float]] = deque()  # (t, f0, confidence)
+        self._energy: deque[tuple[float, float]] = deque()  # (t, dBFS) waiting for VAD, pitch
+        self._next_energy_t = 0.0
+
+    def feed(self, frame: av.AudioFrame | None) -> VoiceUpdate:
+        """Feed one audio frame (None flushes the resamplers at the end of a file)."""
+        return self.feed48k(self.to48k(frame))
+
+    def feed_many(self, frames: list[av.AudioFrame | None]) -> VoiceUpdate:
+        """Feed several frames at once: the models then run on batches (cheaper per second)."""
+        if not frames:
+            return VoiceUpdate([], [], [])
+        return self.feed48k(np.concatenate([self.to48k(f) for f in frames]))
+
+    def feed48k(self, samples: F32) -> VoiceUpdate:
+        """Feed 48 kHz mono float32 samples."""
+        clean = self.denoiser.process(samples) if self.denoiser is not None else samples
+        if len(clean) == 0:
+            return VoiceUpdate([], [], [])
+        s16 = self.to16k(array_frame(clean, 48_000))
+        steps = self.vad.process(s16)
+        self._vad.extend(steps)
+        self._audio = np.concatenate([self._audio, s16])
+        times, f0, conf = self.pitch.process(s16)
+        self._pitch.extend(zip(times.tolist(), f0.tolist(), conf.tolist(), strict=True))
+        # Energy every ENERGY_HOP_S (finer than pitch: syllable peaks need it), on audio that
+        # is still in the buffer.
+        end_t = self._audio_t0 + len(self._audio) / 16000
+        while self._next_energy_t + ENERGY_HOP_S / 2 <= end_t:
+            t = self._next_energy_t
+            self._energy.append((t, self._energy_db(t)))
+            self._next_energy_t = round(t + ENERGY_HOP_S, 6)
+        self._trim_audio()
+        hops = []
+        vad_end = self._vad[-1].t + CHUNK / 16000 if self._vad else -1.0
+        pitch_end = self._pitch[-1][0] if self._pitch else -1.0
+        while self._energy and self._energy[0][0] < vad_end and self._energy[0][0] <= pitch_end:
+            t, energy = self._energy.popleft()
+            while len(self._pitch) > 1 and abs(self._pitch[1][0] - t) <= abs(self._pitch[0][0] - t):
+                self._pitch.popleft()  # keep the pitch estimate nearest to t in front
+            _, hz, c = self._pitch[0]
+            step = self._step_at(t)
+            hops.append(
+                HopFeatures(
+                    t - self.offset,
+                    energy,
+                    hz,
+                    c,
+                    step.speech if step else False,
+                    step.prob if step else 0.0,
+                )
+            )
+        keep_from = (self._energy[0][0] if self._energy else vad_end) - 0.1
+        while len(self._vad) > 1 and self._vad[1].t <= keep_from:
+            self._vad.popleft()
+        shifted = [VadStep(v.t - self.offset, v.prob, v.speech) for v in steps]
+        return VoiceUpdate(shifted, hops, self.window.add(hops))
+
+    def _trim_audio(self) -> None:
+        extra = len(self._audio) - 16000 * 2
+        if extra > 0:
+            self._audio = self._audio[extra:]
+            self._audio_t0 += extra / 16000
+
+    def _energy_db(self, t: float) -> float:
+        c = round((t - self._audio_t0) * 16000)
+        seg = self._audio[max(0, c - 160) : max(0, c + 160)]
+        if len(seg) == 0:
+            return -100.0
+        return float(10 * np.log10(max(float(np.mean(seg.astype(np.float64) ** 2)), 1e-10)))
+
+    def _step_at(self, t: float) -> VadStep | None:
+        """The VAD decision covering time `t` (chunks are 32 ms, in order)."""
+        if not self._vad or t < self._vad[0].t:
+            return None
+        i = min(int((t - self._vad[0].t) / (CHUNK / 16000)), len(self._vad) - 1)
+        return self._vad[i]
