@@ -17,7 +17,8 @@ import pytest
 import websockets
 
 from stream.core.config import Config
-from stream.live.server import LiveServer, parse_message
+from stream.live.protocol import parse_message
+from stream.live.server import LiveServer
 from stream.models.runtime import SessionFactory
 
 from .conftest import VIDEO
@@ -74,7 +75,7 @@ def http_get(url: str) -> tuple[int, bytes]:
     ],
 )
 def test_parse_message_rejects(raw: str | bytes, code: str) -> None:
-    from stream.live.server import BadMessage
+    from stream.live.protocol import BadMessage
 
     with pytest.raises(BadMessage) as err:
         parse_message(raw)

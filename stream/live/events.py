@@ -1,18 +1,24 @@
-"""The versioned event type sent to overlays and viewers (stream/data/events.schema.json)."""
+"""Typed live events: one frozen dataclass per event type, one envelope for all of them.
+
+The wire contract is the JSON schema in `stream/data/events.schema.json` (version 1); a test
+checks that every type here validates against it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
 from stream.core.data import events_schema_path
 from stream.core.labels import LABELS
-from stream.core.notices import face_name
+from stream.core.notices import NOTICE, face_name
 from stream.vision.pipeline import FrameResult
 
 SCHEMA_VERSION = 1
@@ -20,28 +26,177 @@ SCHEMA_VERSION = 1
 
 def schema() -> dict[str, Any]:
     """The JSON schema of every event (draft 2020-12)."""
-    text = events_schema_path().read_text("utf-8")
-    data: dict[str, Any] = json.loads(text)
+    data: dict[str, Any] = json.loads(events_schema_path().read_text("utf-8"))
     return data
 
 
+@dataclass(frozen=True)
+class Event:
+    """Base of every event; `TYPE` is the wire `type`."""
+
+    TYPE: ClassVar[str] = ""
+
+    def payload(self) -> dict[str, Any]:
+        """The event's fields as sent (after the envelope)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class SessionStarted(Event):
+    TYPE: ClassVar[str] = "session.started"
+    role: str
+    labels_supported: list[str]
+    purpose: str
+    ice_servers: list[dict[str, str]]
+    notice: str = NOTICE
+    viewer_token: str | None = None  # publishers only
+
+    def payload(self) -> dict[str, Any]:
+        out = super().payload()
+        if self.viewer_token is None:
+            del out["viewer_token"]
+        return out
+
+
+@dataclass(frozen=True)
+class Answer(Event):
+    TYPE: ClassVar[str] = "answer"
+    sdp: str
+    sdp_type: str = "answer"
+
+
+@dataclass(frozen=True)
+class Frame(Event):
+    TYPE: ClassVar[str] = "frame"
+    track: str
+    media_t: float
+    width: int
+    height: int
+    faces: list[dict[str, Any]]
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FaceSummaries(Event):
+    TYPE: ClassVar[str] = "face.summary"
+    faces: list[dict[str, Any]]
+    overall: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FaceRenamed(Event):
+    TYPE: ClassVar[str] = "face.renamed"
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class FaceExcluded(Event):
+    TYPE: ClassVar[str] = "face.excluded"
+    id: int
+    excluded: bool
+
+
+@dataclass(frozen=True)
+class SessionReset(Event):
+    TYPE: ClassVar[str] = "session.reset"
+
+
+@dataclass(frozen=True)
+class Error(Event):
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SessionSummary(Event):
+    TYPE: ClassVar[str] = "session.summary"
+    duration_s: float
+    faces: list[dict[str, Any]]
+    overall: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SessionEnded(Event):
+    TYPE: ClassVar[str] = "session.ended"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Prosody(Event):
+    """A speaker's prosody window; `report` is `ProsodyReport.to_dict()`, sent inline."""
+
+    TYPE: ClassVar[str] = "prosody"
+    speaker: str
+    face_id: int | None
+    name: str | None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "speaker": self.speaker,
+            "face_id": self.face_id,
+            "name": self.name,
+            **self.report,
+        }
+
+
+@dataclass(frozen=True)
+class SpeakerActive(Event):
+    TYPE: ClassVar[str] = "speaker.active"
+    speaker: str
+    face_id: int | None
+    name: str | None
+    speaking: bool
+    confidence: float
+
+
+#: Every event type, for the schema test and for readers.
+EVENT_TYPES: tuple[type[Event], ...] = (
+    SessionStarted,
+    Answer,
+    Frame,
+    FaceSummaries,
+    FaceRenamed,
+    FaceExcluded,
+    SessionReset,
+    Error,
+    SessionSummary,
+    SessionEnded,
+    Prosody,
+    SpeakerActive,
+)
+
+
+def envelope(
+    event: Event, session: str, seq: int, ts: float, v: int = SCHEMA_VERSION
+) -> dict[str, Any]:
+    """The JSON-ready message: version, type, session, sequence number, time, then the payload."""
+    return {
+        "v": v,
+        "type": event.TYPE,
+        "session": session,
+        "seq": seq,
+        "ts": round(ts, 4),
+        **event.payload(),
+    }
+
+
+#: The session id used before a session exists (errors answering a client's first messages).
+NO_SESSION = "-" * 8
+
+
 class EventFactory:
-    """Stamps events of one session with version, session id, sequence number and time."""
+    """Stamps the events of one session with version, session id, sequence number and time."""
 
     def __init__(self, session: str, clock: Callable[[], float] = time.time) -> None:
         self.session = session
         self.clock = clock
         self._seq = itertools.count()
 
-    def make(self, type_: str, **payload: Any) -> dict[str, Any]:
-        return {
-            "v": SCHEMA_VERSION,
-            "type": type_,
-            "session": self.session,
-            "seq": next(self._seq),
-            "ts": round(self.clock(), 4),
-            **payload,
-        }
+    def make(self, event: Event) -> dict[str, Any]:
+        return envelope(event, self.session, next(self._seq), self.clock())
 
 
 def _r(x: float, n: int = 4) -> float:

