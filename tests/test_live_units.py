@@ -7,9 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from stream.analysis.aggregate import FaceSample
 from stream.core.config import LiveConfig
-from stream.core.types import FaceDetections, VideoFrame
+from stream.core.types import FaceDetections, FaceSample, VideoFrame
 from stream.live.budget import FrameBudget
 from stream.live.mailbox import LatestMailbox
 from stream.vision.pipeline import FaceResult, FrameResult, VisionPipeline

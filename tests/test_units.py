@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.analysis.aggregate import Aggregator, FaceSample
+from stream.analysis.aggregate import Aggregator
 from stream.core.config import SmoothingConfig
 from stream.core.labels import LABELS, UNCERTAIN, canonical, estimate_valence_arousal
-from stream.core.types import FaceDetections, VideoFrame
+from stream.core.types import FaceDetections, FaceSample, VideoFrame
 from stream.vision.align import ARCFACE_112, crop_squares, similarity_transform, square_boxes
 from stream.vision.smoothing import ExpressionSmoother
 from stream.vision.tracker import iou_matrix, max_cosine

@@ -26,22 +26,9 @@ import numpy as np
 
 from stream.core.labels import LABELS, UNCERTAIN
 from stream.core.notices import face_name
-from stream.core.types import F32
+from stream.core.types import F32, FaceSample
 
 ALL_STATES: tuple[str, ...] = (*LABELS, UNCERTAIN)
-
-
-@dataclass(frozen=True)
-class FaceSample:
-    """What one analysed frame says about one face."""
-
-    number: int
-    label: str
-    confidence: float
-    probs: F32  # smoothed [8]
-    raw_probs: F32  # model output [8]
-    valence_arousal: F32  # smoothed [2]
-    box: tuple[float, float, float, float]  # normalised x1, y1, x2, y2
 
 
 @dataclass(frozen=True)

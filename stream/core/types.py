@@ -140,3 +140,16 @@ class MediaInfo:
     fps: float  # nominal (average) frame rate; 0 for images
     codec: str
     has_audio: bool
+
+
+@dataclass(frozen=True)
+class FaceSample:
+    """What one analysed frame says about one face."""
+
+    number: int
+    label: str
+    confidence: float
+    probs: F32  # smoothed [8]
+    raw_probs: F32  # model output [8]
+    valence_arousal: F32  # smoothed [2]
+    box: tuple[float, float, float, float]  # normalised x1, y1, x2, y2

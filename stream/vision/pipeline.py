@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stream.analysis.aggregate import FaceSample
 from stream.core.config import Config
 from stream.core.errors import ModelError
-from stream.core.types import F32, U8, FaceDetections, VideoFrame
+from stream.core.types import F32, U8, FaceDetections, FaceSample, VideoFrame
 from stream.models.runtime import SessionFactory, make_factory
 from stream.vision.detect import YuNetDetector
 from stream.vision.embed import FaceEmbedder
