@@ -56,13 +56,22 @@ class ReceivedVideo:
 
     Attributes:
         t: media time in seconds on the track's own clock (0 at its first frame).
-        received: when it arrived (time.perf_counter()).
+        received: when it arrived on the receive clock (time.perf_counter() for a network
+            source), which lines the track up with audio tracks.
         image: converts it to a BGR uint8 array (run in the inference executor).
+        arrived: when it was handed to the session, if not `received` (queue age and latency
+            are measured from it; in-process tests replay media on a synthetic receive clock).
     """
 
     t: float
     received: float
     image: Callable[[], U8]
+    arrived: float | None = None
+
+    @property
+    def since(self) -> float:
+        """The start of queue age and latency."""
+        return self.received if self.arrived is None else self.arrived
 
 
 @dataclass(frozen=True)
@@ -348,8 +357,8 @@ class LiveSession:
                 budget.observe(item.t, result, detect)
             done = time.perf_counter()
             stats.tick(done)
-            stats.queue_age_ms = (began - item.received) * 1e3  # until inference really began
-            stats.latency_ms = (done - item.received) * 1e3
+            stats.queue_age_ms = (began - item.since) * 1e3  # until inference really began
+            stats.latency_ms = (done - item.since) * 1e3
             stats.detect_every = budget.detect_every
             stats.observe(result.timings_ms)
             self.publish(

@@ -123,7 +123,8 @@ async def run_session(
                         await session.command(msg)
                     for f in feeds.values():
                         await f.release(frame.t)
-                yield ReceivedVideo(frame.t, start + frame.t, _const(frame.image))
+                image = _const(frame.image)
+                yield ReceivedVideo(frame.t, start + frame.t, image, time.perf_counter())
                 await publisher.wait_frames(name, i + 1, session)
 
         for name, frames in tracks.items():
