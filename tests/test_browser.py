@@ -1,8 +1,10 @@
 """End to end in a real browser: Debian's Chromium, headless, a clip as its fake camera.
 
-Drives the page over the DevTools protocol (no test-tool browser downloads): consent, camera and
-microphone (a speech file), WebRTC to the server, the overlay showing a face ID and the speaker
-strip showing pitch; saves screenshots of the publisher page and of the read-only viewer page.
+Drives the page over the DevTools protocol (no test-tool browser downloads): consent, camera (a
+2x2 gallery of four real faces) and microphone (a speech file), WebRTC to the server. Checks
+where the overlay draws each box against where that face is in the camera frame, at two window
+sizes and pixel ratios; the speaker strip showing pitch; the read-only viewer. Saves screenshots
+of the publisher page at both sizes and of the viewer page.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
+import numpy as np
 import pytest
 import websockets
 
+from stream.analysis.stages import Stages
 from stream.core.config import Config
+from stream.core.types import VideoFrame
 from stream.live.server import LiveServer
-from stream.models.runtime import SessionFactory
 
-from .conftest import MEDIA, ROOT, VIDEO
+from .conftest import MEDIA, ROOT, imread
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/lib/chromium/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -53,24 +58,6 @@ def _require_chromium() -> None:
         if os.environ.get("CI"):
             pytest.fail(msg)  # CI installs it: a missing browser there is a real failure
         pytest.skip(msg)
-
-
-def make_y4m(src: Path, dst: Path, seconds: float = 3.0) -> None:
-    """Convert a clip to the raw .y4m Chromium plays as a fake camera (looped)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format="yuv4mpegpipe") as out:
-        vs = inp.streams.video[0]
-        o = out.add_stream("rawvideo", rate=30)
-        o.width, o.height, o.pix_fmt = 640, 360, "yuv420p"
-        o.time_base = Fraction(1, 30)
-        for i, frame in enumerate(inp.decode(vs)):
-            if i >= seconds * 30:
-                break
-            f = frame.reformat(640, 360, "yuv420p")
-            f.pts = i
-            for pkt in o.encode(f):
-                out.mux(pkt)
-        for pkt in o.encode():
-            out.mux(pkt)
 
 
 class DevTools:
@@ -157,16 +144,150 @@ WAIT_VOICE = """new Promise((resolve, reject) => {
 })"""
 
 
-def test_browser_consent_camera_overlay_and_viewer(
-    config: Config, factory: SessionFactory, tmp_path: Path
+WAIT_GALLERY = """new Promise((resolve, reject) => {
+  const t0 = Date.now();
+  const seq0 = window.__seq0 ?? -1;
+  (function poll() {
+    const o = window.emotionStream && window.emotionStream.overlay;
+    const ev = o && o.lastFrame;
+    const faces = ev ? ev.faces.filter(f => !f.excluded) : [];
+    const cards = [...document.querySelectorAll('#faces [data-face]')];
+    const rects = window.__overlayRects || [];
+    if (ev && ev.seq > seq0 && faces.length >= %d && rects.length === ev.faces.length
+        && cards.length >= %d) {
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        o.draw();  // the newest layout, then read back what was drawn where
+        const v = document.getElementById('video'), c = document.getElementById('overlay');
+        const vr = v.getBoundingClientRect(), cr = c.getBoundingClientRect();
+        const page = r => ({x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height});
+        resolve({
+          rects: window.__overlayRects, drawnFrame: window.__overlayVideoRect,
+          boxes: o.lastFrame.faces.map(f => ({id: f.id, box: f.box})),
+          video: page(vr), canvas: page(cr), fit: getComputedStyle(v).objectFit,
+          videoSize: [v.videoWidth, v.videoHeight], clientSize: [v.clientWidth, v.clientHeight],
+          canvasPx: [c.width, c.height], dpr: devicePixelRatio, inner: [innerWidth, innerHeight],
+          cards: cards.map(el => Number(el.dataset.face)),
+          dominant: cards.map(el => el.querySelector('.dominant').textContent),
+          metrics: document.getElementById('metrics').textContent,
+          status: document.getElementById('status').textContent});
+      }));
+    } else if (Date.now() - t0 > 60000) reject(new Error('not all faces in 60 s: ' +
+        faces.length + ' faces; ' + document.getElementById('status').textContent));
+    else setTimeout(poll, 100);
+  })();
+})"""
+
+#: Four people (identity photos), one per tile of a 2x2 gallery view, at different sizes and
+#: positions in their tiles so that a wrong scale or offset cannot land on the right spot.
+GALLERY = [
+    ("face_recognition/obama.jpg", 0.62, (0.45, 0.50)),
+    ("face_recognition/biden.jpg", 0.50, (0.60, 0.55)),
+    ("openface/adams.jpg", 0.70, (0.50, 0.45)),
+    ("openface/carell.jpg", 0.45, (0.40, 0.55)),
+]
+FRAME_W, FRAME_H = 640, 480
+
+
+def gallery_frame(stages: Stages) -> tuple[np.ndarray, np.ndarray]:
+    """A 640x480 2x2 gallery frame and the faces' boxes in it, normalised (x1, y1, x2, y2).
+
+    Each tile is cut from a photo so that the face is `size` of the tile's height, centred at
+    `centre` (fractions of the tile); the boxes come from the detector run on the composed frame.
+    """
+    det = stages.vision_models.detector
+    tw, th = FRAME_W // 2, FRAME_H // 2
+    frame = np.zeros((FRAME_H, FRAME_W, 3), np.uint8)
+    for i, (name, size, (cx, cy)) in enumerate(GALLERY):
+        img = imread(MEDIA / "identities" / name)
+        found = det(VideoFrame(img, 0.0))
+        assert len(found.boxes) == 1, name
+        x1, y1, x2, y2 = found.boxes[0]
+        s = (y2 - y1) / (size * th)  # source pixels per tile pixel
+        fx, fy = (x1 + x2) / 2 - cx * tw * s, (y1 + y2) / 2 - cy * th * s
+        m = np.array([[1 / s, 0, -fx / s], [0, 1 / s, -fy / s]], np.float32)
+        tile = cv2.warpAffine(img, m, (tw, th), flags=cv2.INTER_AREA, borderValue=(40, 40, 40))
+        r, c = divmod(i, 2)
+        frame[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
+    found = det(VideoFrame(frame, 0.0))
+    assert len(found.boxes) == len(GALLERY), found.boxes
+    boxes = found.boxes / np.array([FRAME_W, FRAME_H, FRAME_W, FRAME_H], np.float32)
+    return frame, boxes
+
+
+def write_y4m(frame: np.ndarray, dst: Path, n: int = 30) -> None:
+    """A still frame as n frames of the raw .y4m Chromium plays as a fake camera (looped)."""
+    with av.open(str(dst), "w", format="yuv4mpegpipe") as out:
+        o = out.add_stream("rawvideo", rate=30)
+        o.width, o.height, o.pix_fmt = frame.shape[1], frame.shape[0], "yuv420p"
+        o.time_base = Fraction(1, 30)
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(frame, format="bgr24").reformat(format="yuv420p")
+            f.pts = i
+            for pkt in o.encode(f):
+                out.mux(pkt)
+        for pkt in o.encode():
+            out.mux(pkt)
+
+
+def contain(box: dict[str, float], fw: int, fh: int) -> tuple[float, float, float, float]:
+    """Where object-fit: contain paints an fw x fh frame inside `box` (x, y, w, h)."""
+    s = min(box["w"] / fw, box["h"] / fh)
+    w, h = fw * s, fh * s
+    return box["x"] + (box["w"] - w) / 2, box["y"] + (box["h"] - h) / 2, w, h
+
+
+def geometry_errors(seen: dict[str, Any], truth: np.ndarray) -> dict[str, float]:
+    """Errors (CSS px) between the boxes drawn on the page and the faces in the camera frame.
+
+    `to_face`: each drawn box against the nearest face's true box (from the composed frame),
+    mapped onto the page independently of the page's code (video element box + contain).
+    `to_event`: drawn boxes against the frame events' boxes (the overlay's own mapping).
+    `frame`: the overlay's idea of the painted frame against the independent one.
+    """
+    fw, fh = seen["videoSize"]
+    assert seen["fit"] == "contain"
+    # The video element's content box (clientWidth/Height excludes borders; there are none).
+    vx, vy, vw, vh = contain(seen["video"], fw, fh)
+    df = seen["drawnFrame"]
+    frame_err = max(abs(df["x"] - vx), abs(df["y"] - vy), abs(df["w"] - vw), abs(df["h"] - vh))
+
+    def page(b: Any) -> np.ndarray:
+        return np.array([vx + b[0] * vw, vy + b[1] * vh, vx + b[2] * vw, vy + b[3] * vh])
+
+    events = {b["id"]: page(b["box"]) for b in seen["boxes"]}
+    truth_px = [page(b) for b in truth]
+    to_face, to_event, matched = 0.0, 0.0, set()
+    for r in seen["rects"]:
+        drawn = np.array([r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]])
+        errs = [float(np.abs(drawn - t).max()) for t in truth_px]
+        k = int(np.argmin(errs))
+        matched.add(k)
+        to_face = max(to_face, errs[k])
+        to_event = max(to_event, float(np.abs(drawn - events[r["id"]]).max()))
+    return {
+        "to_face": to_face,
+        "to_event": to_event,
+        "frame": frame_err,
+        "faces_matched": float(len(matched)),
+        "face_px": float(np.mean([t[3] - t[1] for t in truth_px])),
+    }
+
+
+def test_browser_consent_gallery_overlay_geometry_and_viewer(
+    config: Config, stages: Stages, tmp_path: Path
 ) -> None:
     _require_chromium()
+    frame, truth = gallery_frame(stages)
     y4m = tmp_path / "camera.y4m"
-    make_y4m(VIDEO / "pyfeat_single_face.mp4", y4m)
+    write_y4m(frame, y4m)
     ARTIFACTS.mkdir(exist_ok=True)
+    n = len(GALLERY)
+    # (viewport width, height, device pixel ratio): a wide window where the side panel is
+    # longer than the video, and a narrow one where the panel wraps below it.
+    sizes = [(1280, 900, 1.0), (800, 1000, 2.0)]
 
-    async def main() -> tuple[dict[str, Any], dict[str, Any], bool, str]:
-        server = LiveServer(config.replace("live", port=0), factory)
+    async def main() -> tuple[list[dict[str, Any]], dict[str, Any], bool, str, dict[str, Any]]:
+        server = LiveServer(config.replace("live", port=0), stages.factory)
         await server.start()
         profile = tmp_path / "profile"
         proc = await asyncio.create_subprocess_exec(
@@ -202,18 +323,35 @@ def test_browser_consent_camera_overlay_and_viewer(
                     "document.getElementById('consent-check').click();"
                     "document.getElementById('start').click(); true",
                 )
-                face = await cdp.js(page, WAIT_FACE)
+                seen = []
+                for w, h, dpr in sizes:
+                    await cdp.call(
+                        "Emulation.setDeviceMetricsOverride",
+                        page,
+                        width=w,
+                        height=h,
+                        deviceScaleFactor=dpr,
+                        mobile=False,
+                    )
+                    # Only a frame drawn after the resize counts.
+                    await cdp.js(
+                        page,
+                        "window.__seq0 = (window.emotionStream && window.emotionStream.overlay"
+                        ".lastFrame) ? window.emotionStream.overlay.lastFrame.seq : -1; true",
+                    )
+                    seen.append(await cdp.js(page, WAIT_GALLERY % (n, n)))
+                    await cdp.screenshot(page, ARTIFACTS / f"browser-publisher-{w}x{h}.png")
                 voice = await cdp.js(page, WAIT_VOICE)
-                await cdp.screenshot(page, ARTIFACTS / "browser-publisher.png")
                 link = await cdp.js(page, "document.querySelector('#share a').href")
                 viewer = await cdp.open(link)
-                seen = await cdp.js(viewer, WAIT_FACE)
+                viewed = await cdp.js(viewer, WAIT_FACE)
+                viewed["frame"] = await cdp.js(viewer, "window.__overlayVideoRect")
                 await cdp.screenshot(viewer, ARTIFACTS / "browser-viewer.png")
                 with contextlib.suppress(Exception):
                     await cdp.call("Browser.close")
                 cdp.reader.cancel()
             drain.cancel()
-            return face, seen, bool(before), voice
+            return seen, viewed, bool(before), voice, {}
         finally:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -221,11 +359,30 @@ def test_browser_consent_camera_overlay_and_viewer(
             await server.shutdown()
             shutil.rmtree(profile, ignore_errors=True)
 
-    face, seen, consent_first, voice = asyncio.run(main())
-    print(f"browser: publisher overlay {face}; viewer {seen}; voice strip {voice!r}")
+    seen, viewed, consent_first, voice, _ = asyncio.run(main())
+    assert consent_first
+    for (w, h, dpr), s in zip(sizes, seen, strict=True):
+        err = geometry_errors(s, truth)
+        print(
+            f"browser {w}x{h} @{dpr:g}x: video {s['video']['w']:.0f}x{s['video']['h']:.0f} at "
+            f"({s['video']['x']:.0f},{s['video']['y']:.0f}), canvas {s['canvas']['w']:.0f}x"
+            f"{s['canvas']['h']:.0f} ({s['canvasPx'][0]}x{s['canvasPx'][1]} px); {len(s['rects'])}"
+            f" boxes; max error to the faces {err['to_face']:.1f} px (faces ~{err['face_px']:.0f}"
+            f" px tall), to the events' boxes {err['to_event']:.2f} px, frame {err['frame']:.2f} px"
+        )
+        print(f"  cards {s['cards']}: {s['dominant']}; {s['metrics']}")
+        assert s["inner"] == [w, h] and s["dpr"] == dpr
+        # The canvas covers the video element exactly, at the device's pixel density.
+        for k in ("x", "y", "w", "h"):
+            assert abs(s["canvas"][k] - s["video"][k]) < 1.0, (k, s["canvas"], s["video"])
+        assert abs(s["canvasPx"][1] - s["video"]["h"] * dpr) <= 1.0
+        assert err["frame"] < 1.0 and err["to_event"] < 1.0
+        # Every face has its own box on it: edges within 10% of a face's height.
+        assert err["faces_matched"] == n
+        assert err["to_face"] < 0.1 * err["face_px"], err
+        assert s["cards"] == sorted(s["cards"]) and len(s["cards"]) >= n
+        assert "newest frame first" in s["metrics"] and "dropped" not in s["metrics"]
+    print(f"browser: viewer {viewed}; voice strip {voice!r}")
     print(f"screenshots in {ARTIFACTS}")
     assert "speaking" in voice and "Hz" in voice
-    assert consent_first
-    assert face["id"] == 1 and face["card"] == "Face 1" and face["status"] == "live"
-    assert seen["id"] == 1
-    assert (ARTIFACTS / "browser-publisher.png").stat().st_size > 10_000
+    assert viewed["frame"]["w"] > 100 and viewed["id"] >= 1

@@ -42,7 +42,7 @@ async function start() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}/ws`);
   const send = (msg) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); };
-  const overlay = new Overlay($("overlay"), $("faces"), send);
+  const overlay = new Overlay($("overlay"), $("faces"), send, $("video"));
   window.emotionStream = { overlay, ws };  // for tests and debugging
   $("reset").onclick = () => send({ type: "reset" });
   let pc = null;
@@ -80,5 +80,4 @@ async function start() {
       overlay.handle(ev);
     }
   };
-  window.addEventListener("resize", () => overlay.draw());
 }

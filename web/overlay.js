@@ -6,6 +6,31 @@ export const LABEL_COLOURS = {
   fear: "#00897b", disgust: "#7cb342", anger: "#db4437", contempt: "#8d6e63", uncertain: "#5f6368",
 };
 const HISTORY_S = 60;
+/** Uncertain share from which headlines name it next to the dominant label (README: Definitions). */
+export const UNCERTAIN_NOTE = 0.2;
+
+/** "neutral 11% · uncertain 79%": the dominant label, and the uncertain share when it is large. */
+export function headline(dominant, shares) {
+  if (!dominant) return "";
+  const u = dominant.uncertain_share ?? (shares ? shares.uncertain : 0) ?? 0;
+  const main = `${dominant.label} ${Math.round(dominant.share * 100)}%`;
+  return dominant.label !== "uncertain" && u >= UNCERTAIN_NOTE ? `${main} · uncertain ${Math.round(u * 100)}%` : main;
+}
+
+/**
+ * Where a frame of `fw`×`fh` pixels is painted inside a box of `bw`×`bh` CSS pixels, for a CSS
+ * `object-fit` (`contain` letterboxes, `cover` crops, `fill` stretches, `none`/`scale-down`).
+ * @returns {{x: number, y: number, w: number, h: number}} relative to the box
+ */
+export function contentRect(bw, bh, fw, fh, fit = "contain") {
+  if (!(fw > 0 && fh > 0)) return { x: 0, y: 0, w: bw, h: bh };
+  if (fit === "fill") return { x: 0, y: 0, w: bw, h: bh };
+  let s = fit === "cover" ? Math.max(bw / fw, bh / fh) : Math.min(bw / fw, bh / fh);
+  if (fit === "none") s = 1;
+  if (fit === "scale-down") s = Math.min(1, s);
+  const w = fw * s, h = fh * s;
+  return { x: (bw - w) / 2, y: (bh - h) / 2, w, h };  // object-position: 50% 50% (default)
+}
 
 /** A stable, distinct colour per face ID. */
 export function faceColour(id) {
@@ -17,11 +42,23 @@ export class Overlay {
    * @param {HTMLCanvasElement} canvas drawn over the video (or alone, for viewers)
    * @param {HTMLElement} panel where the per-face cards go
    * @param {null | ((msg: object) => void)} send command sender; null = read-only
+   * @param {HTMLVideoElement | null} video the video the boxes go on (null: viewer, no video)
    */
-  constructor(canvas, panel, send = null) {
+  constructor(canvas, panel, send = null, video = null) {
     this.canvas = canvas;
     this.panel = panel;
     this.send = send;
+    this.video = video;
+    this.rects = [];  // the boxes last drawn, in page CSS pixels (for tests)
+    this.videoRect = null;  // where the frame is painted, in page CSS pixels
+    // The canvas follows the video (or its own box) whenever either changes size.
+    const redraw = () => this.draw();
+    if (typeof ResizeObserver !== "undefined") {
+      this.resizer = new ResizeObserver(redraw);
+      this.resizer.observe(video || canvas);
+    }
+    if (video) { video.addEventListener("resize", redraw); video.addEventListener("loadedmetadata", redraw); }
+    window.addEventListener("resize", redraw);
     this.faces = new Map(); // id -> {name, excluded, history: [{t, label, conf}], dominant, card}
     this.lastFrame = null;
     this.speakers = new Map(); // audio track id -> {face_id, name, speaking, prosody, el}
@@ -35,6 +72,7 @@ export class Overlay {
         for (const f of ev.faces) {
           const s = this.face(f.id);
           s.dominant = f.dominant;
+          s.shares = f.shares;
           s.visible = f.visible_s;
           s.name = f.name;
           this.updateCard(f.id);
@@ -85,9 +123,10 @@ export class Overlay {
     }
     const p = sp.prosody;
     const face = sp.face_id != null ? this.face(sp.face_id) : null;
+    // "Now" is the latest voice decision; the detail line covers the whole prosody window.
     const who = sp.speaking
       ? (face ? `${face.name} is speaking` : "Someone not visible is speaking")
-      : "Nobody is speaking";
+      : "Nobody is speaking now";
     sp.el.querySelector(".who").textContent = `● ${who}`;
     sp.el.style.setProperty("--c", face ? faceColour(sp.face_id) : "#5f6368");
     if (p) {
@@ -98,7 +137,7 @@ export class Overlay {
       sp.el.querySelector(".ev").textContent = `${Math.round(p.energy_dbfs)} dBFS`;
       const rate = p.speaking_rate_per_s != null ? `rate ${p.speaking_rate_per_s.toFixed(1)}/s · ` : "";
       const ar = p.vocal_arousal_heuristic != null ? ` · vocal arousal (heuristic) ${p.vocal_arousal_heuristic.toFixed(1)}` : "";
-      sp.el.querySelector(".detail").textContent = `${rate}voice ${Math.round(p.voice_activity_ratio * 100)}% of ${p.window_s} s${ar}`;
+      sp.el.querySelector(".detail").textContent = `${rate}speech in ${Math.round(p.voice_activity_ratio * 100)}% of the last ${p.window_s} s${ar}`;
     }
   }
 
@@ -125,21 +164,56 @@ export class Overlay {
     this.draw();
   }
 
+  /** Size and place the canvas; returns [css width, css height, frame rect in canvas px]. */
+  layout() {
+    const c = this.canvas, v = this.video, ev = this.lastFrame;
+    let bw, bh, frame;
+    if (v) {
+      // Cover exactly the video element's box, wherever the layout puts it.
+      bw = v.clientWidth; bh = v.clientHeight;
+      Object.assign(c.style, { left: `${v.offsetLeft}px`, top: `${v.offsetTop}px`, width: `${bw}px`, height: `${bh}px` });
+      const fit = getComputedStyle(v).objectFit || "contain";
+      frame = contentRect(bw, bh, v.videoWidth || (ev && ev.width), v.videoHeight || (ev && ev.height), fit);
+    } else {
+      const r = c.getBoundingClientRect();
+      bw = r.width; bh = r.height;
+      frame = ev ? contentRect(bw, bh, ev.width, ev.height, "contain") : { x: 0, y: 0, w: bw, h: bh };
+    }
+    const dpr = window.devicePixelRatio || 1;
+    const pw = Math.max(1, Math.round(bw * dpr)), ph = Math.max(1, Math.round(bh * dpr));
+    if (c.width !== pw || c.height !== ph) { c.width = pw; c.height = ph; }
+    return [bw, bh, frame, dpr];
+  }
+
   draw() {
     const c = this.canvas;
-    const rect = c.getBoundingClientRect();
-    const w = Math.max(1, Math.round(rect.width)), h = Math.max(1, Math.round(rect.height));
-    if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+    const [bw, bh, fr, dpr] = this.layout();
     const ctx = c.getContext("2d");
-    ctx.clearRect(0, 0, w, h);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);  // draw in CSS pixels, sharp at any pixel ratio
+    ctx.clearRect(0, 0, bw, bh);
+    const page = c.getBoundingClientRect();
+    const ox = page.left + window.scrollX, oy = page.top + window.scrollY;
+    this.videoRect = { x: ox + fr.x, y: oy + fr.y, w: fr.w, h: fr.h };
+    this.rects = [];
+    if (!this.video) {  // viewer: no video under the boxes, so outline where the frame is
+      ctx.fillStyle = "#000";
+      ctx.fillRect(fr.x, fr.y, fr.w, fr.h);
+      ctx.strokeStyle = "#5f6368"; ctx.lineWidth = 1; ctx.setLineDash([]);
+      ctx.strokeRect(fr.x + 0.5, fr.y + 0.5, fr.w - 1, fr.h - 1);
+    }
     const ev = this.lastFrame;
+    publishRects(this);
     if (!ev) return;
-    ctx.lineWidth = 3;
+    ctx.save();
+    ctx.beginPath(); ctx.rect(fr.x, fr.y, fr.w, fr.h); ctx.clip();  // nothing outside the frame
     ctx.font = "600 14px system-ui, sans-serif";
+    const speakingIds = this.speakingFaces();
     for (const f of ev.faces) {
-      const [x1, y1, x2, y2] = [f.box[0] * w, f.box[1] * h, f.box[2] * w, f.box[3] * h];
+      const x1 = fr.x + f.box[0] * fr.w, y1 = fr.y + f.box[1] * fr.h;
+      const x2 = fr.x + f.box[2] * fr.w, y2 = fr.y + f.box[3] * fr.h;
+      this.rects.push({ id: f.id, x: ox + x1, y: oy + y1, w: x2 - x1, h: y2 - y1 });
       const colour = f.excluded ? "#888" : faceColour(f.id);
-      const speaking = !f.excluded && this.speakingFaces().has(f.id);
+      const speaking = !f.excluded && speakingIds.has(f.id);
       ctx.lineWidth = speaking ? 6 : 3;
       ctx.strokeStyle = colour;
       ctx.setLineDash(f.excluded ? [6, 4] : []);
@@ -147,19 +221,24 @@ export class Overlay {
       ctx.setLineDash([]);
       const text = (speaking ? "● " : "") + (f.excluded ? `${f.name} · excluded` : `${f.name} · ${f.label} ${Math.round(f.confidence * 100)}%`);
       const tw = ctx.measureText(text).width + 10;
-      const ty = y1 > 24 ? y1 - 24 : y2;
+      // The label sits above the box, or inside its top edge when there is no room above.
+      const ty = y1 - 24 >= fr.y ? y1 - 24 : y1 + 2;
+      const tx = Math.max(fr.x, Math.min(x1 - 1.5, fr.x + fr.w - tw));
       ctx.fillStyle = "rgba(0,0,0,.65)";
-      ctx.fillRect(x1 - 1.5, ty, tw, 22);
+      ctx.fillRect(tx, ty, tw, 22);
       ctx.fillStyle = colour;
-      ctx.fillText(text, x1 + 4, ty + 16);
+      ctx.fillText(text, tx + 5, ty + 16);
       if (!f.excluded) {  // confidence bar under the box
-        const bw = x2 - x1;
+        const bw2 = x2 - x1;
+        const by = y2 + 8 <= fr.y + fr.h ? y2 + 2 : y2 - 8;
         ctx.fillStyle = "rgba(0,0,0,.5)";
-        ctx.fillRect(x1, y2 + 2, bw, 6);
+        ctx.fillRect(x1, by, bw2, 6);
         ctx.fillStyle = LABEL_COLOURS[f.label] || colour;
-        ctx.fillRect(x1, y2 + 2, bw * f.confidence, 6);
+        ctx.fillRect(x1, by, bw2 * f.confidence, 6);
       }
     }
+    ctx.restore();
+    publishRects(this);
   }
 
   updateCard(id) {
@@ -185,7 +264,10 @@ export class Overlay {
         exclude.onclick = () => this.send({ type: "exclude", id, excluded: !s.excluded });
         card.querySelector(".buttons").append(rename, " ", exclude);
       }
-      this.panel.append(card);
+      // Cards stay in face order (Face 1, 2, 3...) whatever order faces appear in.
+      const after = [...this.panel.querySelectorAll(":scope > [data-face]")]
+        .find((el) => Number(el.dataset.face) > id);
+      this.panel.insertBefore(card, after || null);
       s.card = card;
     }
     const card = s.card;
@@ -206,7 +288,7 @@ export class Overlay {
     }
     if (s.dominant) {
       card.querySelector(".dominant").textContent =
-        `dominant: ${s.dominant.label} ${(s.dominant.share * 100).toFixed(1)}% of ${(s.visible ?? 0).toFixed(1)} s`;
+        `dominant: ${headline(s.dominant, s.shares)} of ${(s.visible ?? 0).toFixed(1)} s`;
     }
     this.sparkline(card.querySelector("canvas"), s.history);
   }
@@ -227,8 +309,16 @@ export class Overlay {
   }
 }
 
+/** Expose the drawn geometry (page CSS pixels) to tests and debugging tools. */
+function publishRects(o) {
+  window.__overlayRects = o.rects;
+  window.__overlayVideoRect = o.videoRect;
+}
+
 /** Human-readable metrics line. */
 export function metricsText(m) {
+  // Skipping is by design: only the newest frame is analysed, so the overlay never lags behind.
   return `${m.analysed_fps.toFixed(1)} analysed fps · latency ${Math.round(m.latency_ms)} ms · ` +
-    `dropped ${m.dropped_frames}/${m.received_frames} · detect every ${m.detect_every}`;
+    `newest frame first: ${m.received_frames - m.dropped_frames} of ${m.received_frames} received analysed · ` +
+    `faces detected every ${m.detect_every} frame${m.detect_every === 1 ? "" : "s"}`;
 }
