@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,22 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
+# ONNX Runtime (1.32 and later, Linux too) starts a telemetry client when it is imported: it
+# writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db} (interpreter
+# path, OS, CPU, error messages) and may upload them. Nothing is stored unless asked, so it is
+# switched off before the first import; `disable_telemetry_events()` alone comes too late (the
+# files are written at import). ORT_DISABLE_TELEMETRY is the variable this build reads,
+# ORT_TELEMETRY_DISABLED the one upstream documents; a value already set by the user wins.
+TELEMETRY_ENV = ("ORT_DISABLE_TELEMETRY", "ORT_TELEMETRY_DISABLED")
+for _var in TELEMETRY_ENV:
+    os.environ.setdefault(_var, "1")
+
+
 def _ort() -> Any:
     import onnxruntime
 
+    if os.environ.get(TELEMETRY_ENV[0]) == "1":
+        onnxruntime.disable_telemetry_events()
     return onnxruntime
 
 
@@ -89,25 +103,31 @@ class SessionFactory:
             log.warning("%s: CUDA provider unavailable at run time, using CPU", name)
         log.info("loaded %s with %s", name, sess.get_providers()[0])
         if self.runtime.warmup:
-            self._warm_up(sess)
+            self._warm_up(sess, name)
         return sess
 
     @staticmethod
-    def _warm_up(sess: Any) -> None:
+    def _warm_up(sess: Any, name: str = "model") -> bool:
         """Run once on zeros so the first real frame does not pay for lazy initialisation.
 
-        Dynamic sizes become 1 (batch), 64 (image sides) or 576 samples for 2-D audio inputs
-        (Silero's 64 context + 512 chunk); a model that rejects these just skips warm-up.
+        The first dynamic dimension of each input is its batch (1: also the middle one of a
+        recurrent state [layers, batch, hidden] such as Silero's); other dynamic sizes become
+        576 samples in a 2-D input (Silero's 64 context + 512 chunk) or 64 (image sides, frames).
+        A model that rejects these is logged as a warning; returns whether it ran.
         """
         ort = _ort()
         feeds = {}
         for inp in sess.get_inputs():
             dims = list(inp.shape)
             default = 576 if len(dims) == 2 else 64
-            shape = [
-                d if isinstance(d, int) and d > 0 else (1 if i == 0 else default)
-                for i, d in enumerate(dims)
-            ]
+            shape: list[int] = []
+            batch_seen = False
+            for d in dims:
+                if isinstance(d, int) and d > 0:
+                    shape.append(d)
+                else:
+                    shape.append(default if batch_seen else 1)
+                    batch_seen = True
             if "int64" in inp.type:
                 feeds[inp.name] = np.array(16000, dtype=np.int64)  # e.g. a sample-rate scalar
             else:
@@ -117,7 +137,9 @@ class SessionFactory:
         try:
             sess.run(None, feeds, quiet)
         except Exception as exc:  # warm-up is best effort; a real failure shows on first use
-            log.debug("warm-up skipped: %s", exc)
+            log.warning("%s: warm-up failed: %s", name, str(exc).splitlines()[0])
+            return False
+        return True
 
 
 def make_factory(config: Config) -> SessionFactory:

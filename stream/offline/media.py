@@ -84,11 +84,17 @@ def probe(path: Path) -> MediaInfo:
         return _stream_info(container, path)
 
 
-def read_frames(path: Path, fps: float) -> Iterator[VideoFrame]:
+# A presentation time that steps back by more than this is a timestamp restart (concatenated
+# MPEG-TS, spliced recordings), not B-frame reordering jitter.
+RESTART_S = 0.25
+
+
+def read_frames(path: Path, fps: float, warnings: list[str] | None = None) -> Iterator[VideoFrame]:
     """Yield frames sampled at about `fps` per second of media time (all frames if fps <= 0).
 
     Timestamps come from each frame's pts, so variable frame rate is handled; an image yields
-    one frame at t = 0.
+    one frame at t = 0. Where the timestamps restart (two recordings concatenated), media time
+    continues across the jump one frame after the last, and a line is appended to `warnings`.
 
     Raises:
         MediaError: the file cannot be opened, or decoding fails part-way (frames decoded before
@@ -101,6 +107,8 @@ def read_frames(path: Path, fps: float) -> Iterator[VideoFrame]:
     period = 1.0 / fps if fps > 0 else 0.0
     next_t = -np.inf
     last_t = 0.0
+    shift = 0.0  # added to the file's times after each restart
+    restarts: list[float] = []
     index = -1
     with _open(path) as container:
         vs = container.streams.video[0]
@@ -112,7 +120,14 @@ def read_frames(path: Path, fps: float) -> Iterator[VideoFrame]:
         try:
             for frame in container.decode(vs):
                 index += 1
-                t = float(frame.time) - start if frame.time is not None else index / base_rate
+                if frame.time is None:
+                    t = index / base_rate
+                else:
+                    t = float(frame.time) - start + shift
+                    if index > 0 and t < last_t - RESTART_S:
+                        restarts.append(last_t)
+                        shift += last_t + 1.0 / base_rate - t
+                        t = last_t + 1.0 / base_rate
                 last_t = t
                 if period and t < next_t - 1e-3:
                     continue
@@ -123,9 +138,19 @@ def read_frames(path: Path, fps: float) -> Iterator[VideoFrame]:
             raise MediaError(
                 f"{path}: decoding failed at {last_t:.2f} s (truncated or corrupt file: {exc})"
             ) from None
+        finally:
+            if restarts:
+                at = ", ".join(f"{x:.2f}" for x in restarts[:5])
+                note = (
+                    f"timestamps restart {len(restarts)} time(s) (at {at} s; concatenated "
+                    "recordings?): media time continues across each restart"
+                )
+                log.warning("%s: %s", path, note)
+                if warnings is not None:
+                    warnings.append(note)
     if index < 0:
         raise MediaError(f"{path}: the video stream holds no decodable frame (truncated?)")
-    if info.duration > 2.0 and last_t < info.duration * 0.9 - 1.0:
+    if info.duration > 2.0 and last_t - shift < info.duration * 0.9 - 1.0:
         raise MediaError(
             f"{path}: file ends early: decoded up to {last_t:.2f} s of the "
             f"{info.duration:.2f} s the container announces (truncated download?)"
