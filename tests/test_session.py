@@ -177,7 +177,7 @@ def test_slow_subscriber_loses_frames_not_other_events() -> None:
         await other.flush(1.0)
         return frames_only, other, sent, closed
 
-    frames_only, other, sent, closed = asyncio.run(main())
+    frames_only, _, sent, closed = asyncio.run(main())
     # Three frames were queued and seven dropped (counted): the newest events never wait.
     assert frames_only.dropped == 7
     # A subscriber that cannot keep up with non-droppable events is closed, not silently lossy.

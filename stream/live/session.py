@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.analysis.stages import Stages
-from stream.analysis.stream import SpeakerUpdate, StreamAnalysis
+from stream.analysis.stream import AudioBatcher, SpeakerUpdate, StreamAnalysis
 from stream.core.config import Config
 from stream.core.types import U8, VideoFrame
 from stream.live.budget import FrameBudget
@@ -45,9 +45,6 @@ from stream.live.mailbox import LatestMailbox
 from stream.vision.pipeline import FrameResult
 
 log = logging.getLogger(__name__)
-
-#: Audio frames per executor call (about 100 ms of 20 ms WebRTC frames).
-AUDIO_BATCH = 5
 
 
 @dataclass(frozen=True)
@@ -80,6 +77,14 @@ class ReceivedAudio:
 
     frame: Any
     received: float
+
+    @property
+    def samples(self) -> int:
+        return int(self.frame.samples)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.frame.sample_rate)
 
 
 class Subscriber:
@@ -405,14 +410,13 @@ class LiveSession:
                 async for _ in source:
                     pass
             return
-        batch: list[ReceivedAudio] = []
+        batches = AudioBatcher()
         try:
             while True:
                 item = await asyncio.wait_for(anext(source), self.config.live.idle_timeout_s)
-                batch.append(item)
-                if len(batch) < AUDIO_BATCH:
+                items: list[ReceivedAudio] = batches.add(item)
+                if not items:
                     continue
-                items, batch = batch, []
                 offset = self.analysis.audio_clock(track, [(a.frame, a.received) for a in items])
                 update = await loop.run_in_executor(
                     self.audio_executor,

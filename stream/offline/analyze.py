@@ -8,19 +8,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from stream.analysis.stages import Stages
-from stream.analysis.stream import StreamAnalysis
+from stream.analysis.stream import AudioBatcher, StreamAnalysis
 from stream.analysis.summary import Analysis
 from stream.core.config import Config
 from stream.core.errors import EmotionStreamError, MediaError
+from stream.core.timing import FrameGrid
 from stream.core.types import MediaInfo, VideoFrame
 from stream.offline.media import probe, read_audio, read_frames
 from stream.voice.analyzer import VoiceUpdate
 
-#: Audio frames fed per model call (about 0.2 s of file audio).
-AUDIO_BATCH = 8
 #: How far video and audio may drift apart on the analysis clock while matching voices to
 #: faces (the matcher keeps `match_window_s + 1 s` of history).
 VOICE_SLACK_S = 0.5
@@ -49,15 +47,13 @@ class _AudioFeed:
         try:
             offset, frames = read_audio(self.path)
             self.offset = offset
-            batch: list[Any] = []
+            batches = AudioBatcher()
             for frame in [*frames, None]:
                 if self.stop.is_set():
                     break
-                batch.append(frame)
-                if frame is not None and len(batch) < AUDIO_BATCH:
-                    continue
-                self.updates.put(self.analysis.analyse_audio(SPEAKER, batch))
-                batch = []
+                batch = batches.add(frame)
+                if batch:
+                    self.updates.put(self.analysis.analyse_audio(SPEAKER, batch))
         except BaseException as exc:  # reported as a warning by the video loop
             self.updates.put(exc)
         self.updates.put(None)
@@ -137,16 +133,15 @@ def analyze_file(
     source: Iterable[VideoFrame] = read_frames(path, read_fps)
     if progress is not None:
         source = progress(source, info)
-    next_t = -1.0
+    grid = FrameGrid(fps)
     try:
         for frame in source:
             if audio is not None:
                 audio.pump(frame.t)
-            if frame.t < next_t - 1e-3:
-                analysis.push_video(frame, emotion_for=set(), record=False)
-            else:
-                next_t = frame.t + 1.0 / fps if next_t < 0 else max(next_t + 1.0 / fps, frame.t)
+            if grid.take(frame.t):
                 analysis.push_video(frame)
+            else:
+                analysis.push_video(frame, emotion_for=set(), record=False)
             if audio is not None:
                 analysis.release_voice()
     except MediaError as exc:
