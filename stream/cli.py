@@ -36,7 +36,7 @@ examples:
   emotion-stream models verify                         are all model files present and intact?
 
 models are looked up in one folder: ${ENV_MODELS} or `models.dir` in the config
-(e.g. export {ENV_MODELS}=../shared/models). Config: configs/default.toml, or
+(e.g. export {ENV_MODELS}=../shared/models). Config: the packaged configs/default.toml, or
 --config FILE / ${ENV_CONFIG}; ${ENV_PROVIDER}=cpu|cuda|auto picks the ONNX Runtime provider.
 
 {EXIT_CODES}"""
