@@ -11,9 +11,6 @@ from stream.vision.pipeline import VisionModels, VisionPipeline
 from stream.vision.tracker import Numbering
 from stream.voice.analyzer import VoiceAnalyzer
 
-#: Manifest names of the voice models (VoiceAnalyzer loads them by these names).
-VOICE_MODELS = ("silero_vad_v6", "crepe_tiny_pitch")
-
 
 class Stages:
     """Loads and verifies every configured model once (errors show at start, the first stream
@@ -32,7 +29,7 @@ class Stages:
         self.factory = factory or make_factory(config)
         self.vision_models = VisionModels.from_config(config, self.factory)
         if config.audio.enabled if voice is None else voice:
-            for name in VOICE_MODELS:
+            for name in (config.models.vad, config.models.pitch):
                 self.factory.get(name)
 
     @property
@@ -61,4 +58,5 @@ class Stages:
 
     def voice(self) -> VoiceAnalyzer:
         """A voice analyser with fresh state (one per speaker track)."""
-        return VoiceAnalyzer(self.factory, self.config.audio)
+        m = self.config.models
+        return VoiceAnalyzer(self.factory, self.config.audio, m.vad, m.pitch)

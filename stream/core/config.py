@@ -52,6 +52,8 @@ class ModelsConfig:
     manifest: str = ""
     detector: str = "yunet_n_dynamic"
     embedder: str = "mobilefacenet_sirius_192d"
+    vad: str = "silero_vad_v6"
+    pitch: str = "crepe_tiny_pitch"
     verify: bool = True
 
 
@@ -232,9 +234,17 @@ class LiveConfig:
     max_message_bytes: int = 65536
     max_messages_per_s: float = 20.0
     idle_timeout_s: float = 30.0
+    hello_timeout_s: float = 60.0
+    max_video_tracks: int = 4
+    max_audio_tracks: int = 2
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(0 <= self.port < 65536, "live.port", "must be 0..65535 (0: any free port)")
+        _check(self.hello_timeout_s > 0, "live.hello_timeout_s", "must be > 0")
+        _check(self.max_video_tracks >= 1, "live.max_video_tracks", "must be >= 1")
+        _check(self.max_audio_tracks >= 0, "live.max_audio_tracks", "must be >= 0")
         _check(0 < self.max_fps <= 120, "live.max_fps", "must be in (0, 120]")
         _check(0 < self.emotion_fps <= 120, "live.emotion_fps", "must be in (0, 120]")
         _check(self.detect_every_max >= 1, "live.detect_every_max", "must be >= 1")

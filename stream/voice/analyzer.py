@@ -44,13 +44,19 @@ class VoiceAnalyzer:
         config: window, hop, VAD thresholds, denoising.
     """
 
-    def __init__(self, factory: SessionFactory, config: AudioConfig | None = None) -> None:
+    def __init__(
+        self,
+        factory: SessionFactory,
+        config: AudioConfig | None = None,
+        vad_model: str = "silero_vad_v6",
+        pitch_model: str = "crepe_tiny_pitch",
+    ) -> None:
         self.config = s = config or AudioConfig()
         self.to48k = Resampler(48_000)
         self.to16k = Resampler(16_000)
         self.denoiser = DeepFilter(s.atten_lim_db) if s.denoise else None
-        self.vad = SileroVad(factory.get("silero_vad_v6"), s.vad_on, s.vad_off, s.vad_hangover_s)
-        self.pitch = CrepePitch(factory.get("crepe_tiny_pitch"), s.pitch_hop_s)
+        self.vad = SileroVad(factory.get(vad_model), s.vad_on, s.vad_off, s.vad_hangover_s)
+        self.pitch = CrepePitch(factory.get(pitch_model), s.pitch_hop_s)
         self.window = ProsodyWindow(s.window_s, s.hop_s)
         self.offset = DF_DELAY_S if self.denoiser is not None else 0.0
         self._audio = np.zeros(0, np.float32)  # recent 16 kHz audio for energy
