@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from stream.core.errors import MediaError
+from stream.core.timing import FrameGrid
 from stream.core.types import MediaInfo, VideoFrame
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,7 @@ def read_frames(path: Path, fps: float, warnings: list[str] | None = None) -> It
     if info.kind == "image":
         yield VideoFrame(_read_image(path), 0.0, 0)
         return
-    period = 1.0 / fps if fps > 0 else 0.0
-    next_t = -np.inf
+    grid = FrameGrid(fps)
     last_t = 0.0
     shift = 0.0  # added to the file's times after each restart
     restarts: list[float] = []
@@ -129,9 +129,8 @@ def read_frames(path: Path, fps: float, warnings: list[str] | None = None) -> It
                         shift += last_t + 1.0 / base_rate - t
                         t = last_t + 1.0 / base_rate
                 last_t = t
-                if period and t < next_t - 1e-3:
+                if not grid.take(t):
                     continue
-                next_t = t + period if next_t == -np.inf else max(next_t + period, t)
                 image = frame.to_ndarray(format="bgr24")
                 yield VideoFrame(np.ascontiguousarray(image), t, index)
         except av.error.FFmpegError as exc:
