@@ -59,7 +59,8 @@ def test_analyze_writes_summary_json_csv_html(tmp_path: Path) -> None:
     assert len(rows) > 150 and rows[0]["face_name"] == "Face 1" and rows[0]["p_contempt"] == ""
     assert rows[-1]["label"] == "happiness"
     html = (tmp_path / "a.html").read_text()
-    assert html.count("<svg") >= 3 and "data:image/jpeg;base64," in html
+    # Room over time and the face's strips, on one axis; the face's thumbnail.
+    assert html.count("<svg class='strip'") == 2 and "data:image/jpeg;base64," in html
     assert "not feelings" in html
 
 

@@ -15,6 +15,9 @@ Definitions (also in the README):
   expression is the label with the largest total, its share is that total over all faces'
   visible time.
 * Mean probabilities are time-weighted means of the unsmoothed model outputs.
+* *Headline*: the dominant label and its share; when "uncertain" holds at least
+  `UNCERTAIN_NOTE` (20%) of the time, its share is named next to it ("neutral 11% · uncertain 79%"),
+  so that a headline never claims more certainty than the data has.
 """
 
 from __future__ import annotations
@@ -29,6 +32,17 @@ from stream.core.notices import face_name
 from stream.core.types import F32, FaceSample
 
 ALL_STATES: tuple[str, ...] = (*LABELS, UNCERTAIN)
+
+#: Uncertain share from which headlines name it next to the dominant label.
+UNCERTAIN_NOTE = 0.2
+
+
+def headline(dominant: str, share: float, uncertain: float, digits: int = 0) -> str:
+    """ "neutral 11% · uncertain 79%": the dominant label, plus the uncertain share when large."""
+    main = f"{dominant} {100 * share:.{digits}f}%"
+    if dominant != UNCERTAIN and uncertain >= UNCERTAIN_NOTE:
+        return f"{main} · {UNCERTAIN} {100 * uncertain:.{digits}f}%"
+    return main
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,14 @@ class FaceSummary:
     mean_valence: float
     mean_arousal: float
 
+    @property
+    def uncertain_share(self) -> float:
+        """Share of visible time during which no label was shown."""
+        return self.shares.get(UNCERTAIN, 0.0)
+
+    def headline(self, digits: int = 0) -> str:
+        return headline(self.dominant, self.dominant_share, self.uncertain_share, digits)
+
     def to_dict(self, va_estimated: bool) -> dict[str, Any]:
         return {
             "id": self.number,
@@ -78,7 +100,11 @@ class FaceSummary:
             "last_seen_s": round(self.last_seen, 3),
             "visible_s": round(self.visible_s, 3),
             "analysed_frames": self.samples,
-            "dominant": {"label": self.dominant, "share": round(self.dominant_share, 4)},
+            "dominant": {
+                "label": self.dominant,
+                "share": round(self.dominant_share, 4),
+                "uncertain_share": round(self.uncertain_share, 4),
+            },
             "shares": {k: round(v, 4) for k, v in self.shares.items()},
             "mean_probabilities": {
                 k: (None if v is None else round(v, 4)) for k, v in self.mean_probabilities.items()
@@ -101,11 +127,23 @@ class OverallSummary:
     dominant_share: float
     shares: dict[str, float]
 
+    @property
+    def uncertain_share(self) -> float:
+        """Share of all faces' visible time during which no label was shown."""
+        return self.shares.get(UNCERTAIN, 0.0)
+
+    def headline(self, digits: int = 0) -> str:
+        return headline(self.dominant, self.dominant_share, self.uncertain_share, digits)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "faces": self.faces,
             "person_seconds": round(self.person_seconds, 3),
-            "dominant": {"label": self.dominant, "share": round(self.dominant_share, 4)},
+            "dominant": {
+                "label": self.dominant,
+                "share": round(self.dominant_share, 4),
+                "uncertain_share": round(self.uncertain_share, 4),
+            },
             "shares": {k: round(v, 4) for k, v in self.shares.items()},
         }
 

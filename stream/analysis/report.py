@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 from pathlib import Path
 
-from stream.analysis.aggregate import FaceSummary
+from stream.analysis.aggregate import FaceSummary, TimelinePoint
 from stream.analysis.summary import Analysis
 from stream.core.labels import LABELS, UNCERTAIN
-from stream.core.notices import EXPRESSIONS_NOT_FEELINGS as NOTICE
-from stream.core.notices import face_name
+from stream.core.notices import EXPRESSIONS_NOT_FEELINGS, VOICE_NOTICE, face_name
 
 #: One colour per label, shared by every plot.
 COLOURS: dict[str, str] = {
@@ -25,7 +23,7 @@ COLOURS: dict[str, str] = {
     "disgust": "#7cb342",
     "anger": "#db4437",
     "contempt": "#8d6e63",
-    UNCERTAIN: "#e0e0e0",
+    UNCERTAIN: "#d3d6da",
 }
 
 
@@ -54,22 +52,23 @@ def summary_lines(a: Analysis) -> list[str]:
             lines.append(f"{f.name:<{width}}  expression: {f.dominant}{conf}")
             continue
         lines.append(
-            f"{f.name:<{width}}  dominant: {f.dominant} {_pct(f.dominant_share)}"
+            f"{f.name:<{width}}  dominant: {f.headline(1)}"
             f"  visible {f.visible_s:.1f} s{_runner_up(f)}"
         )
     o = a.overall
     if a.faces:
         lines.append(
-            f"Overall  dominant: {o.dominant} {_pct(o.dominant_share)} of "
+            f"Overall  dominant: {o.headline(1)} of "
             f"{o.person_seconds:.1f} person-seconds across {o.faces} face(s)"
             if info.kind == "video"
             else f"Overall  dominant: {o.dominant} across {o.faces} face(s)"
         )
     if a.voice is not None:
         lines += voice_lines(a)
-    if "contempt" not in a.supported:
-        lines.append("Note: contempt is not supported by the configured expression models.")
-    lines.append(NOTICE)
+    if a.faces:  # the notes are about expressions: none were shown when no face was found
+        if "contempt" not in a.supported:
+            lines.append("Note: contempt is not supported by the configured expression models.")
+        lines.append(EXPRESSIONS_NOT_FEELINGS)
     return lines
 
 
@@ -191,183 +190,391 @@ def _voice_cells(a: Analysis, number: int, t: float) -> dict[str, object]:
     }
 
 
-def _svg(fig: object) -> str:
-    import matplotlib.pyplot as plt
+# -- HTML report ---------------------------------------------------------------------------------
+# Hand-written SVG on one shared time axis (0 to the end of the media): every strip of every face,
+# the room's expression over time and the voice lanes line up, for 1 face or 30. No scripts, no
+# external files; prints on A4 (rows are not split across pages).
 
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")  # type: ignore[attr-defined]
-    plt.close(fig)  # type: ignore[arg-type]
-    text = buf.getvalue()
-    return text[text.index("<svg") :]
+_W = 1000.0  # SVG user units across the time axis (stretched to the column width)
+_VA_COLOURS = ("#1a73e8", "#e8710a")  # valence, arousal
 
 
-def _timeline_svg(a: Analysis, f: FaceSummary) -> str:
-    import matplotlib
+def _span(a: Analysis) -> float:
+    """The end of the shared time axis: the media's duration, or the last thing seen in it."""
+    end = a.info.duration
+    for pts in a.timelines.values():
+        if pts:
+            end = max(end, pts[-1].t + pts[-1].dt)
+    if a.voice is not None and a.voice.timeline:
+        end = max(end, a.voice.timeline[-1][0].t)
+    return max(end, 1e-3)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
-    pts = a.timelines.get(f.number, [])
-    fig, (ax, lane) = plt.subplots(
-        2, 1, figsize=(8.5, 2.6), sharex=True, gridspec_kw={"height_ratios": [4, 1]}
+def _x(t: float, span: float) -> float:
+    return min(max(t / span, 0.0), 1.0) * _W
+
+
+def _svg_open(height: int, label: str) -> str:
+    return (
+        f"<svg class='strip' viewBox='0 0 {_W:g} {height}' preserveAspectRatio='none' "
+        f"style='height:{height}px' role='img' aria-label='{html.escape(label)}'>"
     )
-    if pts:
-        # Break the lines where the face was not visible instead of drawing across the gap.
-        ts: list[float] = []
-        rows: list[np.ndarray] = []
-        for prev, p in zip([None, *pts[:-1]], pts, strict=True):
-            if prev is not None and p.t - prev.t > prev.dt + 1e-6:
-                ts.append(prev.t + prev.dt)
-                rows.append(np.full(8, np.nan, np.float32))
-            ts.append(p.t)
-            rows.append(p.sample.probs)
-        t = np.array(ts)
-        probs = np.stack(rows)
-        for i, lab in enumerate(LABELS):
-            if lab in a.supported:
-                ax.plot(t, probs[:, i], color=COLOURS[lab], lw=1.6, label=lab)
+
+
+def _segments(pts: list[TimelinePoint]) -> list[list[TimelinePoint]]:
+    """Runs of consecutive analysed frames (a face's gaps split them)."""
+    runs: list[list[TimelinePoint]] = []
+    for prev, p in zip([None, *pts[:-1]], pts, strict=True):
+        if prev is None or p.t - (prev.t + prev.dt) > 1e-6:
+            runs.append([])
+        runs[-1].append(p)
+    return runs
+
+
+def _polyline(points: list[tuple[float, float]], colour: str, width: float = 1.5) -> str:
+    if not points:
+        return ""
+    pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    return (
+        f"<polyline points='{pts}' fill='none' stroke='{colour}' stroke-width='{width}' "
+        "vector-effect='non-scaling-stroke'/>"
+    )
+
+
+def _face_strips(a: Analysis, f: FaceSummary, span: float) -> str:
+    """Expression strip, confidence and valence/arousal of one face on the shared axis."""
+    pts = a.timelines.get(f.number, [])
+    if not pts:
+        return "<p class='meta'>No timeline kept for this face.</p>"
+    strip = []
+    for p in pts:  # one rect per analysed frame, widened a hair so neighbours never leave seams
+        x0, x1 = _x(p.t, span), _x(p.t + p.dt, span)
+        strip.append(
+            f"<rect x='{x0:.2f}' y='0' width='{max(x1 - x0 + 0.3, 0.4):.2f}' height='14' "
+            f"fill='{COLOURS[p.sample.label]}'/>"
+        )
+    conf, val, aro = [], [], []
+    for run in _segments(pts):
+        conf.append(
+            _polyline([(_x(p.t, span), 40 - 22 * p.sample.confidence) for p in run], "#333")
+        )
+        val.append(
+            _polyline(
+                [(_x(p.t, span), 55 - 10 * p.sample.valence_arousal[0]) for p in run],
+                _VA_COLOURS[0],
+            )
+        )
+        aro.append(
+            _polyline(
+                [(_x(p.t, span), 55 - 10 * p.sample.valence_arousal[1]) for p in run],
+                _VA_COLOURS[1],
+            )
+        )
+    bands = (
+        "<rect x='0' y='18' width='1000' height='22' fill='#f4f5f6'/>"
+        "<rect x='0' y='44' width='1000' height='22' fill='#f4f5f6'/>"
+        "<line x1='0' x2='1000' y1='55' y2='55' stroke='#ccc' vector-effect='non-scaling-stroke'/>"
+    )
+    return (
+        _svg_open(66, f"{f.name}: shown expression, confidence, valence and arousal over time")
+        + bands
+        + "".join(strip)
+        + "".join(conf)
+        + "".join(val)
+        + "".join(aro)
+        + "</svg>"
+    )
+
+
+def _room_strip(a: Analysis, span: float) -> str:
+    """The room over time: in each time bin, the share of visible faces showing each label."""
+    bins = max(1, min(240, round(span * a.fps)))
+    width = span / bins
+    time_in = [dict.fromkeys(COLOURS, 0.0) for _ in range(bins)]
+    for pts in a.timelines.values():
         for p in pts:
-            lane.axvspan(p.t, p.t + p.dt, color=COLOURS[p.sample.label], lw=0)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("probability")
-    ax.grid(alpha=0.3)
-    ax.legend(ncol=4, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    lane.set_yticks([])
-    lane.set_ylabel("shown", rotation=0, ha="right", va="center")
-    lane.set_xlabel("time (s)")
-    return _svg(fig)
+            t0, t1 = p.t, p.t + p.dt
+            b = int(t0 / width)
+            while b < bins and b * width < t1:
+                overlap = min(t1, (b + 1) * width) - max(t0, b * width)
+                if overlap > 0:
+                    time_in[b][p.sample.label] += overlap
+                b += 1
+    order = [*[lab for lab in LABELS if lab in COLOURS], UNCERTAIN]
+    rects, counts = [], []
+    peak = max((sum(c.values()) / width for c in time_in), default=0.0)
+    for b, cells in enumerate(time_in):
+        total = sum(cells.values())
+        x0, x1 = _x(b * width, span), _x((b + 1) * width, span)
+        counts.append(((x0 + x1) / 2, 78 - 14 * (total / width) / max(peak, 1e-9)))
+        y = 60.0
+        for lab in order:  # uncertain on top, labels from the baseline up
+            if cells[lab] <= 0:
+                continue
+            h = 60 * cells[lab] / total
+            y -= h
+            rects.append(
+                f"<rect x='{x0:.2f}' y='{y:.2f}' width='{x1 - x0 + 0.3:.2f}' height='{h:.2f}' "
+                f"fill='{COLOURS[lab]}'/>"
+            )
+    return (
+        _svg_open(80, "share of visible faces showing each expression over time")
+        + "".join(rects)
+        + "<rect x='0' y='63' width='1000' height='16' fill='#f4f5f6'/>"
+        + _polyline(counts, "#555")
+        + "</svg>"
+        + f"<div class='legend meta'>bars: share of the faces visible at that time showing each "
+        f"expression (grey: uncertain) · line: faces visible (peak {peak:.1f})</div>"
+    )
 
 
-def _voice_svg(a: Analysis) -> str:
-    """Who speaks when (one lane per face, plus speech no face matched) and their pitch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _voice_strips(a: Analysis, span: float) -> tuple[str, list[str]]:
+    """Who speaks when (one lane per face, plus speech no face matched) and pitch."""
     assert a.voice is not None
     names = {f.number: f.name for f in a.faces}
-    lanes = [*sorted({s.number for s in a.voice.speakers}), None]
-    fig, (who, pitch) = plt.subplots(
-        2,
-        1,
-        figsize=(8.5, 1.2 + 0.35 * len(lanes)),
-        sharex=True,
-        gridspec_kw={"height_ratios": [len(lanes), 3]},
-    )
-    hop = a.voice.hop_s
+    lanes: list[int | None] = [*sorted({s.number for s in a.voice.speakers}), None]
+    lane_h, hop = 12, a.voice.hop_s
+    h = lane_h * len(lanes)
+    rects, pitch = [], []
+    f0s = [r.f0_median_hz for r, _ in a.voice.timeline if r.speaking and r.f0_median_hz]
+    lo, hi = (min(f0s), max(f0s)) if f0s else (80.0, 300.0)
+    hi = max(hi, lo + 20)
     for r, act in a.voice.timeline:
         if not r.speaking:
             continue
-        lane = lanes.index(act.face) if act.face in lanes else len(lanes) - 1
-        colour = "#9e9e9e" if act.face is None else f"C{lane % 10}"
-        who.axvspan(
-            r.t - hop, r.t, ymin=lane / len(lanes), ymax=(lane + 1) / len(lanes), color=colour, lw=0
+        i = lanes.index(act.face) if act.face in lanes else len(lanes) - 1
+        colour = "#9e9e9e" if act.face is None else "#3c4043"  # not expression colours
+        x0, x1 = _x(r.t - hop, span), _x(r.t, span)
+        rects.append(
+            f"<rect x='{x0:.2f}' y='{i * lane_h + 1}' width='{x1 - x0 + 0.3:.2f}' "
+            f"height='{lane_h - 2}' fill='{colour}'/>"
         )
-        if r.f0_median_hz is not None and act.face is not None:
-            pitch.plot(r.t, r.f0_median_hz, "o", ms=2.5, color=colour)
-    who.set_yticks([(i + 0.5) / len(lanes) for i in range(len(lanes))])
-    who.set_yticklabels(
-        [names.get(n) or face_name(n) if n is not None else "not visible" for n in lanes],
-        fontsize=8,
+        if r.f0_median_hz:
+            y = h + 4 + 36 * (1 - (r.f0_median_hz - lo) / (hi - lo))
+            pitch.append(
+                f"<rect x='{x0:.2f}' y='{y - 1:.1f}' width='{x1 - x0 + 0.3:.2f}' height='2.5' "
+                f"fill='{colour}'/>"
+            )
+    labels = "".join(
+        f"<div style='height:{lane_h}px'>"
+        f"{html.escape(names.get(n) or face_name(n) if n is not None else 'not visible')}</div>"
+        for n in lanes
     )
-    who.set_ylim(0, 1)
-    pitch.set_ylabel("pitch (Hz)")
-    pitch.set_xlabel("time (s)")
-    pitch.grid(alpha=0.3)
-    return _svg(fig)
-
-
-def _shares_svg(shares: dict[str, float]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    items = [(k, v) for k, v in shares.items() if v > 0]
-    items.sort(key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(4.2, 0.3 * max(len(items), 1) + 0.5))
-    ax.barh(
-        [k for k, _ in items], [100 * v for _, v in items], color=[COLOURS[k] for k, _ in items]
+    svg = (
+        _svg_open(h + 44, "who speaks when, and pitch")
+        + f"<rect x='0' y='{h + 2}' width='1000' height='40' fill='#f4f5f6'/>"
+        + "".join(rects)
+        + "".join(pitch)
+        + "</svg>"
     )
-    for i, (_, v) in enumerate(items):
-        ax.text(100 * v + 1, i, _pct(v), va="center", fontsize=8)
-    ax.set_xlim(0, 115)
-    ax.set_xlabel("% of visible time")
-    ax.spines[["top", "right"]].set_visible(False)
-    return _svg(fig)
+    side = (
+        f"<div class='lanes'>{labels}<div class='meta' style='height:40px;padding-top:4px'>"
+        f"pitch {lo:.0f}–{hi:.0f} Hz</div></div>"
+    )
+    return svg, [side]
+
+
+def _axis(span: float) -> str:
+    """Tick labels of the shared time axis (HTML, so the text is not stretched)."""
+    step = next(
+        s for s in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 1e9) if span / s <= 10
+    )
+    ticks = []
+    t = 0.0
+    while t <= span + 1e-9:
+        label = f"{t:g} s" if span < 120 else f"{int(t // 60)}:{int(t % 60):02d}"
+        ticks.append(f"<span style='left:{100 * t / span:.3f}%'>{label}</span>")
+        t += step
+    return f"<div class='axis'>{''.join(ticks)}</div>"
+
+
+def _share_bar(shares: dict[str, float]) -> str:
+    """One stacked bar of label shares (largest first, uncertain last)."""
+    items = sorted(
+        ((k, v) for k, v in shares.items() if v > 0 and k != UNCERTAIN), key=lambda kv: -kv[1]
+    )
+    if shares.get(UNCERTAIN, 0) > 0:
+        items.append((UNCERTAIN, shares[UNCERTAIN]))
+    cells = "".join(
+        f"<span style='width:{100 * v:.2f}%;background:{COLOURS[k]}' title='{k} {_pct(v)}'></span>"
+        for k, v in items
+    )
+    return f"<div class='sharebar'>{cells}</div>"
+
+
+def _legend(shares: dict[str, float] | None = None) -> str:
+    labs = [lab for lab in (*LABELS, UNCERTAIN) if lab in COLOURS]
+    if shares is not None:
+        labs = sorted((k for k in labs if shares.get(k, 0) > 0), key=lambda k: -shares[k])
+    return (
+        "<div class='legend'>"
+        + "".join(
+            f"<span><i style='background:{COLOURS[k]}'></i>{k}"
+            + (f" {_pct(shares[k])}" if shares is not None else "")
+            + "</span>"
+            for k in labs
+        )
+        + "</div>"
+    )
+
+
+def _thumb(a: Analysis, f: FaceSummary, cls: str = "") -> str:
+    thumb = a.thumbnails.get(f.number, b"")
+    if not thumb:
+        return f"<div class='thumb {cls}'></div>"
+    return (
+        f"<img class='thumb {cls}' alt='{html.escape(f.name)}' "
+        f"src='data:image/jpeg;base64,{base64.b64encode(thumb).decode()}'>"
+    )
 
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
-h1{font-size:1.5rem}.meta{color:#555}.notice{background:#fff8e1;border-left:4px solid #f4b400;
-padding:.6rem 1rem}.face{border:1px solid #ddd;border-radius:8px;padding:1rem;margin:1rem 0}
-.face header{display:flex;gap:1rem;align-items:center}.face img{width:96px;height:96px;
-border-radius:6px}.dominant{font-size:1.2rem}.row{display:flex;flex-wrap:wrap;gap:1rem;
-align-items:flex-start}svg{max-width:100%;height:auto}table{border-collapse:collapse}
-td,th{padding:2px 8px;text-align:right;border-bottom:1px solid #eee}.err{color:#b00020}
+*{box-sizing:border-box}body{font:14px/1.4 system-ui,sans-serif;margin:1.2rem auto;
+max-width:1200px;padding:0 1rem;color:#202124;-webkit-print-color-adjust:exact;
+print-color-adjust:exact}h1{font-size:1.35rem;margin:.2rem 0}h2{font-size:1.1rem;
+margin:1.4rem 0 .4rem}.meta{color:#5f6368;font-size:.85rem}.notice{background:#fff8e1;
+border-left:4px solid #f4b400;padding:.4rem .8rem;font-size:.85rem;margin:.5rem 0}
+.err{color:#b00020}.room{display:flex;gap:1.2rem;align-items:center;flex-wrap:wrap}
+.room .big{font-size:1.35rem;font-weight:600}.sharebar{display:flex;height:12px;border-radius:3px;
+overflow:hidden;background:#eee;min-width:120px}.sharebar span{display:block;height:100%}
+.room .sharebar{flex:1 1 360px;height:18px}.legend{display:flex;flex-wrap:wrap;gap:.2rem .8rem;
+font-size:.8rem;color:#5f6368}.legend i{display:inline-block;width:.8em;height:.8em;
+margin-right:.25em;border-radius:2px;vertical-align:-1px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(175px,1fr));gap:.4rem}
+.card{display:flex;gap:.5rem;border:1px solid #dadce0;border-radius:8px;padding:.35rem;
+break-inside:avoid}.card .thumb{width:56px;height:56px;border-radius:6px;object-fit:cover;
+flex:none;background:#eee}.card .name{font-weight:600}.card .dom{font-size:.95rem}
+.card .sharebar{height:6px;margin-top:.2rem}.card .meta{font-size:.75rem;line-height:1.2}
+.card .name,.card .dom{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.card>div{min-width:0;flex:1}
+.tl{display:grid;grid-template-columns:150px 1fr;column-gap:.6rem;align-items:start}
+.tl>.who{display:flex;gap:.4rem;align-items:flex-start;font-size:.8rem;line-height:1.25;
+overflow:hidden}.tl>.who .thumb{width:32px;height:32px;border-radius:4px;object-fit:cover;
+flex:none}.tl>.who b{display:block;font-size:.85rem}.row{display:contents}
+.tl>*{break-inside:avoid}.strip{display:block;width:100%;margin:.3rem 0}
+.axis{position:relative;height:1.1rem;font-size:.72rem;color:#5f6368;border-top:1px solid #bbb}
+.axis span{position:absolute;transform:translateX(-50%);white-space:nowrap}
+.axis span:first-child{transform:none}.lanes{font-size:.75rem;line-height:1;margin-top:.3rem}
+.tl>.who{margin-top:.3rem;height:66px}
+.lanes div{overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
+table{border-collapse:collapse;font-size:.8rem}td,th{padding:2px 7px;text-align:right;
+border-bottom:1px solid #eee}th:first-child,td:first-child{text-align:left}
+@media print{body{margin:0;max-width:none;font-size:11px}h2{break-after:avoid}
+.grid{grid-template-columns:repeat(4,1fr)}}
 """
 
 
-def write_html(a: Analysis, path: Path) -> None:
-    """Write a self-contained HTML report with per-face timelines and dominant-expression bars."""
+def _face_card(a: Analysis, f: FaceSummary) -> str:
     esc = html.escape
-    d = a.to_dict()
+    if a.info.kind == "image":
+        pts = a.timelines.get(f.number, [])
+        conf = f" · confidence {_pct(pts[-1].sample.confidence)}" if pts else ""
+        detail = f"expression{conf}"
+        dom = esc(f.dominant)
+    else:
+        dom = f"{esc(f.dominant)} {100 * f.dominant_share:.0f}%"
+        detail = f"uncertain {100 * f.uncertain_share:.0f}% · {f.visible_s:.1f} s visible"
+    return (
+        f"<div class='card'>{_thumb(a, f)}<div><div class='name'>{esc(f.name)}</div>"
+        f"<div class='dom'>{dom}</div><div class='meta'>{detail}</div>"
+        f"{_share_bar(f.shares) if a.info.kind != 'image' else ''}</div></div>"
+    )
+
+
+def write_html(a: Analysis, path: Path) -> None:
+    """Write a self-contained HTML report: overview first, then everything on one time axis."""
+    path.write_text(render_html(a), encoding="utf-8")
+
+
+def render_html(a: Analysis) -> str:
+    """The HTML report as a string (also served live)."""
+    esc = html.escape
     va_how = (
-        "estimated from expression probabilities (circumplex table)"
+        "estimated from expression probabilities (circumplex table), not measured"
         if a.va_estimated
         else "regressed by the model"
     )
+    o = a.overall
+    video = a.info.kind != "image"
     parts = [
-        "<!doctype html><html lang='en'><meta charset='utf-8'>",
-        f"<title>emotion-stream: {esc(a.info.path.name)}</title><style>{_CSS}</style><body>",
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>emotion-stream: {esc(a.info.path.name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Expression report: {esc(a.info.path.name)}</h1>",
-        f"<p class='meta'>{esc(' · '.join(summary_lines(a)[:1]))}</p>",
-        f"<p class='notice'>{esc(NOTICE)} Valence/arousal figures are {va_how}; contempt is "
-        f"{'supported' if 'contempt' in a.supported else 'not supported'} by the configured "
-        "models.</p>",
+        f"<p class='meta'>{esc(summary_lines(a)[0])}</p>",
     ]
     if a.error:
         parts.append(f"<p class='err'>Incomplete: {esc(a.error)}</p>")
-    o = a.overall
-    if a.faces:
+    if not a.faces:
+        parts.append("<h2>No faces found</h2></body></html>")
+        return "".join(parts)
+    parts.append(
+        f"<p class='notice'>{esc(EXPRESSIONS_NOT_FEELINGS)} Valence/arousal are {va_how}. "
+        "Contempt is "
+        f"{'supported' if 'contempt' in a.supported else 'not supported'} by the configured "
+        "models. <i>Uncertain</i>: no expression clearly led.</p>"
+    )
+    # -- overview: the room, then every face, on one screen for a crowd
+    if video:
         parts.append(
-            f"<h2>Overall: {esc(o.dominant)} {_pct(o.dominant_share)}</h2>"
-            f"<p>{o.faces} face(s), {o.person_seconds:.1f} person-seconds.</p>"
-            f"{_shares_svg(o.shares)}"
+            "<div class='room'><div><div class='meta'>Room overall</div>"
+            f"<div class='big'>{esc(o.headline())}</div><div class='meta'>{o.faces} face(s), "
+            f"{o.person_seconds:.1f} person-seconds</div></div>{_share_bar(o.shares)}</div>"
+            + _legend(o.shares)
         )
-    else:
-        parts.append("<h2>No faces found</h2>")
+    parts.append(
+        "<div class='grid' style='margin-top:.6rem'>"
+        + "".join(_face_card(a, f) for f in a.faces)
+        + "</div>"
+    )
+    if not video:
+        parts.append("</body></html>")
+        return "".join(parts)
+    span = _span(a)
+    axis = f"<div></div>{_axis(span)}"
+    parts.append(
+        f"<h2>Over time</h2><div class='tl'><div class='who' style='height:auto'><div><b>Room</b>"
+        f"{o.faces} face(s) over time</div></div><div>{_room_strip(a, span)}</div>{axis}</div>"
+    )
     if a.voice is not None and a.voice.speech_s > 0:
+        svg, side = _voice_strips(a, span)
         parts.append(
-            "<h2>Voices</h2><p class='meta'>"
+            "<h2>Voices</h2><div class='tl'>"
+            + "".join(side)
+            + f"<div>{svg}<div class='meta'>"
             + "<br>".join(esc(x) for x in voice_lines(a))
-            + "</p><p class='meta'>The speaker is the visible face whose mouth movement matches "
-            "the voice; vocal arousal is a heuristic, not an emotion label.</p>" + _voice_svg(a)
+            + f"</div><div class='meta'>{esc(VOICE_NOTICE)}</div></div>{axis}</div>"
         )
-    for f, fd in zip(a.faces, d["faces"], strict=True):
-        thumb = a.thumbnails.get(f.number, b"")
-        img = (
-            f"<img alt='{esc(f.name)}' src='data:image/jpeg;base64,"
-            f"{base64.b64encode(thumb).decode()}'>"
-            if thumb
-            else ""
-        )
-        va = fd["valence_arousal"]
-        probs = "".join(
-            f"<tr><th>{esc(k)}</th><td>{'n/a' if v is None else _pct(v)}</td></tr>"
-            for k, v in fd["mean_probabilities"].items()
-        )
+    parts.append(
+        "<h2>Faces</h2>"
+        + _legend()
+        + "<div class='meta'>Each face: shown expression (colour; gaps: not visible), "
+        "confidence (dark line, 0–100%), "
+        f"<span style='color:{_VA_COLOURS[0]}'>valence</span> and "
+        f"<span style='color:{_VA_COLOURS[1]}'>arousal</span> "
+        f"({'estimated, ' if a.va_estimated else ''}−1 to +1).</div><div class='tl'>"
+    )
+    for f in a.faces:
         parts.append(
-            f"<section class='face'><header>{img}<div><h2>{esc(f.name)}</h2>"
-            f"<div class='dominant'>dominant: <b>{esc(f.dominant)}</b> "
-            f"{_pct(f.dominant_share)}</div><div class='meta'>visible {f.visible_s:.1f} s, "
-            f"{f.first_seen:.1f}–{f.last_seen:.1f} s, {f.samples} analysed frames; "
-            f"valence {va['valence']:+.2f}, arousal {va['arousal']:+.2f}"
-            f"{' (estimated)' if va['estimated'] else ''}</div></div></header>"
-            f"{_timeline_svg(a, f)}<div class='row'>{_shares_svg(f.shares)}"
-            f"<table><caption>mean probability</caption>{probs}</table></div></section>"
+            f"<div class='who'>{_thumb(a, f)}<div><b>{esc(f.name)}</b>{esc(f.headline())}"
+            f"<br><span class='meta'>visible {f.visible_s:.1f} s</span></div></div>"
+            f"<div>{_face_strips(a, f, span)}</div>"
         )
-    parts.append("</body></html>")
-    path.write_text("".join(parts), encoding="utf-8")
+    parts.append(f"{axis}</div>")
+    # -- details: every number in one table
+    d = a.to_dict()
+    labs = [lab for lab in (*LABELS, UNCERTAIN) if any(f.shares.get(lab, 0) > 0 for f in a.faces)]
+    head = "".join(f"<th>{esc(lab)}</th>" for lab in labs)
+    rows = "".join(
+        f"<tr><td>{esc(f.name)}</td><td>{f.visible_s:.1f}</td>"
+        + "".join(f"<td>{_pct(f.shares.get(lab, 0.0))}</td>" for lab in labs)
+        + f"<td>{fd['valence_arousal']['valence']:+.2f}</td>"
+        f"<td>{fd['valence_arousal']['arousal']:+.2f}</td></tr>"
+        for f, fd in zip(a.faces, d["faces"], strict=True)
+    )
+    est = " (est.)" if a.va_estimated else ""
+    parts.append(
+        "<h2>Details: share of visible time</h2><table><tr><th>face</th><th>visible s</th>"
+        f"{head}<th>valence{est}</th><th>arousal{est}</th></tr>{rows}</table></body></html>"
+    )
+    return "".join(parts)
