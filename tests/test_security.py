@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
+import websockets
+from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
 
 from stream.analysis.stages import Stages
 from stream.core.config import Config
+from stream.live.protocol import (
+    BadMessage,
+    check_offer,
+    host_allowed,
+    origin_allowed,
+    parse_message,
+)
+from stream.live.server import LiveServer
+from stream.live.session import Subscriber
 from stream.models.registry import Manifest
 from stream.models.runtime import SessionFactory
 from stream.offline.analyze import analyze_file
 from stream.offline.media import read_frames
 
 from .conftest import MODELS, ROOT, VIDEO
+from .live_client import Publisher, connect_publisher
 
 CLIP = VIDEO / "pyfeat_single_face.mp4"  # 2.43 s, 72 frames at 30 fps, one face, mp3 audio
 
@@ -166,3 +182,390 @@ def test_analyze_covers_both_halves_of_a_concatenated_file(
     assert result["analysis"]["complete"] is True
     assert result["analysis"]["analysed_frames"] >= 46
     assert len(result["faces"]) == 1 and face["visible_s"] > 4.4
+
+
+# --- the live server: helpers -------------------------------------------------------------------
+
+
+def with_server(
+    config: Config,
+    factory: SessionFactory,
+    body: Callable[[LiveServer, str], Awaitable[Any]],
+    **live: Any,
+) -> Any:
+    async def main() -> Any:
+        server = LiveServer(config.replace("live", port=0, **live), factory)
+        await server.start()
+        try:
+            return await body(server, f"127.0.0.1:{server.port}")
+        finally:
+            await server.shutdown()
+
+    return asyncio.run(main())
+
+
+async def close_code(ws: Any, timeout: float = 20) -> int:
+    """Read until the server closes the socket; its close code."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    except websockets.ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else 1006
+
+
+async def next_event(ws: Any, *types: str, timeout: float = 30) -> dict[str, Any]:
+    """The next event of one of `types` (others are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            ev: dict[str, Any] = json.loads(await ws.recv())
+            if ev["type"] in types:
+                return ev
+
+
+async def raw_http(addr: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw request bytes; the status, headers (lower-case names) and body of the reply."""
+    host, port = addr.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    async with asyncio.timeout(10):
+        data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    pairs = [line.split(": ", 1) for line in lines[1:] if ": " in line]
+    headers = {name.lower(): value for name, value in pairs}
+    return int(lines[0].split()[1]), headers, body
+
+
+def get(path: str, host: str = "127.0.0.1", method: str = "GET", extra: str = "") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+# --- protocol: one place that validates input ---------------------------------------------------
+
+
+def test_deeply_nested_json_is_a_clean_error() -> None:
+    with pytest.raises(BadMessage) as err:
+        parse_message("[" * 100_000 + "]" * 100_000)  # used to raise RecursionError
+    assert err.value.code == "bad_json"
+
+
+def _offer_sdp(video: int, audio: int, extra: str = "") -> str:
+    head = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    m = ["m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"] * video + [
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+    ] * audio
+    return head + "".join(m) + extra
+
+
+@pytest.mark.parametrize(
+    ("video", "audio", "extra", "code"),
+    [
+        (0, 300, "", "too_many_tracks"),
+        (527, 0, "", "too_many_tracks"),
+        (5, 0, "", "too_many_tracks"),
+        (1, 3, "", "too_many_tracks"),
+        (1, 1, "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n" * 2, "too_many_tracks"),
+        (0, 0, "", "invalid_sdp"),  # a bare v=0 used to lock the session
+        (1, 1, "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n", None),
+        (4, 2, "", None),
+    ],
+)
+def test_offers_are_limited_in_tracks(video: int, audio: int, extra: str, code: str | None) -> None:
+    sdp = _offer_sdp(video, audio, extra)
+    if code is None:
+        check_offer(sdp, 4, 2)
+        return
+    with pytest.raises(BadMessage) as err:
+        check_offer(sdp, 4, 2)
+    assert err.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "ok"),
+    [
+        ("127.0.0.1:8080", (), True),
+        ("localhost:8080", (), True),
+        ("[::1]:8080", (), True),
+        ("192.168.1.20", (), True),
+        ("attacker.example:8080", (), False),  # DNS rebinding: a name resolving to 127.0.0.1
+        ("studio.example.org", ("studio.example.org",), True),
+        ("anything.example", ("*",), True),
+        ("", (), False),
+        (None, (), False),
+        ("[bad", (), False),
+    ],
+)
+def test_host_header_allow_list(host: str | None, allowed: tuple[str, ...], ok: bool) -> None:
+    assert host_allowed(host, allowed) is ok
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed", "ok"),
+    [
+        (None, (), True),  # not a browser
+        ("http://127.0.0.1:8080", (), True),  # the server's own pages
+        ("http://127.0.0.1:9999", (), False),  # another local web app
+        ("https://evil.example", (), False),
+        ("null", (), False),
+        ("null", ("null",), True),  # a local file page (OBS), when allowed
+        ("https://studio.example.org", ("https://studio.example.org/",), True),
+        ("https://evil.example", ("*",), True),
+    ],
+)
+def test_origin_allow_list(origin: str | None, allowed: tuple[str, ...], ok: bool) -> None:
+    assert origin_allowed(origin, "127.0.0.1:8080", allowed) is ok
+
+
+def test_an_overflowing_subscriber_has_its_socket_closed() -> None:
+    async def main() -> tuple[list[str], bool, int]:
+        stuck = asyncio.Event()
+        closed: list[str] = []
+
+        async def send(_: str) -> None:
+            await stuck.wait()  # a client that never reads
+
+        async def overflow() -> None:
+            closed.append("socket closed")
+
+        sub = Subscriber(send, "viewer", limit=4, on_overflow=overflow)
+        for i in range(10):
+            sub.offer({"type": "face.renamed", "id": i})
+        stuck.set()
+        await asyncio.wait_for(sub.task, 5)
+        return closed, sub.closed, sub.queue.qsize()
+
+    closed, marked, queued = asyncio.run(main())
+    assert closed == ["socket closed"] and marked and queued == 0
+
+
+# --- the live server: HTTP ----------------------------------------------------------------------
+
+
+def test_http_methods_host_headers_and_bad_paths(config: Config, factory: SessionFactory) -> None:
+    async def body(server: LiveServer, addr: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
+        requests = {
+            "get": get("/"),
+            "head": get("/", method="HEAD"),
+            "post": get("/metrics", method="POST", extra="Content-Length: 0\r\n"),
+            "delete": get("/", method="DELETE"),
+            "nul": get("/a\x00b.html"),
+            "long": get("/" + "a" * 300 + ".js"),
+            "long_dir": get("/" + "b" * 256 + "/x.js"),
+            "rebind": get("/metrics", host="attacker.example:8080"),
+            "named": get("/healthz", host="localhost:8080"),
+        }
+        return {k: await raw_http(addr, r) for k, r in requests.items()}
+
+    r = with_server(config, factory, body)
+    print({k: v[0] for k, v in r.items()})
+    status, headers, page = r["get"]
+    assert status == 200 and b"consent" in page
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'self'" in csp
+    assert headers["referrer-policy"] == "no-referrer"
+    status, headers, page = r["head"]
+    assert status == 200 and page == b"" and int(headers["content-length"]) == len(r["get"][2])
+    assert r["post"][0] == 405 and r["post"][1]["allow"] == "GET, HEAD"
+    assert r["delete"][0] == 405
+    # These used to raise inside the server (500, the path copied into the log).
+    assert r["nul"][0] in (400, 404) and r["long"][0] == 404 and r["long_dir"][0] == 404
+    assert r["rebind"][0] == 403 and b"emotion_stream" not in r["rebind"][2]
+    assert r["named"][0] == 200
+
+
+def test_websocket_origin_check(config: Config, factory: SessionFactory) -> None:
+    async def attempt(addr: str, origin: str | None) -> str:
+        headers = {"Origin": origin} if origin else {}
+        try:
+            async with websockets.connect(f"ws://{addr}/ws", additional_headers=headers) as ws:
+                await ws.send(json.dumps({"type": "hello", "consent": True}))
+                return str((await next_event(ws, "session.started"))["type"])
+        except websockets.InvalidStatus as exc:
+            return str(exc.response.status_code)
+
+    async def body(server: LiveServer, addr: str) -> list[str]:
+        port = addr.split(":")[1]
+        origins = [
+            None,
+            f"http://{addr}",
+            "https://evil.example",
+            f"http://127.0.0.1:{int(port) + 1}",
+        ]
+        origins.append("https://studio.example.org")
+        return [await attempt(addr, o) for o in origins]
+
+    allowed = ("https://studio.example.org",)
+    got = with_server(config, factory, body, allowed_origins=allowed)
+    print("origins:", got)
+    assert got == ["session.started", "session.started", "403", "403", "session.started"]
+
+
+# --- the live server: sessions ------------------------------------------------------------------
+
+
+def test_deep_json_and_non_ascii_viewer_token_are_clean_errors(
+    config: Config, factory: SessionFactory
+) -> None:
+    async def body(server: LiveServer, addr: str) -> tuple[str, str, int]:
+        async with websockets.connect(f"ws://{addr}/ws") as ws:
+            await ws.send(json.dumps({"type": "hello", "consent": True}))
+            sid = (await next_event(ws, "session.started"))["session"]
+            await ws.send("[" * 30_000 + "]" * 30_000)  # under max_message_bytes
+            deep = (await next_event(ws, "error"))["code"]
+            await ws.send(json.dumps({"type": "rename", "id": 1, "name": "still here"}))
+            alive = (await next_event(ws, "face.renamed", "error"))["type"]
+            url = f"ws://{addr}/ws/view?session={sid}&token=%C3%A9t%C3%A9"
+            async with websockets.connect(url) as viewer:
+                code = await close_code(viewer)  # was 1011 (TypeError in compare_digest)
+        return deep, alive, code
+
+    assert with_server(config, factory, body) == ("bad_json", "face.renamed", 4401)
+
+
+def test_sessions_without_an_offer_expire(config: Config, factory: SessionFactory) -> None:
+    async def body(server: LiveServer, addr: str) -> tuple[int, int, int]:
+        async with websockets.connect(f"ws://{addr}/ws") as silent:
+            async with websockets.connect(f"ws://{addr}/ws") as squatter:
+                await squatter.send(json.dumps({"type": "hello", "consent": True}))
+                await next_event(squatter, "session.started")
+                held = len(server.sessions)
+                code = await close_code(squatter)
+            silent_code = await close_code(silent)
+        return held, code, silent_code
+
+    held, code, silent = with_server(config, factory, body, hello_timeout_s=0.5)
+    assert (held, code, silent) == (1, 4408, 4408)
+
+
+def test_track_flood_is_refused_with_an_error(config: Config, factory: SessionFactory) -> None:
+    async def body(server: LiveServer, addr: str) -> tuple[str, str, int]:
+        async with websockets.connect(f"ws://{addr}/ws", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "hello", "consent": True}))
+            await next_event(ws, "session.started")
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver("audio", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            sdp = pc.localDescription.sdp
+            await pc.close()
+            head, sep, media = sdp.partition("m=audio")
+            flood = head + (sep + media) * 300  # 300 audio m-lines
+            await ws.send(json.dumps({"type": "offer", "sdp": flood}))
+            err = await next_event(ws, "error", "answer")
+            await ws.send(json.dumps({"type": "offer", "sdp": "v=0\r\n"}))
+            bare = await next_event(ws, "error", "answer")
+            session = next(iter(server.sessions.values()))
+            return err["code"], bare["code"], len(session.tracks) + (session.peer is not None)
+
+    flood, bare, built = with_server(config, factory, body, max_message_bytes=1 << 20)
+    assert (flood, bare, built) == ("too_many_tracks", "invalid_sdp", 0)
+
+
+def test_reset_allows_a_new_offer(config: Config, factory: SessionFactory) -> None:
+    async def offer(ws: Any) -> tuple[RTCPeerConnection, dict[str, Any]]:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+        return pc, await next_event(ws, "answer", "error")
+
+    async def body(server: LiveServer, addr: str) -> list[str]:
+        got = []
+        async with websockets.connect(f"ws://{addr}/ws") as ws:
+            await ws.send(json.dumps({"type": "hello", "consent": True}))
+            await next_event(ws, "session.started")
+            pcs = []
+            for before in (None, None, "reset"):
+                if before:
+                    await ws.send(json.dumps({"type": before}))
+                    await next_event(ws, "session.reset")
+                pc, ev = await offer(ws)
+                pcs.append(pc)
+                got.append(ev["type"] if ev["type"] == "answer" else ev["code"])
+            for pc in pcs:
+                await pc.close()
+        return got
+
+    assert with_server(config, factory, body) == ["answer", "bad_message", "answer"]
+
+
+class PausableCamera(VideoStreamTrack):
+    """A sender's camera that can stop delivering frames (peer still open) and resume."""
+
+    def __init__(self, image: np.ndarray, fps: float = 15.0) -> None:
+        super().__init__()
+        self.image = image
+        self.period = 1.0 / fps
+        self.running = asyncio.Event()
+        self.running.set()
+        self.due = 0.0
+        self.pts = 0
+
+    async def recv(self) -> av.VideoFrame:
+        await self.running.wait()
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(self.due - loop.time(), 0.0))  # the camera's frame pacing
+        self.due = max(self.due + self.period, loop.time())
+        frame = av.VideoFrame.from_ndarray(self.image, format="bgr24")
+        frame.pts, frame.time_base = self.pts, Fraction(1, 90_000)
+        self.pts += int(90_000 * self.period)
+        return frame
+
+
+def _first_frame(clip: Path, width: int = 320) -> np.ndarray:
+    with av.open(str(clip)) as c:
+        frame = next(c.decode(video=0))
+        h = round(frame.height * width / frame.width) // 2 * 2
+        return np.ascontiguousarray(frame.to_ndarray(format="bgr24", width=width, height=h))
+
+
+def test_stall_then_resume_recovers_analysis_with_bounded_queues(
+    config: Config, factory: SessionFactory
+) -> None:
+    camera = PausableCamera(_first_frame(CLIP))
+
+    async def frames(pub: Publisher, n: int) -> tuple[int, int]:
+        """Wait for n frame events; the fullest server-side track queue seen meanwhile."""
+        got, deepest = 0, 0
+        async with asyncio.timeout(40):
+            async for ev in pub.events():
+                if ev["type"] == "frame":
+                    got += 1
+                    for receiver in pub_session[0].peer.getReceivers():
+                        # aiortc's unbounded queue of decoded frames waiting to be read
+                        deepest = max(deepest, receiver.track._queue.qsize())
+                    if got >= n:
+                        return got, deepest
+        return got, deepest
+
+    pub_session: list[Any] = []
+
+    async def body(server: LiveServer, addr: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with connect_publisher(f"ws://{addr}/ws", [camera]) as pub:
+            async with asyncio.timeout(30):
+                async for ev in pub.events():
+                    if ev["type"] == "answer":
+                        break
+            pub_session.append(next(iter(server.sessions.values())))
+            out["before"] = await frames(pub, 5)
+            camera.running.clear()  # the camera stops; the peer stays open
+            async with asyncio.timeout(20):
+                async for ev in pub.events():
+                    if ev["type"] == "error":
+                        out["timeout"] = ev["code"]
+                        break
+            camera.running.set()
+            out["after"] = await frames(pub, 20)
+            out["faces"] = pub_session[0].summary()["faces"]
+        return out
+
+    out = with_server(config, factory, body, idle_timeout_s=1.0)
+    print("stall:", {k: v for k, v in out.items() if k != "faces"})
+    assert out["timeout"] == "media_timeout"
+    # Analysis used to stop for good here while aiortc kept queueing every received frame.
+    assert out["after"][0] == 20
+    assert out["after"][1] <= 5, out["after"]
+    assert len(out["faces"]) == 1

@@ -8,15 +8,21 @@ Routes (one port):
   WS  /ws                                 publisher: consent, offer/answer, commands, events
   WS  /ws/view?session=ID&token=TOKEN     viewer: events of one session, read-only
 
+Only GET and HEAD are answered (405 otherwise). Requests whose Host is neither an IP literal,
+`localhost` nor listed in `live.allowed_hosts` get 403 (DNS rebinding), and so do WebSocket
+handshakes from a browser page of another origin than the server's own unless listed in
+`live.allowed_origins`. Pages carry a Content-Security-Policy whose frame-ancestors are the
+server itself and `live.allowed_origins`.
+
 WebSocket close codes: 1009 message too big, 4400 too many invalid messages, 4401 missing or
-wrong session/token, 4429 too many messages per second, 4503 too many sessions or viewers.
+wrong session/token, 4408 no offer within `live.hello_timeout_s`, 4409 too slow to receive
+events, 4429 too many messages per second, 4503 too many sessions or viewers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import mimetypes
@@ -41,18 +47,34 @@ from stream.live.protocol import (
     CLOSE_BAD_REQUEST,
     CLOSE_FULL,
     CLOSE_RATE,
+    CLOSE_TIMEOUT,
+    CLOSE_TOO_SLOW,
     CLOSE_UNAUTHORIZED,
     MAX_INVALID,
     BadMessage,
     RateLimit,
+    check_offer,
     close_draining,
+    host_allowed,
+    origin_allowed,
     parse_message,
+    token_matches,
 )
 from stream.live.session import LiveSession, Subscriber
 from stream.live.webrtc import answer_offer
 from stream.models.runtime import SessionFactory
 
 log = logging.getLogger(__name__)
+
+#: The pages load only their own scripts, styles and images; media come from the camera.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; object-src 'none'; "
+    "base-uri 'none'; form-action 'none'"
+)
+
+#: The longest path component most file systems allow (longer ones cannot name a page).
+_NAME_MAX = 255
 
 
 class LiveServer:
@@ -72,38 +94,77 @@ class LiveServer:
         self.connections_total = 0
 
     # -- HTTP ------------------------------------------------------------------------------
-    def _response(self, status: HTTPStatus, body: bytes, ctype: str) -> Response:
+    def _response(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        ctype: str = "text/plain",
+        head: bool = False,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Response:
+        """A response with the security headers; `head` keeps the length but drops the body."""
+        ancestors = " ".join(("'self'", *self.config.live.allowed_origins))
         headers = Headers(
             [
                 ("Content-Type", ctype),
                 ("Content-Length", str(len(body))),
                 ("Cache-Control", "no-store"),
                 ("X-Content-Type-Options", "nosniff"),
+                ("Referrer-Policy", "no-referrer"),  # viewer links carry their token
+                ("Content-Security-Policy", _CSP + f"; frame-ancestors {ancestors}"),
                 ("Connection", "close"),
+                *extra,
             ]
         )
-        return Response(status.value, status.phrase, headers, body)
+        return Response(status.value, status.phrase, headers, b"" if head else body)
+
+    def _static(self, path: str) -> Path | None:
+        """The file under the web folder that a URL path names, or None."""
+        rel = "index.html" if path in ("", "/") else path.lstrip("/")
+        parts = rel.split("/")
+        if "\x00" in rel or any(len(p.encode("utf-8", "surrogatepass")) > _NAME_MAX for p in parts):
+            return None
+        try:
+            target = (self.web / rel).resolve()
+            if target.is_relative_to(self.web) and target.is_file():
+                return target
+        except (OSError, ValueError):  # names the file system refuses
+            pass
+        return None
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Answer plain HTTP requests; let WebSocket upgrades on /ws through."""
+        """Answer plain HTTP requests; let allowed WebSocket upgrades on /ws through."""
+        live = self.config.live
+        head = request.method == "HEAD"
+        if request.method not in ("GET", "HEAD"):
+            msg = b"method not allowed\n"
+            return self._response(
+                HTTPStatus.METHOD_NOT_ALLOWED, msg, extra=(("Allow", "GET, HEAD"),)
+            )
+        host = request.headers.get("Host")
+        if not host_allowed(host, live.allowed_hosts):
+            msg = b"host not allowed (see live.allowed_hosts)\n"
+            return self._response(HTTPStatus.FORBIDDEN, msg, head=head)
         path = urlsplit(request.path).path
         if path in ("/ws", "/ws/view"):
+            if not origin_allowed(request.headers.get("Origin"), host, live.allowed_origins):
+                msg = b"origin not allowed (see live.allowed_origins)\n"
+                return self._response(HTTPStatus.FORBIDDEN, msg, head=head)
             return None
         if path == "/metrics":
-            return self._response(HTTPStatus.OK, render_metrics(self.collector), "text/plain")
+            return self._response(HTTPStatus.OK, render_metrics(self.collector), head=head)
         if path == "/healthz":
-            return self._response(HTTPStatus.OK, b"ok\n", "text/plain")
+            return self._response(HTTPStatus.OK, b"ok\n", head=head)
         if path == "/schema/events.json":
             body = json.dumps(schema(), indent=1).encode()
-            return self._response(HTTPStatus.OK, body, "application/schema+json")
-        rel = "index.html" if path in ("", "/") else path.lstrip("/")
-        target = (self.web / rel).resolve()
-        if not target.is_relative_to(self.web) or not target.is_file():
-            return self._response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+            return self._response(HTTPStatus.OK, body, "application/schema+json", head)
+        target = self._static(path)
+        if target is None:
+            return self._response(HTTPStatus.NOT_FOUND, b"not found\n", head=head)
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if target.suffix == ".js":
             ctype = "text/javascript"
-        return self._response(HTTPStatus.OK, target.read_bytes(), ctype)
+        return self._response(HTTPStatus.OK, target.read_bytes(), ctype, head)
 
     # -- WebSocket -------------------------------------------------------------------------
     async def handler(self, ws: ServerConnection) -> None:
@@ -119,14 +180,19 @@ class LiveServer:
         sid = (query.get("session") or [""])[0]
         token = (query.get("token") or [""])[0]
         session = self.sessions.get(sid)
-        if session is None or not hmac.compare_digest(token, session.viewer_token):
+        if session is None or not token_matches(token, session.viewer_token):
             await close_draining(ws, CLOSE_UNAUTHORIZED, "unknown session or wrong token")
             return
         viewers = sum(1 for s in session.subscribers if s.role == "viewer")
         if viewers >= self.config.live.max_viewers:
             await close_draining(ws, CLOSE_FULL, "too many viewers for this session")
             return
-        sub = Subscriber(ws.send, "viewer", on_done=lambda: ws.close(1000, "session ended"))
+        sub = Subscriber(
+            ws.send,
+            "viewer",
+            on_done=lambda: ws.close(1000, "session ended"),
+            on_overflow=lambda: ws.close(CLOSE_TOO_SLOW, "too slow to receive events"),
+        )
         session.subscribe(sub)
         try:
             limit = RateLimit(self.config.live.max_messages_per_s)
@@ -143,7 +209,17 @@ class LiveServer:
         session: LiveSession | None = None
         sub: Subscriber | None = None
         invalid = 0
-        limit = RateLimit(self.config.live.max_messages_per_s)
+        live = self.config.live
+        limit = RateLimit(live.max_messages_per_s)
+
+        async def expire() -> None:
+            """Close a connection that holds no media after `hello_timeout_s` (squatting)."""
+            await asyncio.sleep(live.hello_timeout_s)
+            if session is None or session.peer is None:
+                why = f"no offer within {live.hello_timeout_s:g} s"
+                await ws.close(CLOSE_TIMEOUT, why)
+
+        watchdog = asyncio.get_running_loop().create_task(expire())
 
         async def error(code: str, message: str) -> None:
             if session is not None:
@@ -183,13 +259,22 @@ class LiveServer:
                         self.audio_executor,
                     )
                     self.sessions[session.id] = session
-                    sub = Subscriber(ws.send, "publisher")
+                    sub = Subscriber(
+                        ws.send,
+                        "publisher",
+                        on_overflow=lambda: ws.close(CLOSE_TOO_SLOW, "too slow to receive events"),
+                    )
                     session.subscribe(sub)
                     continue
                 if session is None:
                     await error("consent_required", "send hello with consent: true first")
                     continue
                 if t == "offer":
+                    try:
+                        check_offer(msg["sdp"], live.max_video_tracks, live.max_audio_tracks)
+                    except BadMessage as exc:
+                        await error(exc.code, str(exc))
+                        continue
                     await answer_offer(session, self.config, msg["sdp"], error)
                 elif t == "bye":
                     break
@@ -198,6 +283,7 @@ class LiveServer:
         except ConnectionClosed:
             pass
         finally:
+            watchdog.cancel()
             if session is not None:
                 self.sessions.pop(session.id, None)
                 await session.close("publisher left")

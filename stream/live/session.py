@@ -91,7 +91,8 @@ class Subscriber:
     """One WebSocket receiving a session's events through a bounded queue.
 
     Frame events are dropped (and counted) when the client reads too slowly; other events are
-    never dropped: a client that cannot keep up with those is disconnected.
+    never dropped: a client that cannot keep up with those is disconnected (its queue is
+    emptied and `on_overflow` closes its socket).
     """
 
     def __init__(
@@ -100,12 +101,15 @@ class Subscriber:
         role: str,
         limit: int = 256,
         on_done: Callable[[], Awaitable[Any]] | None = None,
+        on_overflow: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.send = send
         self.role = role
         self.on_done = on_done
+        self.on_overflow = on_overflow
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(limit)
         self.dropped = 0
+        self.overflowed = False
         self.task = asyncio.get_running_loop().create_task(self._writer())
         self.closed = False
 
@@ -117,6 +121,10 @@ class Subscriber:
             if droppable:
                 self.dropped += 1
                 return
+            # Too slow: drop what is queued (memory goes back at once) and disconnect.
+            self.overflowed = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
             self.close()
             return
         self.queue.put_nowait(json.dumps(event, separators=(",", ":")))
@@ -128,9 +136,10 @@ class Subscriber:
             except Exception:  # the connection went away; the handler cleans up
                 self.closed = True
                 return
-        if self.on_done is not None:
+        done = self.on_overflow if self.overflowed else self.on_done
+        if done is not None:
             with contextlib.suppress(Exception):
-                await self.on_done()
+                await done()
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Close after sending everything queued (at most `timeout` seconds)."""
@@ -221,6 +230,7 @@ class LiveSession:
         self.subscribers: list[Subscriber] = []
         self.tracks: dict[str, TrackStats] = {}
         self.peer: Any = None  # the transport's handle (e.g. an RTCPeerConnection)
+        self.replace_peer = False  # set by reset: the next offer replaces the peer
         self.started = clock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._mailboxes: list[LatestMailbox[ReceivedVideo]] = []
@@ -277,9 +287,26 @@ class LiveSession:
         self.publish(FaceExcluded(number, excluded))
 
     async def reset(self) -> None:
+        """Start the analysis over; media keep flowing, and a new offer may replace the peer."""
         async with self._lock:
             self.analysis.reset()
+        self.replace_peer = True
         self.publish(SessionReset())
+
+    async def stop_media(self) -> None:
+        """Close the peer and end every track's tasks (before a new offer replaces them)."""
+        for box in self._mailboxes:
+            box.close()
+        peer, self.peer = self.peer, None  # detached first: its closing is not news
+        if peer is not None:
+            with contextlib.suppress(Exception):
+                await peer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._mailboxes.clear()
+        self.tracks.clear()
+        self.replace_peer = False
 
     def summary(self) -> dict[str, Any]:
         return self.analysis.summary()
@@ -313,14 +340,10 @@ class LiveSession:
         stats: TrackStats,
     ) -> None:
         """Take every frame off the source at once; only the newest is kept."""
-        idle = self.config.live.idle_timeout_s
         try:
-            while True:
-                item = await asyncio.wait_for(anext(source), idle)
+            async for item in self._watch(source, "video"):
                 box.put(item)
                 stats.received, stats.dropped = box.received, box.dropped
-        except TimeoutError:
-            self.publish(Error("media_timeout", f"no video for {idle:g} s"))
         except StopAsyncIteration:
             pass
         except Exception as exc:  # e.g. MediaStreamError when a WebRTC track ends
@@ -412,8 +435,7 @@ class LiveSession:
             return
         batches = AudioBatcher()
         try:
-            while True:
-                item = await asyncio.wait_for(anext(source), self.config.live.idle_timeout_s)
+            async for item in self._watch(source, "audio"):
                 items: list[ReceivedAudio] = batches.add(item)
                 if not items:
                     continue
@@ -426,8 +448,6 @@ class LiveSession:
                 )
                 for u in self.analysis.accept_voice(track, update, offset):
                     self._publish_speaker(u)
-        except TimeoutError:
-            self.publish(Error("media_timeout", "no audio received"))
         except StopAsyncIteration:
             pass
         except Exception as exc:  # e.g. MediaStreamError when a WebRTC track ends
@@ -436,6 +456,33 @@ class LiveSession:
             # The analyser (and its native DeepFilterNet state) is freed by garbage collection
             # once no executor job still uses it: closing it here could free it mid-call.
             self.analysis.remove_speaker(track)
+
+    async def _watch(self, source: AsyncIterator[Any], kind: str) -> AsyncIterator[Any]:
+        """The items of a media source; a gap over `idle_timeout_s` publishes `media_timeout`.
+
+        The source is read on after a stall (analysis resumes when media does): a WebRTC track
+        queues every frame until it is read, so one left unread would grow without bound once
+        the sender resumes. The pending read is never cancelled by the timeout (cancelling an
+        async generator's `__anext__` ends the generator).
+        """
+        idle = self.config.live.idle_timeout_s
+        pending: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                pending = asyncio.ensure_future(anext(source))
+                done, _ = await asyncio.wait({pending}, timeout=idle)
+                if not done:
+                    self.publish(Error("media_timeout", f"no {kind} for {idle:g} s"))
+                    await asyncio.wait({pending})
+                try:
+                    item = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                yield item
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
 
     def _publish_speaker(self, u: SpeakerUpdate) -> None:
         face = u.active.face
@@ -450,14 +497,7 @@ class LiveSession:
         if self.closed:
             return None
         self.closed = True
-        for box in self._mailboxes:
-            box.close()
-        if self.peer is not None:
-            with contextlib.suppress(Exception):
-                await self.peer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.stop_media()
         self.analysis.finish()
         duration = round(self.clock() - self.started, 3)
         summary = self.publish(SessionSummary(duration, **self.summary()))

@@ -61,13 +61,16 @@ async def answer_offer(
     """Make the session's peer from an SDP offer and publish the answer.
 
     Video tracks are analysed, audio tracks too when `audio.enabled`; anything else is drained.
-    Errors (a second offer, unusable SDP) go to `error(code, message)`.
+    After a `reset`, an offer replaces the session's peer and its tracks. Errors (a second
+    offer without reset, unusable SDP) go to `error(code, message)`.
     """
     from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
     if session.peer is not None:
-        await error("bad_message", "this session already has a peer; send reset or reconnect")
-        return
+        if not session.replace_peer:
+            await error("bad_message", "this session already has a peer; send reset or reconnect")
+            return
+        await session.stop_media()
     ice = [
         RTCIceServer(s.urls, s.username or None, s.credential or None)
         for s in config.live.ice_servers
