@@ -56,7 +56,7 @@ Open http://HOST:PORT/ in a browser, give consent, share the camera: every face 
 a stable ID, its current expression and confidence, and a timeline in the side panel. Agents or
 OBS can watch a session read-only at /viewer.html?session=ID&token=TOKEN (the page shows the
 link). Events are JSON over WebSocket (schema at /schema/events.json); metrics at /metrics.
-Nothing is stored unless --save-summaries is given.
+Nothing is stored unless --save-summaries or --save-reports is given.
 """
 
 
@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="on shutdown, write each session's summary as JSON here (default: store nothing)",
+    )
+    s.add_argument(
+        "--save-reports",
+        type=Path,
+        metavar="DIR",
+        help="when a session ends, write its report here as JSON, CSV and HTML (the same files "
+        "the page offers for download; default: store nothing)",
     )
     _add_common(s)
 
@@ -228,7 +235,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if updates:
         cfg = cfg.replace("live", **updates)
     try:
-        asyncio.run(run_server(cfg, args.save_summaries))
+        asyncio.run(run_server(cfg, args.save_summaries, args.save_reports))
     except OSError as exc:
         raise EmotionStreamError(
             f"cannot listen on {cfg.live.host}:{cfg.live.port}: {exc.strerror or exc}"

@@ -342,6 +342,15 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
                     seen.append(await cdp.js(page, WAIT_GALLERY % (n, n)))
                     await cdp.screenshot(page, ARTIFACTS / f"browser-publisher-{w}x{h}.png")
                 voice = await cdp.js(page, WAIT_VOICE)
+                # The session's report so far, as the page's download links fetch it.
+                report = await cdp.js(
+                    page,
+                    """Promise.all([...document.querySelectorAll('#reports a')].map(a =>
+                      fetch(a.href).then(async r => ({href: a.href, status: r.status,
+                        type: r.headers.get('content-type'),
+                        disposition: r.headers.get('content-disposition'),
+                        text: await r.text()}))))""",
+                )
                 link = await cdp.js(page, "document.querySelector('#share a').href")
                 viewer = await cdp.open(link)
                 viewed = await cdp.js(viewer, WAIT_FACE)
@@ -351,7 +360,13 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
                     await cdp.call("Browser.close")
                 cdp.reader.cancel()
             drain.cancel()
-            return seen, viewed, bool(before), voice, {}
+            return (
+                seen,
+                viewed,
+                bool(before),
+                voice,
+                {r["href"].split("?")[0].rsplit(".", 1)[1]: r for r in report},
+            )
         finally:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -359,7 +374,7 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
             await server.shutdown()
             shutil.rmtree(profile, ignore_errors=True)
 
-    seen, viewed, consent_first, voice, _ = asyncio.run(main())
+    seen, viewed, consent_first, voice, got = asyncio.run(main())
     assert consent_first
     for (w, h, dpr), s in zip(sizes, seen, strict=True):
         err = geometry_errors(s, truth)
@@ -386,3 +401,14 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
     print(f"screenshots in {ARTIFACTS}")
     assert "speaking" in voice and "Hz" in voice
     assert viewed["frame"]["w"] > 100 and viewed["id"] >= 1
+    # Reports download from the page while the session runs: the same writers as `analyze`.
+    html, js = got["html"], got["json"]
+    print(
+        f"live report: html {len(html['text']) / 1e3:.0f} kB ({html['disposition']}), "
+        f"json {len(js['text']) / 1e3:.1f} kB, csv {len(got['csv']['text'].splitlines())} rows"
+    )
+    assert html["status"] == 200 and "attachment" in html["disposition"]
+    assert html["text"].count("<div class='card'>") >= n and "Over time" in html["text"]
+    data = json.loads(js["text"])
+    assert data["schema"] == "emotion-stream.analysis" and len(data["faces"]) >= n
+    assert all("uncertain_share" in f["dominant"] for f in data["faces"])

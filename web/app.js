@@ -54,6 +54,10 @@ async function start() {
     if (ev.type === "session.started") {
       const link = new URL(`viewer.html?session=${ev.session}&token=${ev.viewer_token}`, location.href);
       $("share").innerHTML = `Viewer link (read-only, keep private): <a href="${link}" target="_blank">${link}</a>`;
+      // The session's report so far (same writers as `emotion-stream analyze`), as downloads.
+      const report = (fmt) => new URL(`report/${ev.session}.${fmt}?token=${ev.viewer_token}`, location.href);
+      $("reports").innerHTML = "Report so far: " + ["html", "json", "csv"]
+        .map((fmt) => `<a href="${report(fmt)}" download>${fmt.toUpperCase()}</a>`).join(" · ");
       pc = new RTCPeerConnection({ iceServers: ev.ice_servers || [] });
       for (const track of stream.getTracks()) {
         const sender = pc.addTrack(track, stream);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def summary_lines(a: Analysis) -> list[str]:
             f"{a.frames} frames analysed at {a.fps:g} fps in {a.wall_s:.1f} s "
             f"({speed:.1f}x real time)"
         )
+    elif info.kind == "live":
+        lines.append(f"{info.path.name}: {info.duration:.1f} s, {a.frames} frames analysed")
     else:
         lines.append(f"{info.path.name}: image {info.width}x{info.height}")
     width = max((len(f.name) for f in a.faces), default=6)
@@ -109,7 +112,12 @@ def _runner_up(f: FaceSummary) -> str:
 
 def write_json(a: Analysis, path: Path) -> None:
     """Write the summary as JSON (schema `emotion-stream.analysis` v1)."""
-    path.write_text(json.dumps(a.to_dict(), indent=2) + "\n", encoding="utf-8")
+    path.write_text(json_text(a), encoding="utf-8")
+
+
+def json_text(a: Analysis) -> str:
+    """The summary as JSON text (schema `emotion-stream.analysis` v1)."""
+    return json.dumps(a.to_dict(), indent=2) + "\n"
 
 
 CSV_FIELDS = [
@@ -134,7 +142,12 @@ CSV_FIELDS = [
 
 
 def write_csv(a: Analysis, path: Path) -> None:
-    """Write the per-face timeline: one row per face per analysed frame, smoothed values.
+    """Write the per-face timeline (see `csv_text`)."""
+    path.write_text(csv_text(a), encoding="utf-8", newline="")
+
+
+def csv_text(a: Analysis) -> str:
+    """The per-face timeline: one row per face per analysed frame, smoothed values.
 
     Probabilities of labels the models do not support are left empty. Boxes are normalised
     to [0, 1] of the frame size.
@@ -160,13 +173,16 @@ def write_csv(a: Analysis, path: Path) -> None:
             row.update(_voice_cells(a, f.number, p.t))
             rows.append(row)
     rows.sort(key=lambda r: (float(str(r["time_s"])), int(str(r["face_id"]))))
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    if a.va_estimated is False:  # keep column names honest when a model regresses V/A
-        text = path.read_text(encoding="utf-8").replace("valence_estimated", "valence", 1)
-        path.write_text(text.replace("arousal_estimated", "arousal", 1), encoding="utf-8")
+    # Keep column names honest when a model regresses valence/arousal.
+    fields = [
+        f.replace("_estimated", "") if a.va_estimated is False and f.endswith("_estimated") else f
+        for f in CSV_FIELDS
+    ]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(fields)
+    w.writerows([[row.get(k, "") for k in CSV_FIELDS] for row in rows])
+    return buf.getvalue()
 
 
 def _voice_cells(a: Analysis, number: int, t: float) -> dict[str, object]:
@@ -578,3 +594,22 @@ def render_html(a: Analysis) -> str:
         f"{head}<th>valence{est}</th><th>arousal{est}</th></tr>{rows}</table></body></html>"
     )
     return "".join(parts)
+
+
+#: Report formats by file suffix: (renderer, content type). One writer for `analyze` and live.
+FORMATS = {
+    "json": (json_text, "application/json"),
+    "csv": (csv_text, "text/csv"),
+    "html": (render_html, "text/html"),
+}
+
+
+def write_reports(a: Analysis, folder: Path, stem: str) -> list[Path]:
+    """Write the JSON, CSV and HTML reports as `folder/stem.{json,csv,html}`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for suffix, (render, _) in FORMATS.items():
+        path = folder / f"{stem}.{suffix}"
+        path.write_text(render(a), encoding="utf-8", newline="")
+        out.append(path)
+    return out

@@ -5,6 +5,7 @@ Routes (one port):
   GET /metrics                                       Prometheus metrics
   GET /healthz                                       "ok"
   GET /schema/events.json                            the event JSON schema
+  GET /report/ID.{json,csv,html}?token=TOKEN          a session's report so far (download)
   WS  /ws                                 publisher: consent, offer/answer, commands, events
   WS  /ws/view?session=ID&token=TOKEN     viewer: events of one session, read-only
 
@@ -41,6 +42,7 @@ from websockets.http11 import Request, Response
 
 from stream.analysis.stages import Stages
 from stream.core.config import Config
+from stream.live import reports
 from stream.live.events import NO_SESSION, Error, envelope, schema
 from stream.live.metrics import LiveCollector, render_metrics
 from stream.live.protocol import (
@@ -92,6 +94,7 @@ class LiveServer:
         self.web = config.live.web_path()
         self.server: Server | None = None
         self.connections_total = 0
+        self.save_reports: Path | None = None  # --save-reports: write each session's reports
 
     # -- HTTP ------------------------------------------------------------------------------
     def _response(
@@ -158,6 +161,9 @@ class LiveServer:
         if path == "/schema/events.json":
             body = json.dumps(schema(), indent=1).encode()
             return self._response(HTTPStatus.OK, body, "application/schema+json", head)
+        report = reports.http_response(self.sessions, request.path, head)
+        if report is not None:  # GET /report/SESSION.{json,csv,html}?token=VIEWER_TOKEN
+            return report
         target = self._static(path)
         if target is None:
             return self._response(HTTPStatus.NOT_FOUND, b"not found\n", head=head)
@@ -287,6 +293,7 @@ class LiveServer:
             if session is not None:
                 self.sessions.pop(session.id, None)
                 await session.close("publisher left")
+                reports.save_quietly(session, self.save_reports)
             if sub is not None:
                 await sub.flush()
 
@@ -314,6 +321,7 @@ class LiveServer:
         summaries = []
         for session in list(self.sessions.values()):
             summary = await session.close("server shutting down")
+            reports.save_quietly(session, self.save_reports)
             if summary is not None:
                 summaries.append(summary)
         self.sessions.clear()
@@ -325,9 +333,17 @@ class LiveServer:
         return summaries
 
 
-async def run_server(config: Config, save_dir: Path | None = None) -> None:
-    """Serve until Ctrl-C / SIGTERM, then shut down cleanly."""
+async def run_server(
+    config: Config, save_dir: Path | None = None, reports_dir: Path | None = None
+) -> None:
+    """Serve until Ctrl-C / SIGTERM, then shut down cleanly.
+
+    Args:
+        save_dir: write each session's summary event as JSON here at shutdown.
+        reports_dir: write each session's JSON, CSV and HTML reports here when it ends.
+    """
     server = LiveServer(config)
+    server.save_reports = reports_dir
     await server.start()
     live = config.live
     print(f"emotion-stream: serving on http://{live.host}:{server.port}/  (Ctrl-C to stop)")

@@ -226,7 +226,10 @@ class LiveSession:
         self.clock = clock
         self.pace = pace
         self.events = EventFactory(self.id, clock)
-        self.analysis = StreamAnalysis(stages, config.live.max_fps, keep_timeline=False)
+        # Timelines and thumbnails feed the session's reports (downloaded or --save-reports).
+        self.analysis = StreamAnalysis(
+            stages, config.live.max_fps, keep_timeline=True, thumbnails=True
+        )
         self.subscribers: list[Subscriber] = []
         self.tracks: dict[str, TrackStats] = {}
         self.peer: Any = None  # the transport's handle (e.g. an RTCPeerConnection)
