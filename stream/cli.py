@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from stream import __version__
 from stream.core.config import ENV_CONFIG, ENV_MODELS, ENV_PROVIDER, Config, load_config
-from stream.core.errors import EmotionStreamError, MediaError, NoFacesError
+from stream.core.errors import ConfigError, EmotionStreamError, MediaError, NoFacesError
 from stream.core.notices import REGULATION
 from stream.core.types import MediaInfo, VideoFrame
 
@@ -89,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         epilog=EXIT_CODES,
     )
-    a.add_argument("path", type=Path, metavar="PATH", help="video or image file")
+    a.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a video, audio or image file; several files, folders, glob patterns "
+        "('clips/**/*.mp4') or list files (.txt, one path per line) go to --out DIR",
+    )
     a.add_argument(
         "--fps",
         type=float,
@@ -108,6 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-voice", action="store_true", help="skip voice analysis (faster; video only)"
     )
     a.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    many = a.add_argument_group("many files")
+    many.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="folder for per-file JSON/CSV/HTML, index.json, index.csv and overview.html "
+        "(required for many files; files with complete outputs there are skipped on a rerun)",
+    )
+    many.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="files analysed in parallel (1)"
+    )
+    many.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the workers as Ray actors: on ADDRESS (e.g. ray://head:10001 or auto), or a "
+        "local Ray instance when omitted (needs: pip install 'emotion-stream[ray]')",
+    )
+    many.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, metavar="C", help="Ray CPUs per worker (1)"
+    )
+    many.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, metavar="G", help="Ray GPUs per worker (0)"
+    )
     _add_common(a)
 
     s = sub.add_parser(
@@ -186,6 +217,71 @@ def _progress(
     return wrap
 
 
+def _is_batch(args: argparse.Namespace) -> bool:
+    one = args.paths[0]
+    return (
+        len(args.paths) > 1
+        or args.out is not None
+        or args.ray is not None
+        or args.workers > 1
+        or one.is_dir()
+        or (not one.exists() and any(c in str(one) for c in "*?["))
+        or one.suffix.lower() in (".txt", ".list", ".lst")
+    )
+
+
+def _cmd_analyze_many(args: argparse.Namespace, cfg: Config) -> int:
+    from stream.offline.batch import FileResult, analyze_many
+
+    if args.out is None:
+        raise ConfigError("analysing several files needs --out DIR for their outputs")
+    if args.json or args.csv or args.html:
+        raise ConfigError("with several files, --json/--csv/--html are per file: use --out DIR")
+    if args.workers < 1:
+        raise ConfigError("--workers must be >= 1")
+
+    def bar(rows: Iterator[FileResult], total: int) -> Iterator[FileResult]:
+        if args.no_progress or not sys.stderr.isatty():
+            yield from rows
+            return
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc="files", unit="file", leave=False, file=sys.stderr) as b:
+            for r in rows:
+                b.update(1)
+                b.set_postfix_str(Path(r.file).name[-30:])
+                yield r
+
+    rows = analyze_many(
+        [str(p) for p in args.paths],
+        args.out,
+        cfg,
+        workers=args.workers,
+        ray_address=args.ray or None,
+        use_ray=args.ray is not None,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        progress=bar,
+    )
+    for r in sorted(rows, key=lambda r: r.file):
+        what = (
+            f"{r.faces} face(s), overall {r.dominant} {100 * r.dominant_share:.0f}%"
+            if r.status in ("ok", "skipped")
+            else r.error or "no faces found"
+        )
+        print(f"{r.status:<8} {r.file}: {what}")
+    failed = [r for r in rows if r.status == "failed"]
+    print(
+        f"{len(rows)} file(s): {len(rows) - len(failed)} analysed, {len(failed)} failed; "
+        f"index: {args.out / 'index.csv'}, overview: {args.out / 'overview.html'}"
+    )
+    if failed:
+        raise MediaError(
+            f"{len(failed)} of {len(rows)} files could not be analysed (see index.csv)"
+        )
+    return 0
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from stream.analysis import report
     from stream.offline.analyze import analyze_file, with_fps
@@ -193,6 +289,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     cfg = with_fps(_config(args), args.fps)
     if args.no_voice:
         cfg = cfg.replace("audio", enabled=False)
+    if _is_batch(args):
+        return _cmd_analyze_many(args, cfg)
+    args.path = args.paths[0]
     result = analyze_file(args.path, cfg, progress=_progress(args.no_progress))
     out = sys.stderr if args.json == "-" else sys.stdout
     for line in report.summary_lines(result):
