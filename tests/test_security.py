@@ -182,6 +182,8 @@ def test_analyze_covers_both_halves_of_a_concatenated_file(
     assert result["analysis"]["complete"] is True
     assert result["analysis"]["analysed_frames"] >= 46
     assert len(result["faces"]) == 1 and face["visible_s"] > 4.4
+    assert result["source"]["duration_s"] == pytest.approx(144 / 30, abs=0.05)
+    assert ["restart" in w for w in result["analysis"]["warnings"]] == [True]
 
 
 # --- the live server: helpers -------------------------------------------------------------------

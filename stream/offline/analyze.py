@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -130,12 +131,14 @@ def analyze_file(
     # where the mouth is; measured 85% vs 80% of voiced time matched on the two-speaker video)
     # to measure mouths.
     read_fps = max(fps, config.audio.mouth_fps) if audio is not None else fps
-    source: Iterable[VideoFrame] = read_frames(path, read_fps)
+    source: Iterable[VideoFrame] = read_frames(path, read_fps, warnings)
     if progress is not None:
         source = progress(source, info)
     grid = FrameGrid(fps)
+    last_t = 0.0
     try:
         for frame in source:
+            last_t = frame.t
             if audio is not None:
                 audio.pump(frame.t)
             if grid.take(frame.t):
@@ -155,6 +158,9 @@ def analyze_file(
         if audio.error is not None:
             analysis.remove_speaker(SPEAKER)
             warnings.append(f"voice not analysed: {audio.error}")
+    if info.kind == "video" and last_t > info.duration:
+        # Timestamps restarted (concatenated recordings): the media ran longer than announced.
+        info = dataclasses.replace(info, duration=last_t + 1.0 / (info.fps or fps))
     analysis.finish(info.duration if info.kind == "video" and info.duration > 0 else None)
     return analysis.result(info, time.perf_counter() - t_start, error, warnings)
 
