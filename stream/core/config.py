@@ -67,6 +67,9 @@ class RuntimeConfig:
     inter_op_threads: int = 1
     allow_spinning: bool = False
     warmup: bool = True
+    batching: str = "auto"
+    batch_max: int = 32
+    batch_wait_ms: float = 2.0
 
     def __post_init__(self) -> None:
         _check(
@@ -78,6 +81,13 @@ class RuntimeConfig:
         ok = self.audio_intra_op_threads >= 0
         _check(ok, "runtime.audio_intra_op_threads", "must be >= 0 (0 = all)")
         _check(self.inter_op_threads >= 0, "runtime.inter_op_threads", "must be >= 0 (0 = all)")
+        _check(
+            self.batching in ("auto", "on", "off"),
+            "runtime.batching",
+            f"must be auto, on or off, got {self.batching!r}",
+        )
+        _check(self.batch_max >= 1, "runtime.batch_max", "must be >= 1")
+        _check(0 <= self.batch_wait_ms <= 100, "runtime.batch_wait_ms", "must be in [0, 100]")
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,14 @@ import numpy as np
 from stream.core.config import Config, RuntimeConfig
 from stream.core.errors import ModelError
 from stream.models.registry import Manifest, ModelStore
+from stream.models.scheduler import BatchingSession
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+#: Models whose calls the scheduler may merge (streaming audio models keep per-call state).
+BATCHED_TASKS = ("detection", "embedding", "emotion")
 
 
 # ONNX Runtime (1.32 and later, Linux too) starts a telemetry client when it is imported: it
@@ -66,6 +69,10 @@ class SessionFactory:
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.providers = choose_providers(runtime.provider, _ort().get_available_providers())
+        #: Merge concurrent calls of the vision models across streams (see scheduler.py).
+        self.batching = runtime.batching == "on" or (
+            runtime.batching == "auto" and self.providers[0] == CUDA
+        )
 
     def get(self, name: str) -> Any:
         """Return the (cached) InferenceSession of a manifest model, verified and warmed up."""
@@ -85,7 +92,8 @@ class SessionFactory:
         opts = ort.SessionOptions()
         # Streaming audio models run on tiny inputs many times a second: waking a thread pool
         # for each call costs more than it saves.
-        audio = self.store.manifest[name].task in ("vad", "pitch")
+        task = self.store.manifest[name].task
+        audio = task in ("vad", "pitch")
         threads = self.runtime.audio_intra_op_threads if audio else self.runtime.intra_op_threads
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = self.runtime.inter_op_threads
@@ -104,6 +112,9 @@ class SessionFactory:
         log.info("loaded %s with %s", name, sess.get_providers()[0])
         if self.runtime.warmup:
             self._warm_up(sess, name)
+        if self.batching and task in BATCHED_TASKS and BatchingSession.batchable(sess):
+            wait = self.runtime.batch_wait_ms / 1e3
+            return BatchingSession(sess, self.runtime.batch_max, wait, name)
         return sess
 
     @staticmethod
