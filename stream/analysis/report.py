@@ -461,7 +461,7 @@ margin-right:.25em;border-radius:2px;vertical-align:-1px}
 break-inside:avoid}.card .thumb{width:56px;height:56px;border-radius:6px;object-fit:cover;
 flex:none;background:#eee}.card .name{font-weight:600}.card .dom{font-size:.95rem}
 .card .sharebar{height:6px;margin-top:.2rem}.card .meta{font-size:.75rem;line-height:1.2}
-.card .name,.card .dom{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.card .name{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .card>div{min-width:0;flex:1}
 .tl{display:grid;grid-template-columns:150px 1fr;column-gap:.6rem;align-items:start}
 .tl>.who{display:flex;gap:.4rem;align-items:flex-start;font-size:.8rem;line-height:1.25;
