@@ -571,3 +571,41 @@ def test_stall_then_resume_recovers_analysis_with_bounded_queues(
     assert out["after"][0] == 20
     assert out["after"][1] <= 5, out["after"]
     assert len(out["faces"]) == 1
+
+
+def test_webrtc_sockets_stay_on_loopback_with_a_loopback_server(
+    config: Config, factory: SessionFactory
+) -> None:
+    camera = PausableCamera(_first_frame(CLIP))
+
+    async def body(server: LiveServer, addr: str) -> tuple[list[str], int]:
+        candidates: list[str] = []
+        frames = 0
+        async with connect_publisher(f"ws://{addr}/ws", [camera]) as pub:
+            async with asyncio.timeout(30):
+                async for ev in pub.events():
+                    if ev["type"] == "answer":
+                        lines = ev["sdp"].splitlines()
+                        candidates = [x.split()[4] for x in lines if x.startswith("a=candidate:")]
+                    frames += ev["type"] == "frame"
+                    if frames >= 3:
+                        break
+        return candidates, frames
+
+    candidates, frames = with_server(config, factory, body)
+    print("answer candidates:", candidates)
+    # aioice used to gather on every interface but loopback, whatever the HTTP side bound to.
+    assert candidates and set(candidates) == {"127.0.0.1"} and frames == 3
+
+
+def test_non_ascii_report_token_is_a_clean_404(config: Config, factory: SessionFactory) -> None:
+    async def body(server: LiveServer, addr: str) -> tuple[int, int]:
+        async with websockets.connect(f"ws://{addr}/ws") as ws:
+            await ws.send(json.dumps({"type": "hello", "consent": True}))
+            started = await next_event(ws, "session.started")
+            sid, token = started["session"], started["viewer_token"]
+            wrong = await raw_http(addr, get(f"/report/{sid}.json?token=%C3%A9"))
+            right = await raw_http(addr, get(f"/report/{sid}.json?token={token}"))
+        return wrong[0], right[0]
+
+    assert with_server(config, factory, body) == (404, 200)  # was 500 (TypeError)

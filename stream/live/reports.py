@@ -8,7 +8,6 @@ server was started with `--save-reports DIR`.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -24,6 +23,7 @@ from websockets.http11 import Response
 from stream.analysis import report
 from stream.analysis.summary import Analysis
 from stream.core.types import MediaInfo
+from stream.live.protocol import token_matches
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def http_response(sessions: Mapping[str, Any], target: str, head: bool = False) 
     sid, fmt = m.groups()
     token = (parse_qs(url.query).get("token") or [""])[0]
     session = sessions.get(sid)
-    if session is None or not hmac.compare_digest(token, session.viewer_token):
+    if session is None or not token_matches(token, session.viewer_token):
         return _response(HTTPStatus.NOT_FOUND, b"no such session\n", "text/plain", head)
     body, ctype = render(session, fmt)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(session.started))

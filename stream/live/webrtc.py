@@ -8,6 +8,8 @@ in the inference executor) and `ReceivedAudio`; the session analyses them like a
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +23,46 @@ from stream.live.events import Answer, Error
 from stream.live.session import LiveSession, ReceivedAudio, ReceivedVideo
 
 log = logging.getLogger(__name__)
+
+#: The addresses ICE host candidates are gathered on while answering, when not all of them.
+_ice_addresses: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "ice_addresses", default=None
+)
+
+
+def loopback_addresses(host: str) -> list[str] | None:
+    """The loopback addresses matching an HTTP bind host, or None when it is not loopback."""
+    if host == "localhost":
+        return ["127.0.0.1", "::1"]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return [str(ip)] if ip.is_loopback else None
+
+
+def _install_address_filter() -> None:
+    """Let `_ice_addresses` choose aioice's host candidates (aioice has no option for it).
+
+    aioice gathers on every interface but loopback. A server whose HTTP side listens on
+    loopback only should not open WebRTC sockets reachable from the network, so while one of
+    its answers is made (a context variable, seen by the tasks aiortc spawns for gathering),
+    only the loopback addresses are used. Other peers in the process are unaffected.
+    """
+    import aioice.ice
+
+    original = aioice.ice.get_host_addresses
+    if getattr(original, "emotion_stream_filter", False):
+        return
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        chosen = _ice_addresses.get()
+        if chosen is None:
+            return original(use_ipv4, use_ipv6)
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    host_addresses.emotion_stream_filter = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = host_addresses
 
 
 async def video_source(track: Any) -> AsyncIterator[ReceivedVideo]:
@@ -96,14 +138,20 @@ async def answer_offer(
                 Error("peer_" + pc.connectionState, f"the media connection is {pc.connectionState}")
             )
 
+    local = loopback_addresses(config.live.host)
+    if local is not None:
+        _install_address_filter()
+    token = _ice_addresses.set(local)
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        await pc.setLocalDescription(answer)  # gathers the candidates
     except Exception as exc:  # aiortc raises ValueError and others for bad SDP
         session.peer = None
         with contextlib.suppress(Exception):
             await pc.close()
         await error("invalid_sdp", f"could not use the offer: {exc}")
         return
+    finally:
+        _ice_addresses.reset(token)
     session.publish(Answer(pc.localDescription.sdp))
