@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "paths",
         nargs="+",
+        type=Path,
         metavar="PATH",
         help="a video, audio or image file; several files, folders, glob patterns "
         "('clips/**/*.mp4') or list files (.txt, one path per line) go to --out DIR",
