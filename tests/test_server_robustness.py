@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import html
 import json
 import resource
 import urllib.error
@@ -17,6 +18,7 @@ import pytest
 import websockets
 
 from stream.core.config import Config
+from stream.core.notices import EXPRESSIONS_NOT_FEELINGS
 from stream.live.protocol import parse_message
 from stream.live.server import LiveServer
 from stream.models.runtime import SessionFactory
@@ -182,6 +184,9 @@ def test_http_routes_and_no_path_traversal(config: Config, factory: SessionFacto
     r = with_server(config, factory, body)
     assert r["/"][0] == 200 and b"consent" in r["/"][1]
     assert r["/viewer.html"][0] == 200 and r["/overlay.js"][0] == 200
+    notice = html.escape(EXPRESSIONS_NOT_FEELINGS).encode()  # one text, filled in by the server
+    assert notice in r["/"][1] and notice in r["/viewer.html"][1]
+    assert b"<!--NOTICE-->" not in r["/"][1]
     assert r["/metrics"][0] == 200 and b"emotion_stream_sessions" in r["/metrics"][1]
     assert r["/healthz"] == (200, b"ok\n")
     assert json.loads(r["/schema/events.json"][1])["title"].startswith("emotion-stream event")

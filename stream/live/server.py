@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import mimetypes
@@ -42,6 +43,7 @@ from websockets.http11 import Request, Response
 
 from stream.analysis.stages import Stages
 from stream.core.config import Config
+from stream.core.notices import EXPRESSIONS_NOT_FEELINGS
 from stream.live import reports
 from stream.live.events import NO_SESSION, Error, envelope, schema
 from stream.live.metrics import LiveCollector, render_metrics
@@ -170,7 +172,10 @@ class LiveServer:
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if target.suffix == ".js":
             ctype = "text/javascript"
-        return self._response(HTTPStatus.OK, target.read_bytes(), ctype, head)
+        body = target.read_bytes()
+        if target.suffix == ".html":  # the notice text is defined once, in stream/core/notices
+            body = body.replace(b"<!--NOTICE-->", html.escape(EXPRESSIONS_NOT_FEELINGS).encode())
+        return self._response(HTTPStatus.OK, body, ctype, head)
 
     # -- WebSocket -------------------------------------------------------------------------
     async def handler(self, ws: ServerConnection) -> None:
