@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 
 from stream.analysis.stages import Stages
@@ -184,3 +185,23 @@ def test_slow_subscriber_loses_frames_not_other_events() -> None:
     assert closed == (False, True)
     kinds = [json.loads(m)["type"] for m in sent]
     assert kinds.count("frame") == 3
+
+
+def test_audio_backlog_is_bounded_and_drops_the_oldest() -> None:
+    from stream.live.session import AUDIO_BACKLOG_S, ReceivedAudio, _AudioBacklog
+    from stream.voice.resample import array_frame
+
+    async def main() -> tuple[_AudioBacklog, list[float]]:
+        backlog = _AudioBacklog(AUDIO_BACKLOG_S)
+        frames = [array_frame(np.zeros(960, np.float32), 48_000) for _ in range(200)]  # 4 s
+        dropped = [backlog.put(ReceivedAudio(f, i * 0.02)) for i, f in enumerate(frames)]
+        assert not any(dropped[:100]) and all(dropped[101:])
+        backlog.close()
+        got = []
+        while (item := await backlog.get()) is not None:
+            got.append(item.received)
+        return backlog, got
+
+    backlog, got = asyncio.run(main())
+    assert backlog.gap and abs(backlog.dropped_s - 2.0) < 0.03
+    assert len(got) == 100 and got[0] == pytest.approx(2.0) and got == sorted(got)  # newest 2 s

@@ -214,6 +214,12 @@ class StreamAnalysis:
             sp.t0 = min(sp.t0, received - sp.samples / frame.sample_rate)
         return sp.t0
 
+    def audio_gap(self, speaker: str) -> None:
+        """Audio of the speaker was skipped: estimate its receive clock afresh."""
+        sp = self.speakers.get(speaker)
+        if sp is not None:
+            sp.t0 = math.inf
+
     def analyse_audio(self, speaker: str, frames: list[Any]) -> VoiceUpdate:
         """Denoise, VAD, pitch and prosody of a batch of audio frames (None flushes at the end).
 

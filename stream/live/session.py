@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -85,6 +86,52 @@ class ReceivedAudio:
     @property
     def sample_rate(self) -> int:
         return int(self.frame.sample_rate)
+
+
+#: Most audio (seconds) waiting for voice analysis per track; older audio is dropped beyond it.
+AUDIO_BACKLOG_S = 2.0
+
+
+class _AudioBacklog:
+    """A bounded FIFO of received audio: when analysis falls behind by more than `seconds`,
+    the oldest frames are dropped (counted) and `gap` is set so the clock is re-estimated."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.items: deque[ReceivedAudio | None] = deque()
+        self.held_s = 0.0
+        self.dropped_s = 0.0
+        self.gap = False
+        self._ready = asyncio.Event()
+
+    def put(self, item: ReceivedAudio) -> bool:
+        """Queue a frame; returns whether older audio had to be dropped."""
+        self.items.append(item)
+        self.held_s += item.samples / item.sample_rate
+        dropped = False
+        while self.held_s > self.seconds + 1e-6 and len(self.items) > 1:
+            old = self.items.popleft()
+            if old is not None:
+                d = old.samples / old.sample_rate
+                self.held_s -= d
+                self.dropped_s += d
+                dropped = self.gap = True
+        self._ready.set()
+        return dropped
+
+    def close(self) -> None:
+        self.items.append(None)
+        self._ready.set()
+
+    async def get(self) -> ReceivedAudio | None:
+        """The oldest frame (None: the source ended)."""
+        while not self.items:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self.items.popleft()
+        if item is not None:
+            self.held_s -= item.samples / item.sample_rate
+        return item
 
 
 class Subscriber:
@@ -436,9 +483,14 @@ class LiveSession:
                 async for _ in source:
                     pass
             return
+        backlog = _AudioBacklog(AUDIO_BACKLOG_S)
+        self.spawn(self._receive_audio(track, source, backlog))
         batches = AudioBatcher()
         try:
-            async for item in self._watch(source, "audio"):
+            while (item := await backlog.get()) is not None:
+                if backlog.gap:
+                    backlog.gap = False
+                    self.analysis.audio_gap(track)
                 items: list[ReceivedAudio] = batches.add(item)
                 if not items:
                     continue
@@ -451,14 +503,31 @@ class LiveSession:
                 )
                 for u in self.analysis.accept_voice(track, update, offset):
                     self._publish_speaker(u)
+        finally:
+            # The analyser (and its native DeepFilterNet state) is freed by garbage collection
+            # once no executor job still uses it: closing it here could free it mid-call.
+            self.analysis.remove_speaker(track)
+
+    async def _receive_audio(
+        self, track: str, source: AsyncIterator[ReceivedAudio], backlog: _AudioBacklog
+    ) -> None:
+        """Read an audio track as it arrives into a bounded backlog (oldest audio dropped)."""
+        try:
+            async for item in self._watch(source, "audio"):
+                if backlog.put(item) and backlog.dropped_s <= item.samples / item.sample_rate:
+                    self.publish(
+                        Error(
+                            "audio_behind",
+                            f"voice analysis fell {AUDIO_BACKLOG_S:g} s behind; older audio of "
+                            f"track {track} is skipped",
+                        )
+                    )
         except StopAsyncIteration:
             pass
         except Exception as exc:  # e.g. MediaStreamError when a WebRTC track ends
             log.debug("audio track %s ended: %s", track, exc)
         finally:
-            # The analyser (and its native DeepFilterNet state) is freed by garbage collection
-            # once no executor job still uses it: closing it here could free it mid-call.
-            self.analysis.remove_speaker(track)
+            backlog.close()
 
     async def _watch(self, source: AsyncIterator[Any], kind: str) -> AsyncIterator[Any]:
         """The items of a media source; a gap over `idle_timeout_s` publishes `media_timeout`.
