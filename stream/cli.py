@@ -326,6 +326,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from stream.live.server import run_server
 
+    if args.verbose == 0:  # sessions starting and ending are worth a line by default
+        logging.getLogger("stream.live").setLevel(logging.INFO)
     cfg = _config(args)
     updates = {
         k: v

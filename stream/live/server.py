@@ -270,6 +270,8 @@ class LiveServer:
                         self.audio_executor,
                     )
                     self.sessions[session.id] = session
+                    purpose = f", purpose: {session.purpose!r}" if session.purpose else ""
+                    log.info("session %s started (consent given%s)", session.id, purpose)
                     sub = Subscriber(
                         ws.send,
                         "publisher",
@@ -298,6 +300,8 @@ class LiveServer:
             if session is not None:
                 self.sessions.pop(session.id, None)
                 await session.close("publisher left")
+                faces = len(session.analysis.aggregator.faces())
+                log.info("session %s ended: publisher left, %d face(s) seen", session.id, faces)
                 reports.save_quietly(session, self.save_reports)
             if sub is not None:
                 await sub.flush()
