@@ -171,3 +171,16 @@ def test_aggregation_keeps_one_timeline_per_stream() -> None:
     agg.finish()
     f1, f2 = agg.faces()
     assert f1.visible_s == pytest.approx(0.5) and f2.visible_s == pytest.approx(0.9)
+
+
+def test_fixed_schedule_for_files() -> None:
+    from stream.analysis.schedule import FixedSchedule
+
+    s = FixedSchedule(detect_fps=10, emotion_fps=15)
+    plans = [s.plan(i / 30, [1, 2]) for i in range(6)]
+    assert [d for d, _ in plans] == [True, False, False, True, False, False]
+    assert [e for _, e in plans] == [{1, 2}, set(), {1, 2}, set(), {1, 2}, set()]
+    every = FixedSchedule(detect_fps=10, emotion_fps=15)
+    assert all(every.plan(i / 10, [1]) == (True, {1}) for i in range(5))  # 10 fps: everything
+    assert FixedSchedule(10, 15).plan(0.0, []) == (True, set())  # no faces known: detect
+    assert FixedSchedule(0, 0).plan(0.5, [3]) == (True, None)  # 0: every frame, all faces

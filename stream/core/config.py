@@ -176,10 +176,14 @@ class AnalyzeConfig:
 
     fps: float = 10.0
     max_gap_s: float = 0.5
+    detect_fps: float = 10.0
+    emotion_fps: float = 15.0
 
     def __post_init__(self) -> None:
         _check(0 < self.fps <= 240, "analyze.fps", f"must be in (0, 240], got {self.fps}")
         _check(self.max_gap_s > 0, "analyze.max_gap_s", "must be > 0 seconds")
+        _check(self.detect_fps >= 0, "analyze.detect_fps", "must be >= 0 (0: every frame)")
+        _check(self.emotion_fps >= 0, "analyze.emotion_fps", "must be >= 0 (0: every frame)")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.analysis.schedule import FixedSchedule
 from stream.analysis.stages import Stages
 from stream.analysis.stream import AudioBatcher, StreamAnalysis
 from stream.analysis.summary import Analysis
@@ -135,6 +136,7 @@ def analyze_file(
     if progress is not None:
         source = progress(source, info)
     grid = FrameGrid(fps)
+    schedule = FixedSchedule(config.analyze.detect_fps, config.analyze.emotion_fps)
     last_t = 0.0
     try:
         for frame in source:
@@ -142,7 +144,8 @@ def analyze_file(
             if audio is not None:
                 audio.pump(frame.t)
             if grid.take(frame.t):
-                analysis.push_video(frame)
+                detect, emotion_for = schedule.plan(frame.t, analysis.known_faces("video"))
+                analysis.push_video(frame, detect=detect, emotion_for=emotion_for)
             else:
                 analysis.push_video(frame, emotion_for=set(), record=False)
             if audio is not None:
