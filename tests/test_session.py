@@ -94,6 +94,15 @@ def test_every_event_type_validates_against_the_schema() -> None:
         VALIDATOR.validate(envelope(ev, "session-1", i, 1.0))
     bad = envelope(FaceRenamed(0, "x"), "session-1", 0, 1.0)  # ids start at 1
     assert not VALIDATOR.is_valid(bad)
+    overall = {"faces": 1, "person_seconds": 2.0, "shares": {"neutral": 0.2, "uncertain": 0.8}}
+    honest = {"label": "neutral", "share": 0.2, "uncertain_share": 0.8}
+    assert VALIDATOR.is_valid(
+        envelope(FaceSummaries([], {**overall, "dominant": honest}), "s-1234567", 0, 1.0)
+    )
+    wrong = {**honest, "uncertain_share": 1.8}
+    assert not VALIDATOR.is_valid(
+        envelope(FaceSummaries([], {**overall, "dominant": wrong}), "s-1234567", 0, 1.0)
+    )
 
 
 def test_frames_in_events_out_with_stable_ids(stages: Stages, frames: list[VideoFrame]) -> None:
