@@ -184,3 +184,20 @@ def test_fixed_schedule_for_files() -> None:
     assert all(every.plan(i / 10, [1]) == (True, {1}) for i in range(5))  # 10 fps: everything
     assert FixedSchedule(10, 15).plan(0.0, []) == (True, set())  # no faces known: detect
     assert FixedSchedule(0, 0).plan(0.5, [3]) == (True, None)  # 0: every frame, all faces
+
+
+def test_timelines_stay_bounded_and_span_the_whole_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.analysis import aggregate
+
+    monkeypatch.setattr(aggregate, "MAX_TIMELINE", 100)
+    supported = np.ones(8, bool)
+    agg = aggregate.Aggregator(0.1, 0.5, supported)
+    probs = np.eye(8, dtype=np.float32)[1]
+    for i in range(1000):
+        s = FaceSample(1, "happiness", 0.9, probs, probs, np.zeros(2, np.float32), (0, 0, 1, 1))
+        agg.add_frame(i * 0.1, [s])
+    agg.finish()
+    points = agg.timeline(1)
+    assert len(points) <= 100
+    assert points[0].t == 0.0 and points[-1].t > 99.0  # still the whole session
+    assert abs(sum(p.dt for p in points) - agg.faces()[0].visible_s) < 1e-6

@@ -54,6 +54,22 @@ class TimelinePoint:
     sample: FaceSample
 
 
+#: Most timeline points kept per face (about 2 h at 10 fps); beyond it, neighbouring points are
+#: merged pairwise (each keeps the first sample and both intervals), so memory stays bounded in
+#: long live sessions while the timeline still spans the whole session.
+MAX_TIMELINE = 65_536
+
+
+def _halve(points: list[TimelinePoint]) -> list[TimelinePoint]:
+    out = [
+        TimelinePoint(a.t, a.dt + b.dt, a.sample)
+        for a, b in zip(points[::2], points[1::2], strict=False)
+    ]
+    if len(points) % 2:
+        out.append(points[-1])
+    return out
+
+
 @dataclass
 class _FaceAcc:
     first_t: float
@@ -214,6 +230,8 @@ class Aggregator:
             acc.samples += 1
             if self.keep_timeline:
                 acc.timeline.append(TimelinePoint(t, dt, s))
+                if len(acc.timeline) > MAX_TIMELINE:
+                    acc.timeline = _halve(acc.timeline)
 
     def name_of(self, number: int) -> str:
         return self.names.get(number) or face_name(number)
