@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -124,6 +125,9 @@ class StreamAnalysis:
         self._best: dict[int, tuple[float, bytes]] = {}
         self._v0: dict[str, float] = {}
         self._video_clock = -math.inf  # the latest video time on the analysis clock
+        #: Guards the aggregates: frames are recorded in an inference thread while summaries
+        #: and reports are read elsewhere (held only for bookkeeping, never during inference).
+        self.lock = threading.RLock()
 
     def _new_aggregator(self) -> Aggregator:
         return Aggregator(
@@ -175,12 +179,13 @@ class StreamAnalysis:
                     sp.matcher.add_mouth(clock, f.number, f.mouth)
         self._video_clock = max(self._video_clock, clock)
         if record:
-            self.frames += 1
-            for k, v in result.timings_ms.items():
-                self.stage_sum[k] = self.stage_sum.get(k, 0.0) + v
-            self.aggregator.add_frame(frame.t, [f.sample for f in result.faces], track)
-            if self.thumbnails:
-                self._keep_thumbnails(frame, result)
+            with self.lock:
+                self.frames += 1
+                for k, v in result.timings_ms.items():
+                    self.stage_sum[k] = self.stage_sum.get(k, 0.0) + v
+                self.aggregator.add_frame(frame.t, [f.sample for f in result.faces], track)
+                if self.thumbnails:
+                    self._keep_thumbnails(frame, result)
         return result
 
     def _keep_thumbnails(self, frame: VideoFrame, result: FrameResult) -> None:
@@ -285,6 +290,10 @@ class StreamAnalysis:
 
     def reset(self) -> None:
         """Forget identities, names, exclusions and aggregates; numbering restarts at 1."""
+        with self.lock:
+            self._reset()
+
+    def _reset(self) -> None:
         for p in self.pipelines.values():
             p.reset()
         self.excluded.clear()
@@ -299,7 +308,8 @@ class StreamAnalysis:
     # -- results ---------------------------------------------------------------------------
     def finish(self, end_t: float | None = None) -> list[SpeakerUpdate]:
         """Close the stream: the last frames' intervals, and every held voice report."""
-        self.aggregator.finish(end_t)
+        with self.lock:
+            self.aggregator.finish(end_t)
         out = []
         for name, sp in self.speakers.items():
             out += self._decide(name, sp, math.inf)
@@ -307,7 +317,9 @@ class StreamAnalysis:
 
     def summary(self) -> dict[str, Any]:
         """Per-face and overall summaries so far (the live summary events' payload)."""
-        return faces_dict(self.aggregator.faces(), self.aggregator.overall(), self.va_estimated)
+        with self.lock:
+            faces, overall = self.aggregator.faces(), self.aggregator.overall()
+        return faces_dict(faces, overall, self.va_estimated)
 
     @property
     def va_estimated(self) -> bool:
@@ -320,10 +332,16 @@ class StreamAnalysis:
         error: str = "",
         warnings: list[str] | None = None,
     ) -> Analysis:
-        """The whole analysis (after `finish`), for reports."""
+        """The whole analysis (after `finish`; before it, the analysis so far), for reports."""
+        with self.lock:
+            return self._result(info, wall_s, error, warnings)
+
+    def _result(
+        self, info: MediaInfo, wall_s: float, error: str, warnings: list[str] | None
+    ) -> Analysis:
         faces = self.aggregator.faces()
         voice = None
-        timeline = [x for sp in self.speakers.values() for x in sp.timeline]
+        timeline = [x for sp in list(self.speakers.values()) for x in sp.timeline]
         if self.speakers:
             timeline.sort(key=lambda x: x[0].t)
             a = self.config.audio

@@ -38,8 +38,7 @@ def session_analysis(session: Any) -> Analysis:
     """The session so far as an `Analysis` (until the session closes, the last analysed frame
     of each track is not counted yet).
 
-    Reads the aggregates while the inference thread may add to them: a copy that races with an
-    insertion is retried.
+    The analysis' lock makes the read consistent with the inference thread's updates.
     """
     duration = max(session.clock() - session.started, 0.0)
     info = MediaInfo(
@@ -52,16 +51,8 @@ def session_analysis(session: Any) -> Analysis:
         codec="WebRTC",
         has_audio=bool(session.analysis.speakers),
     )
-    error: RuntimeError | None = None
-    for _ in range(5):
-        try:
-            a: Analysis = session.analysis.result(info, duration)
-            return a
-        except RuntimeError as exc:  # "dictionary changed size during iteration"
-            error = exc
-            time.sleep(0.001)
-    assert error is not None
-    raise error
+    result: Analysis = session.analysis.result(info, duration)
+    return result
 
 
 def render(session: Any, fmt: str) -> tuple[bytes, str]:
