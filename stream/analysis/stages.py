@@ -2,14 +2,61 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 
 from stream.core.config import Config
 from stream.core.labels import LABELS
+from stream.core.types import VideoFrame
 from stream.models.runtime import SessionFactory, make_factory
-from stream.vision.pipeline import VisionModels, VisionPipeline
+from stream.vision.pipeline import FrameResult, VisionModels, VisionPipeline
 from stream.vision.tracker import Numbering
-from stream.voice.analyzer import VoiceAnalyzer
+from stream.voice.analyzer import VoiceAnalyzer, VoiceUpdate
+
+
+class VisionStage(Protocol):
+    """A stream's vision stages (VisionPipeline): identities, expressions, mouths per frame."""
+
+    excluded: set[int]
+
+    def process(
+        self, frame: VideoFrame, detect: bool = ..., emotion_for: set[int] | None = ...
+    ) -> FrameResult: ...
+
+    def reset(self) -> None: ...
+
+    def tracker_numbers(self) -> list[int]: ...
+
+
+class VoiceStage(Protocol):
+    """A speaker's voice chain (VoiceAnalyzer): audio frames in, VAD/prosody out."""
+
+    def feed_many(self, frames: list[Any]) -> VoiceUpdate: ...
+
+
+class StageSource(Protocol):
+    """What a per-stream analysis needs from the process: its stages and what they support."""
+
+    config: Config
+
+    @property
+    def supported(self) -> np.ndarray: ...
+
+    @property
+    def supported_labels(self) -> list[str]: ...
+
+    @property
+    def va_estimated(self) -> bool: ...
+
+    @property
+    def model_names(self) -> list[str]: ...
+
+    def vision(
+        self, config: Config | None = None, numbering: Numbering | None = None
+    ) -> VisionStage: ...
+
+    def voice(self) -> VoiceStage: ...
 
 
 class Stages:

@@ -26,15 +26,15 @@ import cv2
 
 from stream.analysis.aggregate import Aggregator
 from stream.analysis.speaker import ActiveSpeaker, SpeakerMatcher
-from stream.analysis.stages import Stages
+from stream.analysis.stages import StageSource, VisionStage, VoiceStage
 from stream.analysis.summary import Analysis, faces_dict
 from stream.analysis.voice_summary import summarise_voice
 from stream.core.config import Config
 from stream.core.types import MediaInfo, VideoFrame
 from stream.vision.align import crop_squares
-from stream.vision.pipeline import FrameResult, VisionPipeline
+from stream.vision.pipeline import FrameResult
 from stream.vision.tracker import Numbering
-from stream.voice.analyzer import VoiceAnalyzer, VoiceUpdate
+from stream.voice.analyzer import VoiceUpdate
 from stream.voice.prosody import ProsodyReport
 
 THUMB_PX = 96
@@ -75,7 +75,7 @@ class SpeakerUpdate:
 
 @dataclass
 class _Speaker:
-    analyzer: VoiceAnalyzer
+    analyzer: VoiceStage
     matcher: SpeakerMatcher
     t0: float = math.inf  # receive-clock time of the speaker's audio time 0 (live)
     samples: int = 0
@@ -88,7 +88,8 @@ class StreamAnalysis:
     """Analyses one stream's video tracks and speakers.
 
     Args:
-        stages: the loaded models (shared by every stream of the process).
+        stages: the loaded models (`Stages`, shared by every stream of the process), or any
+            `StageSource` (tests inject their own).
         fps: the nominal analysed frame rate (the last frame of a track stands for 1 / fps).
         keep_timeline: keep every sample (reports of files and saved sessions); off keeps
             memory flat in long live sessions.
@@ -100,7 +101,7 @@ class StreamAnalysis:
 
     def __init__(
         self,
-        stages: Stages,
+        stages: StageSource,
         fps: float,
         keep_timeline: bool = True,
         thumbnails: bool = False,
@@ -117,7 +118,7 @@ class StreamAnalysis:
         self.hold_voice = hold_voice
         self.numbering = Numbering()
         self.excluded: set[int] = set()
-        self.pipelines: dict[str, VisionPipeline] = {}
+        self.pipelines: dict[str, VisionStage] = {}
         self.speakers: dict[str, _Speaker] = {}
         self.aggregator = self._new_aggregator()
         self.frames = 0
@@ -135,7 +136,7 @@ class StreamAnalysis:
         )
 
     # -- video -----------------------------------------------------------------------------
-    def pipeline(self, track: str) -> VisionPipeline:
+    def pipeline(self, track: str) -> VisionStage:
         """The vision pipeline of a video track (made on first use; IDs unique in the stream)."""
         p = self.pipelines.get(track)
         if p is None:
