@@ -51,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             media_s += probe(dst).duration
     files = len(CLIPS) * args.copies
     print(f"{files} files, {media_s:.0f} s of video, {os.cpu_count()} CPUs, voice={args.voice}")
-    print(
-        f"{'workers':>8} {'engine':>7} {'wall s':>7} {'files/min':>9} {'x real time':>11} {'eff':>5}"
-    )
+    head = ("workers", "engine", "wall s", "files/min", "x real time", "eff")
+    print("{:>8} {:>7} {:>7} {:>9} {:>11} {:>5}".format(*head))
     base = None
     counts = [int(x) for x in args.workers.split(",")]
     runs = [(n, False) for n in counts] + ([(max(counts), True)] if args.ray else [])
