@@ -9,7 +9,6 @@ import numpy as np
 import numpy.typing as npt
 
 from stream.vision.mouth import MouthSample
-from stream.voice.prosody import ProsodyReport
 
 
 @dataclass(frozen=True)
@@ -118,30 +117,3 @@ class SpeakerMatcher:
             return ActiveSpeaker(t, None, scores[best], speaking, scores)
         self._current = best
         return ActiveSpeaker(t, best, scores[best], speaking, scores)
-
-
-def attribute_speech(
-    reports: list[ProsodyReport],
-    energy: list[tuple[float, float]],
-    mouths: list[tuple[float, int, MouthSample]],
-    matcher: SpeakerMatcher,
-) -> list[ActiveSpeaker]:
-    """Decide the active speaker at every prosody report of a recording (all inputs by time).
-
-    Args:
-        reports: prosody reports of the (mixed) audio track.
-        energy: (time, energy dBFS) of every audio hop.
-        mouths: (time, face number, mouth sample) of every sampled video frame.
-        matcher: the matcher (fresh).
-    """
-    out = []
-    mi = ei = 0
-    for rep in reports:
-        while mi < len(mouths) and mouths[mi][0] <= rep.t:
-            matcher.add_mouth(*mouths[mi])
-            mi += 1
-        while ei < len(energy) and energy[ei][0] <= rep.t:
-            matcher.add_voice(*energy[ei])
-            ei += 1
-        out.append(matcher.decide(rep.t, rep.speaking))
-    return out
