@@ -58,7 +58,16 @@ class ModelSpec:
 
 _IO_KEYS = {f for f in IOSpec.__dataclass_fields__}
 _SPEC_KEYS = {"file", "task", "sha256", "bytes", "licence", "source", "url", "io"}
-_TASKS = {"detection", "embedding", "emotion", "pitch", "vad"}
+_TASKS = {
+    "detection",
+    "embedding",
+    "emotion",
+    "pitch",
+    "vad",
+    "speaker",
+    "landmarks",
+    "blendshapes",
+}
 
 
 def _io_from_table(name: str, table: dict[str, Any]) -> IOSpec:
