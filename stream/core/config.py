@@ -217,6 +217,50 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class DiarizationConfig:
+    """Who spoke when: GE2E voice prints over short windows, clustered with an estimated count."""
+
+    enabled: bool = True
+    model: str = "resemblyzer_ge2e_256d"
+    window_s: float = 1.5
+    hop_s: float = 0.75
+    max_speakers: int = 8
+    neighbours: float = 0.3
+    min_turn_s: float = 0.5
+    live: bool = True
+    link_min_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "diarization.model", "must name a manifest entry")
+        _check(0.5 <= self.window_s <= 5, "diarization.window_s", "must be in [0.5, 5] seconds")
+        ok = 0.1 <= self.hop_s <= self.window_s
+        _check(ok, "diarization.hop_s", "must be in [0.1, window_s]")
+        _check(1 <= self.max_speakers <= 20, "diarization.max_speakers", "must be in [1, 20]")
+        _check(0 < self.neighbours < 1, "diarization.neighbours", "must be in (0, 1)")
+        _check(self.min_turn_s >= 0, "diarization.min_turn_s", "must be >= 0 seconds")
+        ok = 0 < self.link_min_share <= 1
+        _check(ok, "diarization.link_min_share", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ActionsConfig:
+    """Facial actions (MediaPipe landmarks + 52 blendshapes) per face."""
+
+    enabled: bool = True
+    landmarks_model: str = "mp_face_landmarks_detector"
+    blendshapes_model: str = "mp_face_blendshapes"
+    fps: float = 5.0
+    per_frame: int = 2
+    tau_s: float = 0.3
+    raw: bool = False
+
+    def __post_init__(self) -> None:
+        _check(0 < self.fps <= 60, "actions.fps", "must be in (0, 60] per face")
+        _check(self.per_frame >= 1, "actions.per_frame", "must be >= 1")
+        _check(self.tau_s >= 0, "actions.tau_s", "must be >= 0 seconds (0 = no smoothing)")
+
+
+@dataclass(frozen=True)
 class IceServer:
     """A STUN or TURN server offered to peers."""
 
@@ -289,6 +333,8 @@ class Config:
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
     source: str = ""
 
     def replace(self, section: str, **values: Any) -> Config:
