@@ -5,10 +5,24 @@ Each identity keeps a gallery of quality-gated face embeddings. A face matched b
 every other face is embedded and matched against all identities seen in the session, so a person
 who leaves and returns, or two people who swap places, keep their own IDs. Public numbers
 ("Face N") are given in order of confirmation and never reused.
+
+Policy (README "Identity tracking"): geometry keeps an ID only while appearance agrees. A face at
+an identity's place whose content changed abruptly (thumbnail correlation below
+`appearance_certain`) keeps the ID only with embedding similarity `keep_after_change`; a weak
+match (overlap plus a similarity below `reid_threshold`) is accepted only without such a change.
+A face away from an identity's place (a return, a reordered tile) takes it only with similarity
+above a threshold that rises with the gallery's size and for poor views, and with
+`reid_margin` over the second-best identity. When unsure, the face gets a new tentative
+identity. Identities in the same frame are never the same person.
+
+Every identity's presence is cut into *tracklets*: runs held together by geometric continuity.
+Each keeps its own gallery, so a whole file can be consolidated afterwards
+(`stream.analysis.consolidate`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -77,6 +91,40 @@ class Numbering:
 
 
 @dataclass
+class Tracklet:
+    """A run of one identity held together by geometric continuity, with its own gallery."""
+
+    key: int
+    identity: int  # Identity.key
+    first_t: float
+    last_t: float
+    number: int = 0  # the public number it was shown under (0: never confirmed)
+    gallery: list[F32] = field(default_factory=list)  # good views, diverse
+    other: list[F32] = field(default_factory=list)  # a few other views (when no good one)
+    views: int = 0
+
+    def embeddings(self) -> F32:
+        """The gallery, or the other views when there was no good one: [G, D]."""
+        items = self.gallery or self.other
+        if not items:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack(items).astype(np.float32)
+
+    def add(self, emb: F32, good: bool, size: int, diversity: float) -> None:
+        self.views += 1
+        target = self.gallery if good else self.other
+        cap = size if good else 4
+        if target:
+            sims = np.stack(target) @ emb
+            if float(sims.max()) >= diversity:
+                return
+            if len(target) >= cap:
+                target[int(np.argmax(sims))] = emb
+                return
+        target.append(emb)
+
+
+@dataclass
 class Identity:
     """One person seen in the session."""
 
@@ -91,6 +139,7 @@ class Identity:
     last_embedding: F32 | None = None
     last_embed_t: float = -np.inf
     good_views: int = 0
+    tracklet: Tracklet | None = None
 
     @property
     def confirmed(self) -> bool:
@@ -148,12 +197,26 @@ class IdentityTracker:
         self._next_key = 1
         self.numbering = numbering or Numbering()
         self.last_stats = TrackerStats()
+        self.tracklets: list[Tracklet] = []
 
     def reset(self) -> None:
         """Forget every identity; numbering restarts at Face 1."""
         self.identities.clear()
+        self.tracklets.clear()
         self._next_key = 1
         self.numbering.reset()
+
+    def return_threshold(self, ident: Identity, good_view: bool) -> float:
+        """Similarity a face away from the identity's place needs: `reid_threshold`, raised by
+        `reid_per_doubling` per doubling of the gallery (more views, more chance that one of
+        them resembles a stranger) and by `reid_poor_view` for a small, blurred or turned face."""
+        c = self.config
+        g = max(len(ident.gallery) + (ident.last_embedding is not None), 1)
+        return (
+            c.reid_threshold
+            + c.reid_per_doubling * math.log2(g)
+            + (0.0 if good_view else c.reid_poor_view)
+        )
 
     @property
     def confirmed(self) -> list[Identity]:
@@ -208,6 +271,7 @@ class IdentityTracker:
                 embeddings[d] = embs[k]
                 qualities[d] = self.quality(aligned[k], sub.landmarks[k], float(sub.sizes[k]))
         confident: set[int] = set()
+        continuous = set(assigned)  # faces that keep their identity at its place
         recent_index = {ident.key: j for j, ident in enumerate(recent)}
         for want_confirmed in (True, False):
             pool = [
@@ -216,27 +280,42 @@ class IdentityTracker:
                 if i.confirmed == want_confirmed and i.key not in taken
             ]
             galleries = {ident.key: ident.gallery_array() for ident in pool}
-            cands: list[tuple[float, int, Identity, bool]] = []
+            cands: list[tuple[float, int, Identity, bool, bool]] = []
             for d in rest:
                 if d in assigned:
                     continue
-                for ident in pool:
-                    app = self.appearance(embeddings[d], galleries[ident.key])
+                apps = [self.appearance(embeddings[d], galleries[i.key]) for i in pool]
+                top2 = sorted(apps, reverse=True)[:2]
+                for ident, app in zip(pool, apps, strict=True):
                     col = recent_index.get(ident.key)
                     g = float(geo[d, col]) if col is not None else 0.0
-                    score = app + c.geometry_weight * g
-                    if app >= c.reid_threshold:
-                        cands.append((score, d, ident, True))
-                    elif g >= c.iou_match and app >= c.reid_threshold / 2:
-                        cands.append((score, d, ident, False))
-            for score, d, ident, strong in sorted(cands, key=lambda x: -x[0]):
-                del score
+                    if g >= c.iou_match:  # at the identity's place
+                        changed = float(sigs[d] @ ident.signature) < c.appearance_certain
+                        need = c.keep_after_change if changed else c.reid_threshold
+                        score = app + c.geometry_weight * g
+                        if app >= need:
+                            cands.append((score, d, ident, True, True))
+                        elif not changed and app >= c.reid_threshold / 2:
+                            cands.append((score, d, ident, False, True))
+                        continue
+                    # Elsewhere: a return or a reordered tile needs a clear, unique match.
+                    if app < top2[0]:
+                        continue  # another identity resembles this face more
+                    second = top2[1] if len(top2) > 1 else -1.0
+                    if (
+                        app >= self.return_threshold(ident, qualities[d].ok)
+                        and app - second >= c.reid_margin
+                    ):
+                        cands.append((app, d, ident, True, False))
+            for _score, d, ident, strong, here in sorted(cands, key=lambda x: -x[0]):
                 if d in assigned or ident.key in taken:
                     continue
                 assigned[d] = ident
                 taken.add(ident.key)
                 if strong:
                     confident.add(d)
+                if here:
+                    continuous.add(d)
 
         # 3. New (tentative) identities for faces nobody matched.
         for d in rest:
@@ -255,13 +334,21 @@ class IdentityTracker:
             ident.signature = sigs[d]
             ident.last_t = t
             ident.hits += 1
+            tr = ident.tracklet
+            if tr is None or d not in continuous or t - tr.last_t > self.coast_s:
+                tr = ident.tracklet = Tracklet(len(self.tracklets) + 1, ident.key, t, t)
+                self.tracklets.append(tr)
+            tr.last_t = t
             if d in embeddings:
                 ident.last_embedding = embeddings[d]
                 ident.last_embed_t = t
-                if d in confident and qualities[d].ok:
+                good = d in confident and qualities[d].ok
+                if good:
                     self._add_to_gallery(ident, embeddings[d])
+                tr.add(embeddings[d], good, c.gallery_size, c.gallery_diversity)
             if not ident.confirmed and self._ready(ident, t):
                 ident.number = self.numbering.take()
+            tr.number = ident.number
             ids[d] = ident.number if ident.confirmed else -1
         self._drop_stale_tentatives(t)
         self.last_stats = TrackerStats(n, len(embeddings), by_geometry)
@@ -281,6 +368,8 @@ class IdentityTracker:
                 ident.box = faces.boxes[k].copy()
                 ident.signature = sigs[k]
                 ident.last_t = frame.t
+                if ident.tracklet is not None:
+                    ident.tracklet.last_t = frame.t
 
     def _ready(self, ident: Identity, t: float) -> bool:
         c = self.config
