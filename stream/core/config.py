@@ -138,6 +138,13 @@ class TrackingConfig:
     quality_min_face_px: int = 20
     quality_min_sharpness: float = 10.0
     quality_max_yaw: float = 0.45
+    keep_after_change: float = 0.70
+    reid_margin: float = 0.10
+    reid_per_doubling: float = 0.02
+    reid_poor_view: float = 0.08
+    consolidate: bool = True
+    join_threshold: float = 0.50
+    join_margin: float = 0.05
 
     def __post_init__(self) -> None:
         for key in ("iou_match", "iou_certain", "appearance_certain", "gallery_diversity"):
@@ -152,6 +159,12 @@ class TrackingConfig:
         _check(self.tentative_max_s >= 0, "tracking.tentative_max_s", "must be >= 0")
         _check(self.quality_min_face_px >= 1, "tracking.quality_min_face_px", "must be >= 1")
         _check(self.quality_max_yaw > 0, "tracking.quality_max_yaw", "must be > 0")
+        for key in ("keep_after_change", "join_threshold"):
+            v = getattr(self, key)
+            _check(-1 < v < 1, f"tracking.{key}", f"must be in (-1, 1), got {v}")
+        for key in ("reid_margin", "reid_per_doubling", "reid_poor_view", "join_margin"):
+            v = getattr(self, key)
+            _check(0 <= v < 1, f"tracking.{key}", f"must be in [0, 1), got {v}")
 
 
 @dataclass(frozen=True)
@@ -297,6 +310,9 @@ class LiveConfig:
     max_audio_tracks: int = 2
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_self_signed: bool = False
 
     def __post_init__(self) -> None:
         _check(0 <= self.port < 65536, "live.port", "must be 0..65535 (0: any free port)")
@@ -321,6 +337,59 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several `serve` workers sharing one Redis: session directory, admission, relay, wall.
+
+    An empty `redis_url` is a single worker, exactly as without this section.
+    """
+
+    redis_url: str = ""
+    worker_id: str = ""
+    worker_url: str = ""
+    capacity: int = 0
+    heartbeat_s: float = 1.0
+    ttl_s: float = 3.0
+    prefix: str = "emotion-stream"
+    wall_token: str = ""
+    wall_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        ok = not self.redis_url or self.redis_url.startswith(("redis://", "rediss://", "unix://"))
+        why = f"needs redis://, rediss:// or unix://, not {self.redis_url!r}"
+        _check(ok, "cluster.redis_url", why)
+        ok = not self.worker_url or self.worker_url.startswith(("http://", "https://"))
+        _check(ok, "cluster.worker_url", f"needs http:// or https://, not {self.worker_url!r}")
+        _check(self.capacity >= 0, "cluster.capacity", "must be >= 0 (0: live.max_sessions)")
+        _check(self.heartbeat_s > 0, "cluster.heartbeat_s", "must be > 0 seconds")
+        _check(self.ttl_s > self.heartbeat_s, "cluster.ttl_s", "must be > heartbeat_s")
+        _check(bool(self.prefix), "cluster.prefix", "must not be empty")
+        _check(self.wall_interval_s > 0, "cluster.wall_interval_s", "must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class WhipToken:
+    """A WHIP ingest bearer token and the purpose the operator declares for its streams.
+
+    By configuring a token the operator states that the people published with it were told of
+    this purpose and agreed (the WebSocket page asks each person itself; WHIP clients cannot).
+    """
+
+    token: str
+    purpose: str
+
+    def __post_init__(self) -> None:
+        _check(len(self.token) >= 16, "whip.tokens.token", "must be at least 16 characters")
+        _check(bool(self.purpose.strip()), "whip.tokens.purpose", "must declare a purpose")
+
+
+@dataclass(frozen=True)
+class WhipConfig:
+    """WHIP ingest (RFC 9725) at /whip: off while no token is configured."""
+
+    tokens: tuple[WhipToken, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -335,6 +404,8 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    whip: WhipConfig = field(default_factory=WhipConfig)
     source: str = ""
 
     def replace(self, section: str, **values: Any) -> Config:
