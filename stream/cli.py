@@ -73,6 +73,54 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_serve_ingest(s: argparse.ArgumentParser) -> None:
+    """serve's HTTPS and WHIP flags."""
+    net = s.add_argument_group(
+        "HTTPS (phones and other machines need it for the camera) and WHIP ingest"
+    )
+    net.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) for HTTPS")
+    net.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    net.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        help="HTTPS with a certificate made now for this machine's names and addresses (kept "
+        "in memory; its fingerprint is printed: compare it with the browser's warning page). "
+        "For LAN demos: e.g. serve --host 0.0.0.0 --tls-self-signed, then open the printed "
+        "https:// address on the phone",
+    )
+    net.add_argument(
+        "--whip",
+        metavar="PURPOSE",
+        help="accept WHIP publishers (OBS Studio, GStreamer, browsers) at /whip with a bearer "
+        "token made now and printed; PURPOSE is what you declare the people streamed were told "
+        "and agreed to (permanent tokens: [whip] tokens in the config)",
+    )
+
+
+def _serve_ingest_config(args: argparse.Namespace, cfg: Config) -> Config:
+    """Apply serve's HTTPS and WHIP flags; a --whip token is made and printed here."""
+    tls = {
+        k: v
+        for k, v in (
+            ("tls_cert", args.tls_cert),
+            ("tls_key", args.tls_key),
+            ("tls_self_signed", args.tls_self_signed or None),
+        )
+        if v is not None
+    }
+    if tls:
+        cfg = cfg.replace("live", **tls)
+    if args.whip is not None:
+        import secrets
+
+        from stream.core.config import WhipToken
+
+        token = WhipToken(secrets.token_urlsafe(24), args.whip)
+        cfg = cfg.replace("whip", tokens=(*cfg.whip.tokens, token))
+        print(f"emotion-stream: WHIP bearer token for this run: {token.token}", flush=True)
+    return cfg
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to render --help in the README)."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -164,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="when a session ends, write its report here as JSON, CSV and HTML (the same files "
         "the page offers for download; default: store nothing)",
+    )
+    _add_serve_ingest(s)
+    cl = s.add_argument_group("cluster (several workers sharing one Redis; README, Scaling)")
+    cl.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join the workers of this Redis (redis://HOST:6379/0; cluster.redis_url)",
+    )
+    cl.add_argument(
+        "--worker-url",
+        metavar="URL",
+        help="how browsers reach this worker, e.g. https://w2.example.org (cluster.worker_url; "
+        "default http://HOST:PORT)",
     )
     _add_common(s)
 
@@ -313,7 +374,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print(f"wrote {args.html}", file=out)
     if result.error:
         raise MediaError(f"{result.error}; results above cover the part before the failure")
-    if not result.faces:
+    if not result.faces and not (result.speakers and result.speakers.speakers):
         raise NoFacesError(
             f"no faces found in {args.path} ({result.frames} frame(s) analysed"
             + (f" over {result.info.duration:.1f} s)" if result.info.kind == "video" else ")")
@@ -336,6 +397,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     }
     if updates:
         cfg = cfg.replace("live", **updates)
+    cluster = {
+        k: v
+        for k, v in (("redis_url", args.redis), ("worker_url", args.worker_url))
+        if v is not None
+    }
+    if cluster:
+        cfg = cfg.replace("cluster", **cluster)
+    cfg = _serve_ingest_config(args, cfg)
     try:
         asyncio.run(run_server(cfg, args.save_summaries, args.save_reports))
     except OSError as exc:

@@ -9,6 +9,7 @@ import io
 import json
 from pathlib import Path
 
+from stream.analysis import speakers_report
 from stream.analysis.aggregate import FaceSummary, TimelinePoint
 from stream.analysis.summary import Analysis
 from stream.core.labels import LABELS, UNCERTAIN
@@ -45,6 +46,8 @@ def summary_lines(a: Analysis) -> list[str]:
         )
     elif info.kind == "live":
         lines.append(f"{info.path.name}: {info.duration:.1f} s, {a.frames} frames analysed")
+    elif info.kind == "audio":
+        lines.append(speakers_report.header_line(a) or info.path.name)
     else:
         lines.append(f"{info.path.name}: image {info.width}x{info.height}")
     width = max((len(f.name) for f in a.faces), default=6)
@@ -68,6 +71,7 @@ def summary_lines(a: Analysis) -> list[str]:
         )
     if a.voice is not None:
         lines += voice_lines(a)
+    lines += speakers_report.speaker_lines(a) + speakers_report.action_lines(a)
     if a.faces:  # the notes are about expressions: none were shown when no face was found
         if "contempt" not in a.supported:
             lines.append("Note: contempt is not supported by the configured expression models.")
@@ -171,17 +175,20 @@ def csv_text(a: Analysis) -> str:
             for k, v in zip(("box_x1", "box_y1", "box_x2", "box_y2"), s.box, strict=True):
                 row[k] = f"{v:.4f}"
             row.update(_voice_cells(a, f.number, p.t))
+            row.update(speakers_report.csv_cells(a, f.number, p.t))
             rows.append(row)
-    rows.sort(key=lambda r: (float(str(r["time_s"])), int(str(r["face_id"]))))
+    rows += speakers_report.speaker_rows(a)
+    rows.sort(key=lambda r: (float(str(r["time_s"])), int(str(r["face_id"]) or 0)))
     # Keep column names honest when a model regresses valence/arousal.
     fields = [
         f.replace("_estimated", "") if a.va_estimated is False and f.endswith("_estimated") else f
-        for f in CSV_FIELDS
+        for f in [*CSV_FIELDS, *speakers_report.CSV_FIELDS]
     ]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(fields)
-    w.writerows([[row.get(k, "") for k in CSV_FIELDS] for row in rows])
+    keys = [*CSV_FIELDS, *speakers_report.CSV_FIELDS]
+    w.writerows([[row.get(k, "") for k in keys] for row in rows])
     return buf.getvalue()
 
 
@@ -522,6 +529,7 @@ def render_html(a: Analysis) -> str:
     if a.error:
         parts.append(f"<p class='err'>Incomplete: {esc(a.error)}</p>")
     if not a.faces:
+        parts.append(speakers_report.speakers_html(a, _span(a)))
         parts.append("<h2>No faces found</h2></body></html>")
         return "".join(parts)
     parts.append(
@@ -561,6 +569,7 @@ def render_html(a: Analysis) -> str:
             + "<br>".join(esc(x) for x in voice_lines(a))
             + f"</div><div class='meta'>{esc(VOICE_NOTICE)}</div></div>{axis}</div>"
         )
+    parts.append(speakers_report.speakers_html(a, span) + speakers_report.actions_html(a))
     parts.append(
         "<h2>Faces</h2>"
         + _legend()

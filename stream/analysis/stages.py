@@ -7,12 +7,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream.core.config import Config
+from stream.core.errors import ModelError
 from stream.core.labels import LABELS
 from stream.core.types import VideoFrame
 from stream.models.runtime import SessionFactory, make_factory
+from stream.vision.blendshapes import FaceActionModel
 from stream.vision.pipeline import FrameResult, VisionModels, VisionPipeline
 from stream.vision.tracker import Numbering
 from stream.voice.analyzer import VoiceAnalyzer, VoiceUpdate
+from stream.voice.speaker_embed import SpeakerEmbedder
 
 
 class VisionStage(Protocol):
@@ -75,9 +78,30 @@ class Stages:
         self.config = config
         self.factory = factory or make_factory(config)
         self.vision_models = VisionModels.from_config(config, self.factory)
-        if config.audio.enabled if voice is None else voice:
+        with_voice = config.audio.enabled if voice is None else voice
+        if with_voice:
             for name in (config.models.vad, config.models.pitch):
                 self.factory.get(name)
+        #: Voice prints for diarization (None: off or no voice analysis).
+        self.speaker_embedder: SpeakerEmbedder | None = None
+        if with_voice and config.diarization.enabled:
+            self.speaker_embedder = SpeakerEmbedder(
+                self.factory.get(self._model(config.diarization.model, "speaker"))
+            )
+        #: Landmarks + blendshapes per face (None: facial actions off).
+        self.action_model: FaceActionModel | None = None
+        if config.actions.enabled:
+            a = config.actions
+            self.action_model = FaceActionModel(
+                self.factory.get(self._model(a.landmarks_model, "landmarks")),
+                self.factory.get(self._model(a.blendshapes_model, "blendshapes")),
+            )
+
+    def _model(self, name: str, task: str) -> str:
+        spec = self.factory.store.manifest[name]
+        if spec.task != task:
+            raise ModelError(f"{name} is a {spec.task} model, not a {task} model")
+        return name
 
     @property
     def supported(self) -> np.ndarray:

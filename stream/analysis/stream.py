@@ -18,23 +18,34 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
+import numpy as np
 
+from stream.analysis.actions import FaceActionStats
 from stream.analysis.aggregate import Aggregator
+from stream.analysis.consolidate import (
+    Consolidation,
+    TrackletView,
+    consolidate,
+    renumber_aggregator,
+)
 from stream.analysis.speaker import ActiveSpeaker, SpeakerMatcher
+from stream.analysis.speakers import SpeakersAnalysis, speaker_label, summarise_speakers
 from stream.analysis.stages import StageSource, VisionStage, VoiceStage
 from stream.analysis.summary import Analysis, faces_dict
 from stream.analysis.voice_summary import summarise_voice
 from stream.core.config import Config
 from stream.core.types import MediaInfo, VideoFrame
 from stream.vision.align import crop_squares
+from stream.vision.blendshapes import ActionScheduler, ActionSmoother, FaceActionModel
 from stream.vision.pipeline import FrameResult
-from stream.vision.tracker import Numbering
+from stream.vision.tracker import IdentityTracker, Numbering
 from stream.voice.analyzer import VoiceUpdate
+from stream.voice.diarize import DiarizationParams, Diarizer
 from stream.voice.prosody import ProsodyReport
 
 THUMB_PX = 96
@@ -70,7 +81,10 @@ class SpeakerUpdate:
     speaker: str
     report: ProsodyReport
     active: ActiveSpeaker
-    changed: bool  # the matched face or speaking state differs from the previous update
+    changed: bool  # the matched face, voice or speaking state differs from the previous update
+    voice_id: int | None = None  # the diarized speaker (online), None: not diarized / silence
+    voice_name: str | None = None  # "Speaker 2" or its new name
+    voice_face: int | None = None  # the face this voice is linked to so far
 
 
 @dataclass
@@ -80,8 +94,11 @@ class _Speaker:
     t0: float = math.inf  # receive-clock time of the speaker's audio time 0 (live)
     samples: int = 0
     held: deque[tuple[float, ProsodyReport]] = field(default_factory=deque)
-    last: tuple[int | None, bool] | None = None
+    last: tuple[int | None, bool, int | None] | None = None
     timeline: list[tuple[ProsodyReport, ActiveSpeaker]] = field(default_factory=list)
+    diarizer: Diarizer | None = None
+    current: int = 0  # the diarizer's online speaker ID of the latest audio (0: none yet)
+    offset: float = 0.0  # the speaker's audio time 0 on the analysis clock
 
 
 class StreamAnalysis:
@@ -97,6 +114,8 @@ class StreamAnalysis:
         hold_voice: decide a speech report's speaker only once video has reached its time (files,
             where audio is analysed ahead in a thread); live decides on arrival.
         config: overrides `stages.config` (e.g. tracker settings for a still image).
+        online_speakers: give speaker IDs as audio arrives (default: when not `hold_voice`,
+            i.e. live); files diarize the whole recording at the end.
     """
 
     def __init__(
@@ -107,6 +126,7 @@ class StreamAnalysis:
         thumbnails: bool = False,
         hold_voice: bool = False,
         config: Config | None = None,
+        online_speakers: bool | None = None,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
@@ -129,6 +149,18 @@ class StreamAnalysis:
         #: Guards the aggregates: frames are recorded in an inference thread while summaries
         #: and reports are read elsewhere (held only for bookkeeping, never during inference).
         self.lock = threading.RLock()
+        self.identity: Consolidation | None = None  # set by consolidate_identities()
+        self.online_speakers = not hold_voice if online_speakers is None else online_speakers
+        act = self.config.actions
+        model = getattr(stages, "action_model", None)
+        self.action_model: FaceActionModel | None = model if act.enabled else None
+        self.action_scheduler = ActionScheduler(act.fps, act.per_frame)
+        self.action_smoother = ActionSmoother(act.tau_s, self.config.smoothing.reset_after_s)
+        self.actions: dict[int, FaceActionStats] = {}
+        self.speaker_names: dict[int, str] = {}
+        self._voice_ids: dict[tuple[str, int], int] = {}  # (track, diarizer ID) -> stream number
+        self._voice_links: dict[int, dict[int | None, int]] = {}  # live face-link counts
+        self._segments: list[tuple[float, float, int]] | None = None
 
     def _new_aggregator(self) -> Aggregator:
         return Aggregator(
@@ -171,6 +203,8 @@ class StreamAnalysis:
                 mouths for speaker matching, between analysed frames).
         """
         result = self.pipeline(track).process(frame, detect, emotion_for)
+        if self.action_model is not None and record and result.faces:
+            result = self._facial_actions(frame, result)
         if received is not None:
             self._v0[track] = min(self._v0.get(track, math.inf), received - frame.t)
         clock = frame.t + self._v0.get(track, 0.0)
@@ -189,6 +223,30 @@ class StreamAnalysis:
                     self._keep_thumbnails(frame, result)
         return result
 
+    def _facial_actions(self, frame: VideoFrame, result: FrameResult) -> FrameResult:
+        """Landmarks + blendshapes for the faces due now (round robin at `actions.fps` per face,
+        at most `actions.per_frame` per frame); every face carries its latest smoothed scores."""
+        assert self.action_model is not None
+        t0 = time.perf_counter()
+        due = set(self.action_scheduler.plan(frame.t, [f.number for f in result.faces]))
+        rgb = np.asarray(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), np.uint8) if due else None
+        faces = []
+        for f in result.faces:
+            if f.number in due and rgb is not None:
+                fa = self.action_model(rgb, f.box, f.landmarks[:2])
+                if fa.presence >= 0.5:
+                    scores = self.action_smoother.update(f.number, frame.t, fa.scores)
+                    with self.lock:
+                        stats = self.actions.setdefault(f.number, FaceActionStats())
+                        stats.add(frame.t, scores, self.keep_timeline)
+            latest = self.action_smoother.latest(f.number)
+            faces.append(dataclasses.replace(f, actions=latest) if latest is not None else f)
+        ms = (time.perf_counter() - t0) * 1e3
+        timings = dict(result.timings_ms)
+        timings["actions"] = ms
+        timings["total"] = timings.get("total", 0.0) + ms
+        return dataclasses.replace(result, faces=faces, timings_ms=timings)
+
     def _keep_thumbnails(self, frame: VideoFrame, result: FrameResult) -> None:
         for f in result.faces:
             x1, y1, x2, y2 = f.box
@@ -204,8 +262,24 @@ class StreamAnalysis:
         if speaker not in self.speakers:
             a = self.config.audio
             self.speakers[speaker] = _Speaker(
-                self.stages.voice(), SpeakerMatcher(a.match_window_s, a.match_threshold)
+                self.stages.voice(),
+                SpeakerMatcher(a.match_window_s, a.match_threshold),
+                diarizer=self._new_diarizer(),
             )
+
+    def _new_diarizer(self) -> Diarizer | None:
+        d = self.config.diarization
+        embedder = getattr(self.stages, "speaker_embedder", None)
+        if embedder is None or not d.enabled or (self.online_speakers and not d.live):
+            return None
+        params = DiarizationParams(
+            window_s=d.window_s,
+            hop_s=d.hop_s,
+            max_speakers=d.max_speakers,
+            neighbours=d.neighbours,
+            min_turn_s=d.min_turn_s,
+        )
+        return Diarizer(embedder, params, online=self.online_speakers)
 
     def remove_speaker(self, speaker: str) -> None:
         """Stop matching a speaker (its track ended)."""
@@ -232,7 +306,15 @@ class StreamAnalysis:
         The heavy part, safe to run in a worker thread while the caller keeps pushing video
         (one batch at a time per speaker). Pass the result to `accept_voice`.
         """
-        return self.speakers[speaker].analyzer.feed_many(frames)
+        sp = self.speakers[speaker]
+        update = sp.analyzer.feed_many(frames)
+        if sp.diarizer is not None:
+            sp.diarizer.add(update.audio16k, update.steps)
+            if frames and frames[-1] is None:
+                sp.diarizer.flush()
+            if self.online_speakers and sp.diarizer.windows:
+                sp.current = sp.diarizer.current()
+        return update
 
     def accept_voice(
         self, speaker: str, update: VoiceUpdate, offset: float = 0.0
@@ -251,6 +333,7 @@ class StreamAnalysis:
         sp = self.speakers.get(speaker)
         if sp is None:
             return []
+        sp.offset = offset
         for h in update.hops:
             sp.matcher.add_voice(h.t + offset, h.energy_dbfs)
         sp.held.extend((r.t + offset, r) for r in update.reports)
@@ -261,8 +344,17 @@ class StreamAnalysis:
         while sp.held and sp.held[0][0] <= until:
             t, report = sp.held.popleft()
             active = sp.matcher.decide(t, report.speaking)
-            state = (active.face, active.speaking)
-            out.append(SpeakerUpdate(speaker, report, active, state != sp.last))
+            voice = self._voice_id(speaker, sp.current) if report.speaking and sp.current else None
+            linked = None
+            if voice is not None:
+                counts = self._voice_links.setdefault(voice, {})
+                counts[active.face] = counts.get(active.face, 0) + 1
+                linked = self.voice_face(voice)
+            state = (active.face, active.speaking, voice)
+            name = self.speaker_name(voice) if voice is not None else None
+            out.append(
+                SpeakerUpdate(speaker, report, active, state != sp.last, voice, name, linked)
+            )
             sp.last = state
             if self.keep_timeline:
                 sp.timeline.append((dataclasses.replace(report, t=t), active))
@@ -274,6 +366,30 @@ class StreamAnalysis:
         for name, sp in self.speakers.items():
             out += self._decide(name, sp, self._video_clock if self.hold_voice else math.inf)
         return out
+
+    def _voice_id(self, track: str, local: int) -> int:
+        """The stream-wide number of a track's diarized speaker (numbered as they appear)."""
+        key = (track, local)
+        if key not in self._voice_ids:
+            self._voice_ids[key] = len(self._voice_ids) + 1
+        return self._voice_ids[key]
+
+    def voice_face(self, voice: int) -> int | None:
+        """The face a diarized speaker is linked to so far (live), None: not (yet) seen."""
+        counts = self._voice_links.get(voice, {})
+        total = sum(counts.values())
+        faces = [(f, n) for f, n in counts.items() if f is not None]
+        if not faces or total < 4:
+            return None
+        face, n = max(faces, key=lambda x: x[1])
+        return face if n / total >= self.config.diarization.link_min_share else None
+
+    def speaker_name(self, voice: int) -> str:
+        return self.speaker_names.get(voice) or speaker_label(voice)
+
+    def rename_speaker(self, voice: int, name: str) -> None:
+        """Name a diarized speaker (as `rename` names a face)."""
+        self.speaker_names[voice] = name
 
     # -- commands --------------------------------------------------------------------------
     def rename(self, number: int, name: str) -> None:
@@ -301,10 +417,20 @@ class StreamAnalysis:
         self.numbering.reset()
         self.aggregator = self._new_aggregator()
         self._best.clear()
+        self.identity = None
         self.frames = 0
         self.stage_sum.clear()
         for sp in self.speakers.values():
             sp.timeline.clear()
+            sp.diarizer = self._new_diarizer()
+            sp.current = 0
+        self.actions.clear()
+        self.action_smoother.reset()
+        self.action_scheduler.reset()
+        self.speaker_names.clear()
+        self._voice_ids.clear()
+        self._voice_links.clear()
+        self._segments = None
 
     # -- results ---------------------------------------------------------------------------
     def finish(self, end_t: float | None = None) -> list[SpeakerUpdate]:
@@ -314,6 +440,76 @@ class StreamAnalysis:
         out = []
         for name, sp in self.speakers.items():
             out += self._decide(name, sp, math.inf)
+        self._segments = self.diarized_segments()
+        return out
+
+    def diarized_segments(self) -> list[tuple[float, float, int]]:
+        """Every track's diarized turns on the analysis clock, stream-wide speaker numbers.
+
+        Files: clustered over the whole recording (IDs numbered by first appearance). Live:
+        the online IDs' clusters (recent windows), so numbers match the events sent.
+        """
+        out: list[tuple[float, float, int]] = []
+        for name, sp in self.speakers.items():
+            if sp.diarizer is None:
+                continue
+            if self.online_speakers:
+                for w in sp.diarizer.windows:
+                    if w.stable:
+                        out.append((w.start + sp.offset, w.end + sp.offset, w.stable))
+                out = _merge_windows(out, name, self._voice_id)
+            else:
+                for s in sp.diarizer.segments():
+                    out.append(
+                        (s.start + sp.offset, s.end + sp.offset, self._voice_id(name, s.speaker))
+                    )
+        return sorted(out)
+
+    def speakers_result(
+        self, timeline: list[tuple[ProsodyReport, ActiveSpeaker]]
+    ) -> SpeakersAnalysis | None:
+        if not any(sp.diarizer is not None for sp in self.speakers.values()):
+            return None
+        segs = self._segments if self._segments is not None else self.diarized_segments()
+        d = self.config.diarization
+        return summarise_speakers(
+            timeline, segs, self.config.audio.hop_s, self.speaker_names, d.link_min_share
+        )
+
+    def consolidate_identities(self) -> Consolidation | None:
+        """Whole-stream identity consolidation (files, after `finish`): join tracklets into
+        people (`stream.analysis.consolidate`), number them by first appearance and carry the
+        new numbers into the aggregates, thumbnails and voice timelines. Needs timelines."""
+        if not self.keep_timeline:
+            return None
+        t = self.config.tracking
+        with self.lock:
+            result = consolidate(self.tracklet_views(), t.join_threshold, t.join_margin)
+            self.aggregator = renumber_aggregator(self.aggregator, result)
+            moved = result.renumbered()
+            best: dict[int, tuple[float, bytes]] = {}
+            for old, item in sorted(self._best.items(), key=lambda kv: kv[0] not in moved):
+                new = moved.get(old, result.number_at(old, -1.0))
+                if new not in best or (old in moved and item[0] > best[new][0]):
+                    best[new] = item
+            self._best = best
+            for sp in self.speakers.values():
+                sp.timeline = [(r, _renumber_active(a, result)) for r, a in sp.timeline]
+            self.identity = result
+        return result
+
+    def tracklet_views(self) -> list[TrackletView]:
+        """Every confirmed tracklet of the stream's video tracks (keys unique across tracks)."""
+        out: list[TrackletView] = []
+        for track, p in self.pipelines.items():
+            tracker = getattr(p, "tracker", None)
+            if not isinstance(tracker, IdentityTracker):
+                continue
+            for tr in tracker.tracklets:
+                if tr.number > 0:
+                    key = len(out) + 1
+                    emb = tr.embeddings()
+                    out.append(TrackletView(key, tr.number, tr.first_t, tr.last_t, emb, track))
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -347,6 +543,7 @@ class StreamAnalysis:
             timeline.sort(key=lambda x: x[0].t)
             a = self.config.audio
             voice = summarise_voice(timeline, a.hop_s, a.denoise)
+        speakers = self.speakers_result(timeline)
         return Analysis(
             info=info,
             fps=self.fps,
@@ -363,7 +560,35 @@ class StreamAnalysis:
             error=error,
             warnings=list(warnings or []),
             voice=voice,
+            identity=self.identity.to_dict() if self.identity else None,
+            speakers=speakers,
+            actions={n: s for n, s in self.actions.items() if s.count},
+            actions_raw=self.config.actions.raw,
         )
+
+
+def _merge_windows(
+    spans: list[tuple[float, float, int]], track: str, number: Callable[[str, int], int]
+) -> list[tuple[float, float, int]]:
+    """Overlapping online windows -> turns: each window's second half goes to the next one."""
+    spans = sorted(spans)
+    out: list[tuple[float, float, int]] = []
+    for i, (s, e, local) in enumerate(spans):
+        end = min(e, spans[i + 1][0] + (e - spans[i + 1][0]) / 2) if i + 1 < len(spans) else e
+        start = out[-1][1] if out and out[-1][1] > s else s
+        sid = number(track, local)
+        if out and out[-1][2] == sid and start - out[-1][1] < 0.3:
+            out[-1] = (out[-1][0], max(end, out[-1][1]), sid)
+        elif end > start:
+            out.append((start, end, sid))
+    return out
+
+
+def _renumber_active(a: ActiveSpeaker, c: Consolidation) -> ActiveSpeaker:
+    """A voice-to-face match with consolidated face numbers."""
+    face = None if a.face is None else c.number_at(a.face, a.t)
+    scores = {c.number_at(k, a.t): v for k, v in a.scores.items()}
+    return dataclasses.replace(a, face=face, scores=scores)
 
 
 def now() -> float:

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream import __version__
+from stream.analysis.actions import FaceActionStats, actions_notes
 from stream.analysis.aggregate import FaceSummary, OverallSummary, TimelinePoint
+from stream.analysis.speakers import SpeakersAnalysis
 from stream.analysis.voice_summary import VoiceAnalysis
 from stream.core.labels import LABELS
 from stream.core.notices import NOTICE
@@ -39,6 +41,10 @@ class Analysis:
     error: str = ""
     warnings: list[str] = field(default_factory=list)
     voice: VoiceAnalysis | None = None
+    identity: dict[str, Any] | None = None  # whole-file identity consolidation
+    speakers: SpeakersAnalysis | None = None  # diarized voices ("Speaker 1", ...)
+    actions: dict[int, FaceActionStats] = field(default_factory=dict)  # facial actions per face
+    actions_raw: bool = False  # also report all 52 blendshape means
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (timelines go to CSV/HTML, not here)."""
@@ -72,4 +78,24 @@ class Analysis:
             "voice": (
                 self.voice.to_dict({f.number: f.name for f in self.faces}) if self.voice else None
             ),
+            "identity": self.identity,
+            "speakers": (
+                self.speakers.to_dict({f.number: f.name for f in self.faces})
+                if self.speakers
+                else None
+            ),
+            "facial_actions": self.actions_dict(),
+        }
+
+    def actions_dict(self) -> dict[str, object] | None:
+        """Per-face facial-action means and peaks, with what the AU names mean."""
+        if not self.actions:
+            return None
+        names = {f.number: f.name for f in self.faces}
+        return {
+            **actions_notes(),
+            "faces": [
+                {"id": n, "name": names.get(n, ""), **s.to_dict(self.actions_raw)}
+                for n, s in sorted(self.actions.items())
+            ],
         }

@@ -6,9 +6,10 @@ import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stream.analysis.schedule import FixedSchedule
 from stream.analysis.stages import Stages
@@ -112,6 +113,8 @@ def analyze_file(
     """
     info = probe(path)
     fps = fps or config.analyze.fps
+    if info.kind == "audio":
+        return analyze_audio_file(info, config, stages, fps)
     if info.kind == "image":
         config = config.replace("tracking", min_hits=1, tentative_max_s=0.0)
     stages = stages or Stages(config)
@@ -165,7 +168,51 @@ def analyze_file(
         # Timestamps restarted (concatenated recordings): the media ran longer than announced.
         info = dataclasses.replace(info, duration=last_t + 1.0 / (info.fps or fps))
     analysis.finish(info.duration if info.kind == "video" and info.duration > 0 else None)
+    if config.tracking.consolidate:
+        analysis.consolidate_identities()
     return analysis.result(info, time.perf_counter() - t_start, error, warnings)
+
+
+def analyze_audio_file(
+    info: MediaInfo, config: Config, stages: Stages | None, fps: float
+) -> Analysis:
+    """Analyse an audio-only file: voice activity, prosody and who spoke when.
+
+    Raises:
+        MediaError: the file cannot be read, or voice analysis is disabled.
+    """
+    if not config.audio.enabled:
+        raise MediaError(f"{info.path}: audio only, and audio.enabled is false: nothing to analyse")
+    stages = stages or Stages(config, voice=True)
+    analysis = StreamAnalysis(stages, fps, hold_voice=False, config=config, online_speakers=False)
+    analysis.add_speaker(SPEAKER)
+    t_start = time.perf_counter()
+    error = ""
+    _, frames = read_audio(info.path)
+    batches = AudioBatcher()
+    end = 0.0
+    try:
+        for frame in _with_end(frames):
+            batch = batches.add(frame)
+            if batch:
+                update = analysis.analyse_audio(SPEAKER, batch)
+                if update.hops:
+                    end = update.hops[-1].t
+                analysis.accept_voice(SPEAKER, update, 0.0)
+    except MediaError as exc:
+        error = str(exc)
+    duration = info.duration if info.duration > 0 else end
+    if duration <= 0:
+        duration = end
+    info = dataclasses.replace(info, duration=max(duration, end))
+    analysis.finish(None)
+    return analysis.result(info, time.perf_counter() - t_start, error)
+
+
+def _with_end(frames: Iterable[Any]) -> Iterator[Any]:
+    """The frames, then None (flushes the voice chain)."""
+    yield from frames
+    yield None
 
 
 def with_fps(config: Config, fps: float | None) -> Config:

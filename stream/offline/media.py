@@ -24,7 +24,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 def _stream_info(container: Any, path: Path) -> MediaInfo:
     if not container.streams.video:
         if container.streams.audio:
-            raise MediaError(f"{path}: no video stream (audio only); nothing to analyse")
+            return _audio_info(container, path)
         raise MediaError(f"{path}: not a video (ffmpeg finds no video or audio stream in it)")
     vs = container.streams.video[0]
     duration = 0.0
@@ -42,6 +42,26 @@ def _stream_info(container: Any, path: Path) -> MediaInfo:
         fps=float(rate),
         codec=str(vs.codec_context.name),
         has_audio=bool(container.streams.audio),
+    )
+
+
+def _audio_info(container: Any, path: Path) -> MediaInfo:
+    """An audio-only file (wav, mp3, m4a, ogg/opus, flac...): kind "audio"."""
+    a = container.streams.audio[0]
+    duration = 0.0
+    if a.duration is not None and a.time_base is not None:
+        duration = float(a.duration * a.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    return MediaInfo(
+        path=path,
+        kind="audio",
+        width=0,
+        height=0,
+        duration=duration,
+        fps=0.0,
+        codec=str(a.codec_context.name),
+        has_audio=True,
     )
 
 

@@ -33,6 +33,7 @@ class FaceResult:
     sample: FaceSample  # smoothed label, confidence, probabilities, valence/arousal
     fresh: bool = True  # expression computed on this frame (else carried over)
     mouth: MouthSample | None = None  # mouth measurements for speaker matching
+    actions: F32 | None = None  # [52] smoothed blendshape scores (facial actions), if computed
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Chain: any PyAV audio frame (live 48 kHz Opus frames of any size, or decoded fil
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
@@ -34,6 +34,8 @@ class VoiceUpdate:
     steps: list[VadStep]
     hops: list[HopFeatures]
     reports: list[ProsodyReport]
+    #: the (denoised) 16 kHz audio of this chunk, for speaker embeddings (diarization)
+    audio16k: F32 = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 class VoiceAnalyzer:
@@ -118,7 +120,7 @@ class VoiceAnalyzer:
         while len(self._vad) > 1 and self._vad[1].t <= keep_from:
             self._vad.popleft()
         shifted = [VadStep(v.t - self.offset, v.prob, v.speech) for v in steps]
-        return VoiceUpdate(shifted, hops, self.window.add(hops))
+        return VoiceUpdate(shifted, hops, self.window.add(hops), s16)
 
     def _trim_audio(self) -> None:
         extra = len(self._audio) - 16000 * 2

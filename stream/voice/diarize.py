@@ -53,7 +53,8 @@ class DiarizationParams:
     min_spectral_windows: int = 10
     min_silhouette: float = 0.3
     min_turn_s: float = 0.5
-    max_windows: int = 3000
+    max_windows: int = 600  # live: windows kept for reclustering (about 7.5 min of speech)
+    max_cluster: int = 1500  # files: more windows are clustered on a subset, then assigned
     recluster_every: int = 4
 
 
@@ -333,6 +334,7 @@ class Diarizer:
 
     embedder: SpeakerEmbedder
     params: DiarizationParams = field(default_factory=DiarizationParams)
+    online: bool = False  # live: keep only the latest `max_windows` windows
 
     def __post_init__(self) -> None:
         self.windows: list[_Window] = []
@@ -406,7 +408,7 @@ class Diarizer:
         out = [_Window(s, e, emb[i]) for i, (s, e) in enumerate(spans)]
         self.windows += out
         self._since_cluster += len(out)
-        if len(self.windows) > self.params.max_windows:
+        if self.online and len(self.windows) > self.params.max_windows:
             extra = len(self.windows) - self.params.max_windows
             self.windows = self.windows[extra:]
             self._labels = self._labels[extra:] if len(self._labels) > extra else self._labels[:0]
@@ -472,13 +474,24 @@ class Diarizer:
         if not self.windows:
             return []
         emb = np.stack([w.emb for w in self.windows])
-        labels, _ = estimate_speakers(emb, self.params)
+        labels = self._cluster_all(emb)
         first = self.windows[0].start
         regions = [r for r in self.regions if r[1] > first]
         if self._region_start is not None:
             regions.append((self._region_start, self.windows[-1].end))
         spans = [(w.start, w.end) for w in self.windows]
         return resegment(spans, emb, labels, regions, self.params.min_turn_s)
+
+    def _cluster_all(self, emb: F32) -> I64:
+        """Labels of all windows; beyond `max_cluster` windows, a regular subset is clustered
+        and the rest go to the nearest centroid (keeps long recordings tractable)."""
+        n = len(emb)
+        if n <= self.params.max_cluster:
+            return estimate_speakers(emb, self.params)[0]
+        idx = np.linspace(0, n - 1, self.params.max_cluster).round().astype(np.int64)
+        sub, _ = estimate_speakers(emb[idx], self.params)
+        out: I64 = np.argmax(emb @ centroids(emb[idx], sub).T, axis=1).astype(np.int64)
+        return out
 
 
 # -- evaluation ------------------------------------------------------------------------------
