@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how browsers reach this worker, e.g. https://w2.example.org (cluster.worker_url; "
         "default http://HOST:PORT)",
     )
+    _add_serve_ingest(s)
     _add_common(s)
 
     m = sub.add_parser(
@@ -397,6 +398,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     }
     if updates:
         cfg = cfg.replace("live", **updates)
+    cfg = _serve_ingest_config(args, cfg)
     cluster = {
         k: v
         for k, v in (("redis_url", args.redis), ("worker_url", args.worker_url))

@@ -9,9 +9,11 @@ Routes (one port):
   WS  /ws                                 publisher: consent, offer/answer, commands, events
   WS  /ws/view?session=ID&token=TOKEN     viewer: events of one session, read-only
 
-Only GET and HEAD are answered (405 otherwise). Requests whose Host is neither an IP literal,
-`localhost` nor listed in `live.allowed_hosts` get 403 (DNS rebinding), and so do WebSocket
-handshakes from a browser page of another origin than the server's own unless listed in
+  POST /whip, DELETE /whip/ID              WHIP ingest (RFC 9725; whip.py)
+
+Only GET and HEAD are answered (405 otherwise) except on /whip. Requests whose Host is neither
+an IP literal, `localhost` nor listed in `live.allowed_hosts` get 403 (DNS rebinding), and so do
+WebSocket handshakes from a browser page of another origin than the server's own unless listed in
 `live.allowed_origins`. Pages carry a Content-Security-Policy whose frame-ancestors are the
 server itself and `live.allowed_origins`.
 
@@ -65,7 +67,10 @@ from stream.live.protocol import (
     token_matches,
 )
 from stream.live.session import LiveSession, Subscriber
+from stream.live.tls import TlsSetup, open_urls
+from stream.live.tls import setup as tls_setup
 from stream.live.webrtc import answer_offer
+from stream.live.whip import WhipEndpoint, connection_class
 from stream.models.runtime import SessionFactory
 
 log = logging.getLogger(__name__)
@@ -97,6 +102,8 @@ class LiveServer:
         self.server: Server | None = None
         self.connections_total = 0
         self.save_reports: Path | None = None  # --save-reports: write each session's reports
+        self.whip = WhipEndpoint(self)  # POST/DELETE /whip (whip.py), answered before websockets
+        self.tls: TlsSetup | None = None  # HTTPS (tls.py), made by start() from live.tls_*
 
     # -- HTTP ------------------------------------------------------------------------------
     def _response(
@@ -309,6 +316,8 @@ class LiveServer:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> Server:
         live = self.config.live
+        if live.tls_cert or live.tls_key or live.tls_self_signed:
+            self.tls = tls_setup(live.tls_cert, live.tls_key, live.tls_self_signed, live.host)
         self.server = await serve(
             self.handler,
             live.host,
@@ -317,6 +326,8 @@ class LiveServer:
             max_size=live.max_message_bytes,
             max_queue=16,
             server_header="emotion-stream",
+            ssl=self.tls.context if self.tls else None,
+            create_connection=connection_class(self.whip),
         )
         return self.server
 
@@ -327,6 +338,7 @@ class LiveServer:
 
     async def shutdown(self) -> list[dict[str, Any]]:
         """Close every session (peers closed, summaries sent) and stop serving."""
+        await self.whip.close()  # WHIP sessions end (and save reports) through their own path
         summaries = []
         for session in list(self.sessions.values()):
             summary = await session.close("server shutting down")
@@ -355,7 +367,15 @@ async def run_server(
     server.save_reports = reports_dir
     await server.start()
     live = config.live
-    print(f"emotion-stream: serving on http://{live.host}:{server.port}/  (Ctrl-C to stop)")
+    urls = open_urls(live.host, server.port, server.tls is not None)
+    print(f"emotion-stream: serving on {', '.join(urls)}  (Ctrl-C to stop)")
+    if server.tls is not None and server.tls.self_signed:
+        print(
+            "emotion-stream: self-signed certificate, SHA-256 fingerprint (compare it in the "
+            f"browser's warning before accepting):\n  {server.tls.fingerprint}"
+        )
+    if config.whip.tokens:
+        print(f"emotion-stream: WHIP ingest at {urls[-1].rstrip('/')}/whip (bearer token)")
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)

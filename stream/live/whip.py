@@ -1,0 +1,395 @@
+"""WHIP ingest (RFC 9725): publish into a live session with one HTTP POST, e.g. from OBS Studio.
+
+Routes (on the same port as the pages, HTTP or HTTPS):
+  OPTIONS /whip            204 with Accept-Post: application/sdp (and CORS for allowed origins)
+  POST    /whip            SDP offer + `Authorization: Bearer TOKEN` -> 201 Created, the SDP
+                           answer, `Location: /whip/ID`; `X-Viewer` names the viewer page
+  DELETE  /whip/ID         same token: ends the session (200)
+  PATCH   /whip/ID         405: no trickle ICE or ICE restarts (aiortc takes complete offers)
+
+A WHIP session is a normal live session: viewers at /viewer.html?session=ID&token=..., report
+downloads, `--save-reports`, limits (`live.max_sessions`, track counts). It has no publisher
+WebSocket, so the purpose and consent come from configuration: each token in `[whip] tokens`
+carries the purpose its operator declares. It ends on DELETE, when the media connection fails
+or closes, when no media connection is made within `live.hello_timeout_s`, or at shutdown.
+
+websockets' HTTP parser accepts only GET, so `HttpConnection` (the server's connection class)
+looks at each connection's request line first: requests for /whip are parsed and answered here,
+everything else goes to websockets unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import ServerConnection
+
+from stream.live import reports
+from stream.live.protocol import (
+    BadMessage,
+    check_offer,
+    host_allowed,
+    origin_allowed,
+    token_matches,
+)
+from stream.live.session import LiveSession
+from stream.live.webrtc import answer_offer
+
+if TYPE_CHECKING:
+    from stream.live.server import LiveServer
+
+log = logging.getLogger(__name__)
+
+PATH = "/whip"
+#: The largest request head and SDP body taken (a browser offer is 3-8 KB).
+MAX_HEAD = 16384
+MAX_BODY = 65536
+
+
+@dataclass
+class HttpRequest:
+    """One parsed HTTP/1.1 request (header names lower-case)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class HttpReply:
+    status: HTTPStatus
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        """The response on the wire; every connection closes after one exchange."""
+        lines = [f"HTTP/1.1 {self.status.value} {self.status.phrase}"]
+        names = {k.lower() for k, _ in self.headers}
+        heads = list(self.headers)
+        if "content-type" not in names and self.body:
+            heads.append(("Content-Type", "text/plain; charset=utf-8"))
+        heads += [
+            ("Content-Length", str(len(self.body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Server", "emotion-stream"),
+            ("Connection", "close"),
+        ]
+        lines += [f"{k}: {v}" for k, v in heads]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+
+def text(status: HTTPStatus, message: str, *headers: tuple[str, str]) -> HttpReply:
+    return HttpReply(status, (message + "\n").encode(), list(headers))
+
+
+def is_whip_path(path: str) -> bool:
+    return path == PATH or path.startswith(PATH + "/")
+
+
+def parse_head(head: bytes) -> HttpRequest | None:
+    """The request line and headers of a request head (None if malformed)."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        return None
+    if not version.startswith("HTTP/1."):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            return None
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    return HttpRequest(method, target, headers)
+
+
+class HttpConnection(ServerConnection):
+    """A websockets connection that answers WHIP requests itself (see the module docstring).
+
+    The first bytes are held until the request line is complete; then the connection becomes
+    either an ordinary websockets connection (fed those bytes) or one WHIP exchange.
+    """
+
+    endpoint: WhipEndpoint | None = None  # set on a subclass by `connection_class`
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._buf = b""
+        self._mode = ""  # "" undecided, "ws", "http", "done"
+
+    def data_received(self, data: bytes) -> None:
+        if self._mode == "ws":
+            super().data_received(data)
+            return
+        if self._mode == "done":
+            return
+        self._buf += data
+        if self._mode == "":
+            end = self._buf.find(b"\r\n")
+            if end < 0 and len(self._buf) < MAX_HEAD:
+                return
+            parts = self._buf[: max(end, 0)].split(b" ")
+            target = parts[1].decode("latin-1") if len(parts) == 3 else ""
+            if self.endpoint is None or not is_whip_path(urlsplit(target).path):
+                self._mode = "ws"
+                buf, self._buf = self._buf, b""
+                super().data_received(buf)
+                return
+            self._mode = "http"
+        self._http()
+
+    def _http(self) -> None:
+        """Parse the request once complete, then answer it in a task."""
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buf) > MAX_HEAD:
+                self._reply(text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large"))
+            return
+        request = parse_head(self._buf[:end])
+        if request is None:
+            self._reply(text(HTTPStatus.BAD_REQUEST, "malformed request"))
+            return
+        if "transfer-encoding" in request.headers:
+            self._reply(text(HTTPStatus.LENGTH_REQUIRED, "send the SDP with a Content-Length"))
+            return
+        try:
+            length = int(request.headers.get("content-length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._reply(text(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes"))
+            return
+        if len(self._buf) < end + 4 + length:
+            return  # more body to come
+        request.body = self._buf[end + 4 : end + 4 + length]
+        self._mode, self._buf = "done", b""
+        assert self.endpoint is not None
+        endpoint = self.endpoint
+
+        async def answer() -> None:
+            try:
+                reply = await endpoint.handle(request)
+            except Exception:
+                log.exception("WHIP request failed")
+                reply = text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+            self._reply(reply)
+
+        endpoint.spawn(answer())
+
+    def _reply(self, reply: HttpReply) -> None:
+        self._mode = "done"
+        if not self.transport.is_closing():
+            self.transport.write(reply.encode())
+            self.transport.close()  # after the buffered response is written
+
+
+def connection_class(endpoint: WhipEndpoint) -> type[HttpConnection]:
+    """The connection class for `serve(create_connection=...)` routing /whip to `endpoint`."""
+    return type("WhipHttpConnection", (HttpConnection,), {"endpoint": endpoint})
+
+
+@dataclass
+class _Ingest:
+    session: LiveSession
+    token: str
+    watchdog: asyncio.Task[Any] | None = None
+
+
+class WhipEndpoint:
+    """The WHIP resources of one `LiveServer` (sessions are registered in `server.sessions`)."""
+
+    def __init__(self, server: LiveServer) -> None:
+        self.server = server
+        self.ingests: dict[str, _Ingest] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cors(self, req: HttpRequest) -> list[tuple[str, str]] | None:
+        """CORS headers for a browser request from an allowed origin ([] without Origin);
+        None when the origin is not allowed."""
+        origin = req.headers.get("origin")
+        if origin is None:
+            return []
+        live = self.server.config.live
+        if not origin_allowed(origin, req.headers.get("host"), live.allowed_origins):
+            return None
+        return [
+            ("Access-Control-Allow-Origin", origin),
+            ("Vary", "Origin"),
+            ("Access-Control-Expose-Headers", "Location, Link, X-Viewer, Accept-Post"),
+        ]
+
+    async def handle(self, req: HttpRequest) -> HttpReply:
+        """Answer one WHIP request."""
+        live = self.server.config.live
+        if not host_allowed(req.headers.get("host"), live.allowed_hosts):
+            return text(HTTPStatus.FORBIDDEN, "host not allowed (see live.allowed_hosts)")
+        cors = self._cors(req)
+        if cors is None:
+            return text(HTTPStatus.FORBIDDEN, "origin not allowed (see live.allowed_origins)")
+        path = urlsplit(req.path).path
+        resource = path != PATH
+        allow = "DELETE, PATCH, OPTIONS" if resource else "POST, OPTIONS"
+        if req.method == "OPTIONS":
+            reply = HttpReply(HTTPStatus.NO_CONTENT, headers=[("Allow", allow)])
+            if not resource:
+                reply.headers.append(("Accept-Post", "application/sdp"))
+            if "access-control-request-method" in req.headers:
+                reply.headers += [
+                    ("Access-Control-Allow-Methods", allow),
+                    ("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match"),
+                    ("Access-Control-Max-Age", "600"),
+                ]
+            reply.headers += cors
+            return reply
+        if not self.server.config.whip.tokens:
+            return text(
+                HTTPStatus.NOT_FOUND,
+                "WHIP ingest is off: list tokens in [whip] tokens or start serve with --whip",
+                *cors,
+            )
+        if req.method == "POST" and not resource:
+            reply = await self._post(req)
+        elif req.method == "DELETE" and resource:
+            reply = await self._delete(req, path[len(PATH) + 1 :])
+        else:
+            reply = text(HTTPStatus.METHOD_NOT_ALLOWED, f"allowed: {allow}", ("Allow", allow))
+        reply.headers += cors
+        return reply
+
+    def _token(self, req: HttpRequest) -> tuple[str, str] | None:
+        """The (token, purpose) the request's bearer token names, or None."""
+        scheme, _, given = req.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        found = None
+        for t in self.server.config.whip.tokens:  # no early exit: same time for every token
+            if token_matches(given.strip(), t.token):
+                found = (t.token, t.purpose)
+        return found
+
+    @staticmethod
+    def _unauthorized() -> HttpReply:
+        return text(
+            HTTPStatus.UNAUTHORIZED,
+            "missing or wrong bearer token",
+            ("WWW-Authenticate", 'Bearer realm="emotion-stream WHIP"'),
+        )
+
+    async def _post(self, req: HttpRequest) -> HttpReply:
+        server, live = self.server, self.server.config.live
+        auth = self._token(req)
+        if auth is None:
+            return self._unauthorized()
+        ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/sdp":
+            return text(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "the offer must be application/sdp")
+        try:
+            sdp = req.body.decode("utf-8")
+            check_offer(sdp, live.max_video_tracks, live.max_audio_tracks)
+        except UnicodeDecodeError:
+            return text(HTTPStatus.BAD_REQUEST, "the offer is not UTF-8 text")
+        except BadMessage as exc:
+            return text(HTTPStatus.BAD_REQUEST, str(exc))
+        if len(server.sessions) >= live.max_sessions:
+            msg = "too many sessions; try again later"
+            return text(HTTPStatus.SERVICE_UNAVAILABLE, msg, ("Retry-After", "10"))
+        token, purpose = auth
+        session = LiveSession(
+            server.config, server.stages, server.executor, purpose, server.audio_executor
+        )
+        server.sessions[session.id] = session
+        errors: list[str] = []
+
+        async def error(code: str, message: str) -> None:
+            errors.append(message)
+
+        await answer_offer(session, server.config, sdp, error)
+        if errors or session.peer is None:
+            server.sessions.pop(session.id, None)
+            await session.close("offer refused")
+            return text(HTTPStatus.BAD_REQUEST, "; ".join(errors) or "offer refused")
+        ingest = _Ingest(session, token)
+        self.ingests[session.id] = ingest
+        pc = session.peer
+
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and session.peer is pc:
+                await self.end(session.id, f"media connection {pc.connectionState}")
+
+        pc.on("connectionstatechange", on_state)
+
+        ingest.watchdog = asyncio.ensure_future(self._expire(session.id, pc))
+        log.info(
+            "session %s started via WHIP (consent declared for the token, purpose: %r)",
+            session.id,
+            purpose,
+        )
+        headers = [
+            ("Content-Type", "application/sdp"),
+            ("Location", f"{PATH}/{session.id}"),
+            ("X-Viewer", f"/viewer.html?session={session.id}&token={session.viewer_token}"),
+        ]
+        for s in live.ice_servers:  # RFC 9725 section 4.6: ICE servers as Link headers
+            link = f'<{s.urls}>; rel="ice-server"'
+            if s.username:
+                link += f'; username="{s.username}"; credential="{s.credential}"'
+            headers.append(("Link", link))
+        return HttpReply(HTTPStatus.CREATED, pc.localDescription.sdp.encode(), headers)
+
+    async def _expire(self, sid: str, pc: Any) -> None:
+        """End a session whose media connection is not up within `live.hello_timeout_s`."""
+        await asyncio.sleep(self.server.config.live.hello_timeout_s)
+        if pc.connectionState != "connected":
+            await self.end(sid, "no media connection")
+
+    async def _delete(self, req: HttpRequest, sid: str) -> HttpReply:
+        auth = self._token(req)
+        if auth is None:
+            return self._unauthorized()
+        ingest = self.ingests.get(sid)
+        if ingest is None or not token_matches(auth[0], ingest.token):
+            return text(HTTPStatus.NOT_FOUND, "no such WHIP session")
+        await self.end(sid, "publisher ended the WHIP session")
+        return text(HTTPStatus.OK, "session ended")
+
+    async def end(self, sid: str, reason: str) -> None:
+        """Close a WHIP session (summary to its viewers, reports saved when asked)."""
+        ingest = self.ingests.pop(sid, None)
+        if ingest is None:
+            return
+        if ingest.watchdog is not None and ingest.watchdog is not asyncio.current_task():
+            ingest.watchdog.cancel()
+        session = ingest.session
+        self.server.sessions.pop(sid, None)
+        await session.close(reason)
+        faces = len(session.analysis.aggregator.faces())
+        log.info("session %s ended: %s, %d face(s) seen", sid, reason, faces)
+        reports.save_quietly(session, self.server.save_reports)
+
+    async def close(self) -> None:
+        """End every WHIP session (server shutdown)."""
+        for sid in list(self.ingests):
+            await self.end(sid, "server shutting down")
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
