@@ -544,6 +544,7 @@ class StreamAnalysis:
             a = self.config.audio
             voice = summarise_voice(timeline, a.hop_s, a.denoise)
         speakers = self.speakers_result(timeline)
+        shown = {f.number for f in faces}
         return Analysis(
             info=info,
             fps=self.fps,
@@ -562,7 +563,7 @@ class StreamAnalysis:
             voice=voice,
             identity=self.identity.to_dict() if self.identity else None,
             speakers=speakers,
-            actions={n: s for n, s in self.actions.items() if s.count},
+            actions={n: s for n, s in self.actions.items() if s.count and n in shown},
             actions_raw=self.config.actions.raw,
         )
 

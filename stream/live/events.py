@@ -19,6 +19,7 @@ import numpy as np
 from stream.core.data import events_schema_path
 from stream.core.labels import LABELS
 from stream.core.notices import NOTICE, face_name
+from stream.vision.blendshapes import BLENDSHAPES, action_units
 from stream.vision.pipeline import FrameResult
 
 SCHEMA_VERSION = 1
@@ -132,6 +133,9 @@ class Prosody(Event):
     face_id: int | None
     name: str | None
     report: dict[str, Any] = field(default_factory=dict)
+    voice_id: int | None = None
+    voice_name: str | None = None
+    voice_face_id: int | None = None
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -139,6 +143,9 @@ class Prosody(Event):
             "face_id": self.face_id,
             "name": self.name,
             **self.report,
+            "voice_id": self.voice_id,
+            "voice_name": self.voice_name,
+            "voice_face_id": self.voice_face_id,
         }
 
 
@@ -150,6 +157,9 @@ class SpeakerActive(Event):
     name: str | None
     speaking: bool
     confidence: float
+    voice_id: int | None = None
+    voice_name: str | None = None
+    voice_face_id: int | None = None
 
 
 #: Every event type, for the schema test and for readers.
@@ -208,11 +218,22 @@ def face_payloads(
     names: dict[int, str],
     supported: np.ndarray,
     va_estimated: bool,
+    actions_raw: bool = False,
 ) -> list[dict[str, Any]]:
     """Per-face entries of a frame event (excluded faces carry only their box)."""
     out: list[dict[str, Any]] = []
     for f in result.faces:
         s = f.sample
+        extra: dict[str, Any] = {}
+        if f.actions is not None:
+            extra["actions"] = {
+                k: _r(min(max(v, 0.0), 1.0)) for k, v in action_units(f.actions).items()
+            }
+            if actions_raw:
+                extra["blendshapes"] = {
+                    b: _r(min(max(float(v), 0.0), 1.0))
+                    for b, v in zip(BLENDSHAPES, f.actions, strict=True)
+                }
         out.append(
             {
                 "id": f.number,
@@ -229,6 +250,7 @@ def face_payloads(
                 "arousal": _r(np.clip(s.valence_arousal[1], -1, 1), 3),
                 "va_estimated": va_estimated,
                 "fresh": f.fresh,
+                **extra,
             }
         )
     w, h = result.width, result.height

@@ -450,6 +450,7 @@ class LiveSession:
                         self.analysis.aggregator.names,
                         self.stages.supported,
                         self.stages.va_estimated,
+                        self.config.actions.raw,
                     ),
                     metrics=stats.to_dict(),
                 )
@@ -559,10 +560,13 @@ class LiveSession:
     def _publish_speaker(self, u: SpeakerUpdate) -> None:
         face = u.active.face
         name = self.analysis.name_of(face) if face is not None else None
-        self.publish(Prosody(u.speaker, face, name, u.report.to_dict()))
+        voice = (u.voice_id, u.voice_name, u.voice_face)
+        self.publish(Prosody(u.speaker, face, name, u.report.to_dict(), *voice))
         if u.changed:
             confidence = round(max(u.active.confidence, 0.0), 3)
-            self.publish(SpeakerActive(u.speaker, face, name, u.active.speaking, confidence))
+            self.publish(
+                SpeakerActive(u.speaker, face, name, u.active.speaking, confidence, *voice)
+            )
 
     async def close(self, reason: str) -> dict[str, Any] | None:
         """Stop media, send the session summary and the end event; returns the summary event."""
