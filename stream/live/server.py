@@ -7,7 +7,9 @@ Routes (one port):
   GET /schema/events.json                            the event JSON schema
   GET /report/ID.{json,csv,html}?token=TOKEN          a session's report so far (download)
   WS  /ws                                 publisher: consent, offer/answer, commands, events
-  WS  /ws/view?session=ID&token=TOKEN     viewer: events of one session, read-only
+  WS  /ws/view?session=ID&token=TOKEN     viewer: events of one session, read-only (in a cluster:
+                                          a session of any worker, relayed through Redis)
+  WS  /ws/wall?token=OPERATOR_TOKEN       supervisor wall: one line per live call (cluster.py)
 
   POST /whip, DELETE /whip/ID              WHIP ingest (RFC 9725; whip.py)
 
@@ -47,6 +49,7 @@ from stream.analysis.stages import Stages
 from stream.core.config import Config
 from stream.core.notices import EXPRESSIONS_NOT_FEELINGS
 from stream.live import reports
+from stream.live.cluster import Cluster
 from stream.live.events import NO_SESSION, Error, envelope, schema
 from stream.live.metrics import LiveCollector, render_metrics
 from stream.live.protocol import (
@@ -104,6 +107,7 @@ class LiveServer:
         self.save_reports: Path | None = None  # --save-reports: write each session's reports
         self.whip = WhipEndpoint(self)  # POST/DELETE /whip (whip.py), answered before websockets
         self.tls: TlsSetup | None = None  # HTTPS (tls.py), made by start() from live.tls_*
+        self.cluster = Cluster(config, self.sessions)  # Redis directory and relay, if configured
 
     # -- HTTP ------------------------------------------------------------------------------
     def _response(
@@ -158,7 +162,7 @@ class LiveServer:
             msg = b"host not allowed (see live.allowed_hosts)\n"
             return self._response(HTTPStatus.FORBIDDEN, msg, head=head)
         path = urlsplit(request.path).path
-        if path in ("/ws", "/ws/view"):
+        if path in ("/ws", "/ws/view", "/ws/wall"):
             if not origin_allowed(request.headers.get("Origin"), host, live.allowed_origins):
                 msg = b"origin not allowed (see live.allowed_origins)\n"
                 return self._response(HTTPStatus.FORBIDDEN, msg, head=head)
@@ -191,6 +195,8 @@ class LiveServer:
         url = urlsplit(ws.request.path)
         if url.path == "/ws/view":
             await self._viewer(ws, parse_qs(url.query))
+        elif url.path == "/ws/wall":
+            await self.cluster.wall(ws, parse_qs(url.query))
         else:
             await self._publisher(ws)
 
@@ -198,6 +204,8 @@ class LiveServer:
         sid = (query.get("session") or [""])[0]
         token = (query.get("token") or [""])[0]
         session = self.sessions.get(sid)
+        if session is None and await self.cluster.view(ws, sid, token):
+            return  # a session of another worker, relayed
         if session is None or not token_matches(token, session.viewer_token):
             await close_draining(ws, CLOSE_UNAUTHORIZED, "unknown session or wrong token")
             return
@@ -266,8 +274,8 @@ class LiveServer:
                     if session is not None:
                         await error("bad_message", "hello was already sent")
                         continue
-                    if len(self.sessions) >= self.config.live.max_sessions:
-                        await close_draining(ws, CLOSE_FULL, "too many sessions; try again later")
+                    if len(self.sessions) >= self.cluster.capacity:
+                        await self.cluster.refuse(ws)  # 4503, with a redirect in a cluster
                         break
                     session = LiveSession(
                         self.config,
@@ -277,6 +285,7 @@ class LiveServer:
                         self.audio_executor,
                     )
                     self.sessions[session.id] = session
+                    await self.cluster.attach(session)
                     purpose = f", purpose: {session.purpose!r}" if session.purpose else ""
                     log.info("session %s started (consent given%s)", session.id, purpose)
                     sub = Subscriber(
@@ -309,6 +318,7 @@ class LiveServer:
                 await session.close("publisher left")
                 faces = len(session.analysis.aggregator.faces())
                 log.info("session %s ended: publisher left, %d face(s) seen", session.id, faces)
+                await self.cluster.detach(session)
                 reports.save_quietly(session, self.save_reports)
             if sub is not None:
                 await sub.flush()
@@ -329,6 +339,7 @@ class LiveServer:
             ssl=self.tls.context if self.tls else None,
             create_connection=connection_class(self.whip),
         )
+        await self.cluster.start(self.port)  # joins the Redis cluster, if configured
         return self.server
 
     @property
@@ -342,10 +353,12 @@ class LiveServer:
         summaries = []
         for session in list(self.sessions.values()):
             summary = await session.close("server shutting down")
+            await self.cluster.detach(session)
             reports.save_quietly(session, self.save_reports)
             if summary is not None:
                 summaries.append(summary)
         self.sessions.clear()
+        await self.cluster.stop()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()

@@ -278,6 +278,8 @@ class LiveSession:
             stages, config.live.max_fps, keep_timeline=True, thumbnails=True
         )
         self.subscribers: list[Subscriber] = []
+        #: Called with every published event (the cluster relay and the wall line).
+        self.taps: list[Callable[[dict[str, Any]], None]] = []
         self.tracks: dict[str, TrackStats] = {}
         self.peer: Any = None  # the transport's handle (e.g. an RTCPeerConnection)
         self.replace_peer = False  # set by reset: the next offer replaces the peer
@@ -288,22 +290,22 @@ class LiveSession:
         self.closed = False
 
     # -- subscribers -----------------------------------------------------------------------
+    def started_event(self, role: str) -> SessionStarted:
+        """The first event a subscriber of `role` gets (only publishers see the viewer token)."""
+        return SessionStarted(
+            role=role,
+            labels_supported=self.stages.supported_labels,
+            purpose=self.purpose,
+            ice_servers=[
+                {"urls": s.urls, "username": s.username, "credential": s.credential}
+                for s in self.config.live.ice_servers
+            ],
+            viewer_token=self.viewer_token if role == "publisher" else None,
+        )
+
     def subscribe(self, sub: Subscriber) -> None:
         self.subscribers.append(sub)
-        sub.offer(
-            self.events.make(
-                SessionStarted(
-                    role=sub.role,
-                    labels_supported=self.stages.supported_labels,
-                    purpose=self.purpose,
-                    ice_servers=[
-                        {"urls": s.urls, "username": s.username, "credential": s.credential}
-                        for s in self.config.live.ice_servers
-                    ],
-                    viewer_token=self.viewer_token if sub.role == "publisher" else None,
-                )
-            )
-        )
+        sub.offer(self.events.make(self.started_event(sub.role)))
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self.subscribers:
@@ -315,6 +317,8 @@ class LiveSession:
         message = self.events.make(event)
         for sub in list(self.subscribers):
             sub.offer(message)
+        for tap in self.taps:
+            tap(message)
         return message
 
     # -- commands --------------------------------------------------------------------------

@@ -392,4 +392,3 @@ class WhipEndpoint:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-

@@ -1,0 +1,326 @@
+"""`emotion-stream watch URL`: a stream URL or device as a live session's source, through PyAV.
+
+Anything FFmpeg opens works: RTSP cameras (rtsp://), RTMP pulls and pushes (rtmp://; with
+`listen` the URL is a local address that OBS or ffmpeg publishes to), SRT (srt://), HLS
+(https://.../index.m3u8), HTTP streams (MPEG-TS, FLV, ...), local devices (/dev/video0 with
+format v4l2) and files. Demuxing and decoding run in one thread per source; frames reach the
+session like WebRTC frames (video as `ReceivedVideo`, audio as `ReceivedAudio`).
+
+A network source that ends, fails or stalls is opened again after a backoff (0.5 s doubling to
+`retry_max_s`, reset once frames flow); each outage publishes one `source_lost` error event
+(`source_unavailable` while it never opened), so viewers see it, and media time continues
+across it (the gap counts as time passed). A local file ends the session at its end. Frames
+are taken at their own pace: a file or a bursty source (HLS segments) plays in real time, like
+ffmpeg's -re.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from stream.core.types import U8
+from stream.live.events import Error
+from stream.live.session import LiveSession, ReceivedAudio, ReceivedVideo
+
+log = logging.getLogger(__name__)
+
+_END = object()  # end of the source (a queue item)
+
+
+def redact(url: str) -> str:
+    """The URL without user:password (and without query, which often carries stream keys)."""
+    try:
+        p = urlsplit(url)
+    except ValueError:
+        return "<url>"
+    if not p.scheme or len(p.scheme) == 1:  # a path (C:\\ on Windows too)
+        return url
+    host = p.hostname or ""
+    netloc = f"{host}:{p.port}" if p.port else host
+    return urlunsplit((p.scheme, netloc, p.path, "", ""))
+
+
+def is_local(url: str) -> bool:
+    """A file path (ends at its end) rather than a network stream or device."""
+    return "://" not in url and Path(url).is_file()
+
+
+class UrlSource:
+    """One stream URL read in a thread, handed to asyncio as video and audio iterators.
+
+    Args:
+        url: what FFmpeg opens.
+        listen: wait for a publisher to push to `url` (RTMP, SRT listener, TCP, HTTP).
+        fmt: the input format when it cannot be guessed (e.g. "v4l2" for /dev/video0).
+        audio: decode audio too (when the stream has it).
+        retry_max_s: the longest wait between reconnects.
+        on_status: called on the event loop with (code, message) at outages.
+        options: extra FFmpeg options (e.g. {"rtsp_transport": "tcp"}).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        listen: bool = False,
+        fmt: str | None = None,
+        audio: bool = True,
+        retry_max_s: float = 10.0,
+        on_status: Callable[[str, str], None] | None = None,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.listen = listen
+        self.fmt = fmt
+        self.want_audio = audio
+        self.retry_max_s = retry_max_s
+        self.on_status = on_status
+        self.options = dict(options or {})
+        if listen:
+            self.options.setdefault("listen", "1")
+        self.local = is_local(url)
+        self.opened = 0  # successful opens (1 + reconnects)
+        self.outages = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._video: asyncio.Queue[Any] = asyncio.Queue()
+        self._audio: asyncio.Queue[Any] = asyncio.Queue()
+        self._audio_done = False
+        self.done = asyncio.Event()  # set when reading has ended for good
+
+    # -- asyncio side ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="url-source", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading (a blocking open or read ends at its timeout; the thread is a daemon)."""
+        self._stop.set()
+
+    async def video(self) -> AsyncIterator[ReceivedVideo]:
+        while (item := await self._video.get()) is not _END:
+            yield item
+
+    async def audio(self) -> AsyncIterator[ReceivedAudio]:
+        while (item := await self._audio.get()) is not _END:
+            yield item
+
+    def _put(self, queue: asyncio.Queue[Any], item: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed
+            self._loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def _status(self, code: str, message: str) -> None:
+        log.info("%s: %s", redact(self.url), message)
+        if self.on_status is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.on_status, code, message)
+
+    # -- reading thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.5
+        offset = 0.0  # media time at the start of the current connection
+        last_t = 0.0
+        lost_at: float | None = None
+        reported = False
+        try:
+            while not self._stop.is_set():
+                why = ""
+                flowed = False
+                try:
+                    got, last_t, flowed = self._read_once(offset)
+                    if self.local and not self._stop.is_set():
+                        return  # a file ends at its end
+                    why = "the stream ended" if got else "no media in the stream"
+                except Exception as exc:  # av.error.* and OSError: FFmpeg's one-line reasons
+                    why = str(exc).strip() or type(exc).__name__
+                    if self.local:
+                        self._status("source_failed", f"cannot read {self.url}: {why}")
+                        return
+                if self._stop.is_set():
+                    return
+                if flowed:
+                    backoff, reported = 0.5, False
+                if lost_at is None or flowed:
+                    lost_at = time.perf_counter()
+                if not reported:
+                    self.outages += 1
+                    reported = True
+                    self._status(
+                        "source_lost" if self.opened else "source_unavailable",
+                        f"{redact(self.url)}: {why}; reconnecting (every {backoff:g} s "
+                        f"doubling up to {self.retry_max_s:g} s)",
+                    )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.retry_max_s)
+                # Media time goes on across the outage: the gap counts as time passed.
+                offset = last_t + (time.perf_counter() - lost_at)
+        finally:
+            self._put(self._video, _END)
+            self._put(self._audio, _END)
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.done.set)
+
+    def _read_once(self, offset: float) -> tuple[bool, float, bool]:
+        """Open, read until the end or an error; returns (got frames, last media time, flowed).
+
+        `flowed` means frames came for a while (the backoff starts over after it)."""
+        import av
+
+        timeout = (30.0 if self.listen else 10.0, 10.0)
+        container = av.open(self.url, format=self.fmt, options=self.options, timeout=timeout)
+        self.opened += 1
+        if self.opened > 1:
+            log.info("%s: reconnected", redact(self.url))
+        try:
+            streams: dict[str, int] = {}
+            if container.streams.video:
+                streams["video"] = 0
+                container.streams.video[0].thread_type = "AUTO"
+            if self.want_audio and container.streams.audio:
+                streams["audio"] = 0
+            elif self.want_audio and not self._audio_done:  # no audio here: end that track
+                self._audio_done = True
+                self._put(self._audio, _END)
+            if not streams:
+                raise ValueError("the stream has neither video nor audio")
+            first: float | None = None
+            wall0 = time.perf_counter()
+            t = offset
+            frames = 0
+            for frame in container.decode(**streams):
+                if self._stop.is_set():
+                    break
+                if not isinstance(frame, av.VideoFrame | av.AudioFrame) or frame.time is None:
+                    continue
+                first = frame.time if first is None else first
+                rel = max(frame.time - first, 0.0)
+                ahead = rel - (time.perf_counter() - wall0)
+                if ahead > 0.005:  # real time, like -re (files, bursty segments)
+                    self._stop.wait(min(ahead, 1.0))
+                received = time.perf_counter()
+                frames += 1
+                if isinstance(frame, av.VideoFrame):
+                    t = max(offset + rel, t)
+
+                    def image(f: Any = frame) -> U8:
+                        return np.ascontiguousarray(f.to_ndarray(format="bgr24"))
+
+                    self._put(self._video, ReceivedVideo(t, received, image))
+                elif not self._audio_done:
+                    self._put(self._audio, ReceivedAudio(frame, received))
+            return frames > 0, t, frames > 10
+        finally:
+            container.close()
+
+
+def attach(session: LiveSession, source: UrlSource) -> None:
+    """Feed a session from a URL source: its video, its audio when enabled, its outages."""
+
+    def status(code: str, message: str) -> None:
+        session.publish(Error(code, message))
+
+    source.on_status = status
+    source.start()
+    session.add_video("video", source.video())
+    if source.want_audio:
+        session.add_audio("audio", source.audio())
+    session.peer = PeerAdapter(source)  # closed with the session's media
+
+
+class PeerAdapter:
+    """Lets `LiveSession.stop_media` close a URL source like a peer connection."""
+
+    def __init__(self, source: UrlSource) -> None:
+        self.source = source
+
+    async def close(self) -> None:
+        self.source.stop()
+
+
+async def run_watch(
+    config: Any,
+    url: str,
+    purpose: str,
+    listen: bool = False,
+    fmt: str | None = None,
+    events: Path | None = None,
+    reports_dir: Path | None = None,
+    duration: float | None = None,
+    retry_max_s: float = 10.0,
+) -> dict[str, Any] | None:
+    """`emotion-stream watch`: one live session fed by a URL, with the server's viewer page and
+    report downloads; ends at the end of a file, after `duration`, or at Ctrl-C / SIGTERM.
+
+    Args:
+        events: write every event as a JSON line here ("-": stdout).
+        reports_dir: write the session's JSON, CSV and HTML reports here when it ends.
+
+    Returns:
+        The session summary event.
+    """
+    import signal
+    import sys
+
+    from stream.live import reports
+    from stream.live.server import LiveServer
+    from stream.live.session import Subscriber
+    from stream.live.tls import open_urls
+
+    server = LiveServer(config)
+    server.save_reports = reports_dir
+    await server.start()
+    session = LiveSession(config, server.stages, server.executor, purpose, server.audio_executor)
+    server.sessions[session.id] = session
+    out = None
+    if events is not None:
+        out = sys.stdout if str(events) == "-" else events.open("w", encoding="utf-8")
+
+    async def write(line: str) -> None:
+        if out is not None:
+            out.write(line + "\n")
+            out.flush()
+
+    sub = Subscriber(write, "publisher", limit=4096)
+    session.subscribe(sub)
+    source = UrlSource(url, listen, fmt, config.audio.enabled, retry_max_s)
+    attach(session, source)
+    base = open_urls(config.live.host, server.port, server.tls is not None)[-1].rstrip("/")
+    note = sys.stderr if out is sys.stdout else sys.stdout
+    what = f"listening for a publisher at {redact(url)}" if listen else f"watching {redact(url)}"
+    print(f"emotion-stream: {what} (purpose: {purpose!r})", file=note, flush=True)
+    print(
+        f"emotion-stream: viewer {base}/viewer.html?session={session.id}"
+        f"&token={session.viewer_token}  (Ctrl-C to stop)",
+        file=note,
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result("stopped"))
+    waits: set[asyncio.Future[Any]] = {stop, asyncio.ensure_future(source.done.wait())}
+    if duration is not None:
+        waits.add(asyncio.ensure_future(asyncio.sleep(duration)))
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    source.stop()
+    server.sessions.pop(session.id, None)
+    summary = await session.close("source ended" if not stop.done() else "stopped")
+    await sub.flush()
+    reports.save_quietly(session, reports_dir)
+    if out is not None and out is not sys.stdout:
+        out.close()
+    await server.shutdown()
+    return summary
