@@ -13,6 +13,7 @@ different-person pairs of the photo set by our embedder: same sex and age band, 
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -97,9 +98,7 @@ class Scenario:
     def truth(self, t: float) -> list[tuple[str, Rect]]:
         """Who is visible at media time t, and in which rectangle."""
         return [
-            (person_of(s.person), self.rect(s.tile))
-            for s in self.segments
-            if s.start <= t < s.end
+            (person_of(s.person), self.rect(s.tile)) for s in self.segments if s.start <= t < s.end
         ]
 
     def person_at(self, t: float, cx: float, cy: float) -> str | None:
@@ -226,7 +225,7 @@ class _Participant:
 
     def render(self, t: float, w: int, h: int, face_frac: float = 0.5) -> Image:
         """The participant at time t in a w x h rectangle, the face about `face_frac` of h."""
-        src = self.frames[int(round(t * self.fps)) % len(self.frames)]
+        src = self.frames[round(t * self.fps) % len(self.frames)]
         p = self.phase
         zoom, angle, dx, dy, gain = 1.0, 0.0, 0.0, 0.0, 1.0
         if not self.is_clip:  # a still photo breathes like a webcam picture
@@ -384,16 +383,16 @@ def identity_metrics(
     false = 0
     for t, ident, cx, cy in faces:
         pred_count[ident] = pred_count.get(ident, 0) + 1
-        person = scenario.person_at(t, cx, cy)
-        if person is None:
+        who = scenario.person_at(t, cx, cy)
+        if who is None:
             false += 1
             continue
-        seq.setdefault(person, []).append((t, ident))
-        persons_of.setdefault(ident, set()).add(person)
+        seq.setdefault(who, []).append((t, ident))
+        persons_of.setdefault(ident, set()).add(who)
     switches = 0
     for obs in seq.values():
         obs.sort()
-        switches += sum(1 for a, b in zip(obs, obs[1:], strict=False) if a[1] != b[1])
+        switches += sum(1 for a, b in itertools.pairwise(obs) if a[1] != b[1])
     merges = sum(len(p) - 1 for p in persons_of.values())
     people = sorted(gt_count)
     ids = sorted(pred_count)

@@ -139,11 +139,12 @@ class TrackingConfig:
     quality_min_sharpness: float = 10.0
     quality_max_yaw: float = 0.45
     keep_after_change: float = 0.70
+    flow_keep: float = 0.60
     reid_margin: float = 0.10
     reid_per_doubling: float = 0.02
     reid_poor_view: float = 0.08
     consolidate: bool = True
-    join_threshold: float = 0.50
+    join_threshold: float = 0.66
     join_margin: float = 0.05
 
     def __post_init__(self) -> None:
@@ -159,7 +160,7 @@ class TrackingConfig:
         _check(self.tentative_max_s >= 0, "tracking.tentative_max_s", "must be >= 0")
         _check(self.quality_min_face_px >= 1, "tracking.quality_min_face_px", "must be >= 1")
         _check(self.quality_max_yaw > 0, "tracking.quality_max_yaw", "must be > 0")
-        for key in ("keep_after_change", "join_threshold"):
+        for key in ("keep_after_change", "flow_keep", "join_threshold"):
             v = getattr(self, key)
             _check(-1 < v < 1, f"tracking.{key}", f"must be in (-1, 1), got {v}")
         for key in ("reid_margin", "reid_per_doubling", "reid_poor_view", "join_margin"):

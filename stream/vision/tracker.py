@@ -359,12 +359,19 @@ class IdentityTracker:
 
         Keeps the next detection's cheap geometric match valid when detections are sparse:
         without it, boxes and thumbnails go stale and every face needs an embedding again.
+        A face whose thumbnail no longer correlates with its identity's (below `flow_keep`)
+        loses its ID: geometry alone never carries an identity across an appearance change.
         """
         by_number = {i.number: i for i in self.identities.values() if i.confirmed}
         sigs = signatures(frame.image, faces.boxes)
         for k, number in enumerate(faces.track_ids):
             ident = by_number.get(int(number))
-            if ident is not None:
+            if ident is not None and float(sigs[k] @ ident.signature) < self.config.flow_keep:
+                # The content under the box changed abruptly (a tile replaced, a cut): the flow
+                # cannot tell who this is, so the face has no ID until the next detection
+                # re-identifies it (`faces.track_ids` is changed in place).
+                faces.track_ids[k] = -1
+            elif ident is not None:
                 ident.box = faces.boxes[k].copy()
                 ident.signature = sigs[k]
                 ident.last_t = frame.t
