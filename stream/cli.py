@@ -109,7 +109,10 @@ def _serve_ingest_config(args: argparse.Namespace, cfg: Config) -> Config:
         if v is not None
     }
     if tls:
+        from stream.live.tls import check
+
         cfg = cfg.replace("live", **tls)
+        check(cfg.live.tls_cert, cfg.live.tls_key, cfg.live.tls_self_signed)
     if args.whip is not None:
         import secrets
 
@@ -321,7 +324,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="how browsers reach this worker, e.g. https://w2.example.org (cluster.worker_url; "
         "default http://HOST:PORT)",
     )
-    _add_serve_ingest(s)
     _add_common(s)
 
     _add_watch(sub, fmt)
@@ -495,7 +497,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     }
     if updates:
         cfg = cfg.replace("live", **updates)
-    cfg = _serve_ingest_config(args, cfg)
     cluster = {
         k: v
         for k, v in (("redis_url", args.redis), ("worker_url", args.worker_url))
