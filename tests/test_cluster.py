@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import jsonschema
 import numpy as np
@@ -343,7 +344,7 @@ def test_wall_without_redis_lists_this_workers_calls(
 ) -> None:
     """Without a cluster the wall still works (for one worker) and nothing touches Redis."""
 
-    async def main() -> tuple[Feed, bool]:
+    async def main() -> tuple[Feed, bool, bytes]:
         cfg = config.replace("live", port=0).replace("cluster", wall_token=WALL_TOKEN)
         server = LiveServer(cfg, factory)
         await server.start()
@@ -354,6 +355,8 @@ def test_wall_without_redis_lists_this_workers_calls(
                 own = Feed()
                 following = asyncio.create_task(_follow(pub, own))
                 await own.until(lambda evs: bool(evs), 20)
+                page = f"http://127.0.0.1:{server.port}/wall.html?token={WALL_TOKEN}"
+                html = await asyncio.to_thread(lambda: urlopen(page, timeout=10).read())
                 url = f"ws://127.0.0.1:{server.port}/ws/wall?token={WALL_TOKEN}"
                 reading = asyncio.create_task(wall.read(url))
                 await wall.until(lambda evs: bool(evs and evs[-1]["calls"]), 10)
@@ -362,10 +365,10 @@ def test_wall_without_redis_lists_this_workers_calls(
                 await asyncio.gather(reading, following, return_exceptions=True)
         finally:
             await server.shutdown()
-        return wall, server.cluster.redis is None
+        return wall, server.cluster.redis is None, html
 
-    wall, no_redis = asyncio.run(main())
-    assert no_redis
+    wall, no_redis, html = asyncio.run(main())
+    assert no_redis and b'src="wall.js"' in html
     VALIDATOR.validate(wall.events[-1])
     (line,) = wall.events[-1]["calls"]
     assert line["worker"] == "local" and line["purpose"] == "test"

@@ -77,6 +77,9 @@ async function start() {
     } else if (ev.type === "frame") {
       $("metrics").textContent = metricsText(ev.metrics);
       overlay.handle(ev);
+    } else if (ev.type === "error" && ev.code === "redirect") {
+      status(`this server is full; continuing at ${ev.url}`);  // cluster admission
+      location.assign(ev.url);
     } else if (ev.type === "error") {
       status(`error: ${ev.message}`);
       overlay.handle(ev);
