@@ -98,9 +98,10 @@ def test_unreadable_inputs_raise_one_clear_error(
         list(read_frames(bad_inputs[name], 10))
 
 
-def test_audio_only_file_has_no_video_stream() -> None:
-    with pytest.raises(MediaError, match="no video stream"):
-        probe(MEDIA / "audio" / "pyannote_sample.wav")
+def test_audio_only_file_is_audio() -> None:
+    info = probe(MEDIA / "audio" / "pyannote_sample.wav")
+    assert info.kind == "audio" and info.has_audio and info.width == 0
+    assert abs(info.duration - 30.0) < 0.5
 
 
 def test_truncated_data_keeps_what_was_decoded(

@@ -8,6 +8,7 @@ import csv
 import json
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -90,7 +91,7 @@ def _encode(audio: np.ndarray, path: Path) -> None:
     codec = {".wav": "pcm_s16le", ".mp3": "libmp3lame", ".opus": "libopus"}[path.suffix]
     rate = 48_000 if path.suffix == ".opus" else 16_000
     with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=rate, layout="mono")
+        s: Any = c.add_stream(codec, rate=rate, layout="mono")
         r = av.AudioResampler(format=s.codec_context.format.name, layout="mono", rate=rate)
         f = av.AudioFrame.from_ndarray(
             (audio * 32767).astype(np.int16)[None], format="s16", layout="mono"
@@ -109,7 +110,7 @@ def test_audio_only_analyze(suffix: str, tmp_path: Path, config: Config, stages:
     a = analyze_file(path, config, stages=stages)
     assert a.info.kind == "audio" and a.speakers is not None
     sp = a.speakers.speakers
-    truth = {}
+    truth: dict[str, float] = {}
     for s, e, who in ref:
         truth[who] = truth.get(who, 0.0) + e - s
     print(
@@ -190,14 +191,15 @@ def test_smile_and_jaw_rank_expressions(stages: Stages) -> None:
             "surprise",
         ):
             continue
-        img = cv2.imread(str(root / row["file"]), cv2.IMREAD_COLOR)
+        img = np.asarray(cv2.imread(str(root / row["file"]), cv2.IMREAD_COLOR), np.uint8)
         dets = detector(VideoFrame(np.ascontiguousarray(img), 0.0))
         if len(dets) == 0:
             continue
         i = int(
             np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1]))
         )
-        fa = model(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), dets.boxes[i], dets.landmarks[i][:2])
+        rgb = np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), np.uint8)
+        fa = model(rgb, dets.boxes[i], dets.landmarks[i][:2])
         scores.setdefault(row["label"], []).append(fa.units)
     smile = _auc(
         [u["AU12_smile"] for u in scores["happiness"]], [u["AU12_smile"] for u in scores["neutral"]]
