@@ -27,11 +27,14 @@ from stream.live.events import (
     FaceSummaries,
     Frame,
     Prosody,
+    Redirect,
     SessionEnded,
     SessionReset,
     SessionStarted,
     SessionSummary,
     SpeakerActive,
+    SpeakerRenamed,
+    Wall,
     envelope,
     schema,
 )
@@ -85,6 +88,9 @@ SAMPLES: list[Event] = [
     Prosody("a1", None, None, ProsodyReport(1.0, 2.0, 0.0, False, None, None, None, None,
             -60.0, None, 1.0, 0, None).to_dict()),
     SpeakerActive("a1", 1, "Face 1", True, 0.4),
+    SpeakerRenamed(2, "Caller"),
+    Redirect("this worker is full", "http://b:8080/", "ws://b:8080/ws"),
+    Wall([]),
 ]  # fmt: skip
 
 

@@ -228,13 +228,20 @@ def test_live_events_carry_facial_actions_and_speaker_ids(stages: Stages) -> Non
         f.pts = i
         f.time_base = Fraction(1, 16_000)
         chunks.append(f)
-    events, _ = asyncio.run(run_session(stages, video=frames, audio={"room": chunks}))
+    rename = {"type": "rename_speaker", "id": 1, "name": "Caller"}
+    events, _ = asyncio.run(
+        run_session(stages, video=frames, audio={"room": chunks}, commands={25: rename})
+    )
     for ev in events:
         VALIDATOR.validate(ev)
+    renamed = next(e["seq"] for e in events if e["type"] == "speaker.renamed")
+    later = [e for e in events if e["type"] == "prosody" and e.get("voice_id") == 1]
+    assert any(e["seq"] > renamed for e in later), "voice 1 speaks after the rename"
+    assert all(e["voice_name"] == "Caller" for e in later if e["seq"] > renamed)
     actions = [
         f["actions"] for e in events if e["type"] == "frame" for f in e["faces"] if "actions" in f
     ]
     voices = {e["voice_name"] for e in events if e["type"] == "prosody" and e.get("voice_id")}
     print(f"live: {len(actions)} face entries with facial actions; voices {sorted(voices)}")
     assert actions and "AU12_smile" in actions[-1]
-    assert voices and voices <= {"Speaker 1", "Speaker 2", "Speaker 3"}
+    assert voices and voices <= {"Caller", "Speaker 1", "Speaker 2", "Speaker 3"}

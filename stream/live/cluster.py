@@ -41,14 +41,14 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from stream.core.config import Config
 from stream.core.errors import EmotionStreamError
-from stream.live.events import NO_SESSION, Event, SessionEnded, envelope
+from stream.live.events import NO_SESSION, Redirect, SessionEnded, Wall, envelope
 from stream.live.protocol import (
     CLOSE_FULL,
     CLOSE_RATE,
@@ -68,27 +68,6 @@ log = logging.getLogger(__name__)
 
 #: Most events waiting for Redis per session; frame events are dropped beyond it.
 OUTBOX_LIMIT = 1024
-
-
-@dataclass(frozen=True)
-class Redirect(Event):
-    """Admission: this worker is full; `url` is a worker with room (its page), `ws_url` its
-    publisher WebSocket. Sent as an `error` event with code `redirect`, then the socket closes
-    with 4503."""
-
-    TYPE: ClassVar[str] = "error"
-    message: str
-    url: str
-    ws_url: str
-    code: str = "redirect"
-
-
-@dataclass(frozen=True)
-class Wall(Event):
-    """The supervisor wall: one line per live call of the cluster."""
-
-    TYPE: ClassVar[str] = "wall"
-    calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 def token_digest(token: str) -> str:

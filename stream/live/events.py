@@ -162,6 +162,36 @@ class SpeakerActive(Event):
     voice_face_id: int | None = None
 
 
+@dataclass(frozen=True)
+class Redirect(Event):
+    """Admission: this worker is full; `url` is a worker with room (its page), `ws_url` its
+    publisher WebSocket. Sent as an `error` event with code `redirect`, then the socket closes
+    with 4503."""
+
+    TYPE: ClassVar[str] = "error"
+    message: str
+    url: str
+    ws_url: str
+    code: str = "redirect"
+
+
+@dataclass(frozen=True)
+class Wall(Event):
+    """The supervisor wall: one line per live call of the cluster."""
+
+    TYPE: ClassVar[str] = "wall"
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SpeakerRenamed(Event):
+    """A diarized voice ("Speaker N") was given a name."""
+
+    TYPE: ClassVar[str] = "speaker.renamed"
+    id: int
+    name: str
+
+
 #: Every event type, for the schema test and for readers.
 EVENT_TYPES: tuple[type[Event], ...] = (
     SessionStarted,
@@ -176,6 +206,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SessionEnded,
     Prosody,
     SpeakerActive,
+    SpeakerRenamed,
+    Redirect,
+    Wall,
 )
 
 

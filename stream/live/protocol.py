@@ -95,11 +95,12 @@ def parse_message(raw: str | bytes) -> dict[str, Any]:
     elif t == "offer":
         if not isinstance(msg.get("sdp"), str) or not msg["sdp"].startswith("v=0"):
             raise BadMessage("invalid_sdp", "offer needs an SDP string starting with v=0")
-    elif t in ("rename", "exclude"):
+    elif t in ("rename", "exclude", "rename_speaker"):
         fid = msg.get("id")
+        what = "speaker (voice) id" if t == "rename_speaker" else "face id"
         if not isinstance(fid, int) or isinstance(fid, bool) or fid < 1:
-            raise BadMessage("bad_message", f"{t} needs a face id (integer >= 1)")
-        if t == "rename":
+            raise BadMessage("bad_message", f"{t} needs a {what} (integer >= 1)")
+        if t in ("rename", "rename_speaker"):
             name = msg.get("name")
             if not isinstance(name, str) or not _NAME_OK.fullmatch(name.strip()):
                 raise BadMessage("bad_message", "name must be 1-64 printable characters")

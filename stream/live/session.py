@@ -40,6 +40,7 @@ from stream.live.events import (
     SessionStarted,
     SessionSummary,
     SpeakerActive,
+    SpeakerRenamed,
     face_payloads,
 )
 from stream.live.mailbox import LatestMailbox
@@ -329,6 +330,9 @@ class LiveSession:
             self.rename(msg["id"], msg["name"])
         elif t == "exclude":
             self.set_excluded(msg["id"], msg.get("excluded", True))
+        elif t == "rename_speaker":
+            self.analysis.rename_speaker(msg["id"], msg["name"])
+            self.publish(SpeakerRenamed(msg["id"], msg["name"]))
         elif t == "reset":
             await self.reset()
 
