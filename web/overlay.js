@@ -1,6 +1,13 @@
 // Overlay and side panel shared by the publisher page and the read-only viewer.
 // Renders `frame`, `face.summary`, `face.renamed` and `face.excluded` events (schema v1).
 
+/** Short names of the AU-named facial actions for the cards (full names in the tooltip). */
+const SHORT_AU = {
+  AU12_smile: "smile", AU26_jaw_drop: "jaw drop", AU5_upper_lid_raise: "lids up",
+  AU2_outer_brow_raise: "brows up", AU1_inner_brow_raise: "inner brows", AU4_brow_lower: "brows down",
+  AU15_lip_corner_depress: "lips down", AU45_blink: "blink",
+};
+
 export const LABEL_COLOURS = {
   neutral: "#9e9e9e", happiness: "#f4b400", sadness: "#4285f4", surprise: "#ab47bc",
   fear: "#00897b", disgust: "#7cb342", anger: "#db4437", contempt: "#8d6e63", uncertain: "#5f6368",
@@ -251,7 +258,7 @@ export class Overlay {
       card.innerHTML = `<header><span class="name"></span><span class="buttons"></span></header>
         <div class="label"></div><div class="bar"><span></span></div>
         <canvas width="300" height="36" title="last ${HISTORY_S} s: colour = shown expression, height = confidence"></canvas>
-        <div class="dominant"></div>`;
+        <div class="dominant"></div><div class="actions" title="facial actions (blendshape scores, 0-1; AU names where the mapping is established)"></div>`;
       if (this.send) {
         const rename = document.createElement("button");
         rename.textContent = "Rename";
@@ -286,11 +293,33 @@ export class Overlay {
       bar.style.width = `${Math.round(f.confidence * 100)}%`;
       bar.style.background = LABEL_COLOURS[f.label];
     }
+    if (f && f.actions && !s.excluded) this.actionBars(card.querySelector(".actions"), f.actions);
     if (s.dominant) {
       card.querySelector(".dominant").textContent =
         `dominant: ${headline(s.dominant, s.shares)} of ${(s.visible ?? 0).toFixed(1)} s`;
     }
     this.sparkline(card.querySelector("canvas"), s.history);
+  }
+
+  /** A few small bars: the AU-named facial actions (e.g. "AU12 smile"), 0-1. */
+  actionBars(box, actions) {
+    const keys = Object.keys(actions);
+    if (box.childElementCount !== keys.length) {
+      box.replaceChildren(...keys.map((k) => {
+        const row = document.createElement("div");
+        row.className = "act";
+        row.dataset.au = k;
+        const [au, ...words] = k.split("_");
+        row.innerHTML = `<span class="au"></span><div class="bar"><span></span></div>`;
+        row.querySelector(".au").textContent = `${au} ${SHORT_AU[k] ?? words.join(" ")}`;
+        return row;
+      }));
+    }
+    for (const row of box.children) {
+      const v = Math.max(0, Math.min(1, actions[row.dataset.au] ?? 0));
+      row.querySelector(".bar > span").style.width = `${Math.round(v * 100)}%`;
+      row.title = `${row.dataset.au}: ${v.toFixed(2)}`;
+    }
   }
 
   sparkline(canvas, history) {

@@ -68,7 +68,7 @@ class FrameBudget:
             self._since_detect += 1
         if result.emotions:
             self.face_ms.add(ms.get("emotion", 0.0) / result.emotions)
-        self.other_ms.add(ms.get("smooth", 0.0) + ms.get("flow", 0.0))
+        self.other_ms.add(ms.get("smooth", 0.0) + ms.get("flow", 0.0) + ms.get("actions", 0.0))
         for f in result.faces:
             if f.fresh:
                 self._last_emotion[f.number] = t
