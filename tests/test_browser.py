@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import shutil
+from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,47 @@ GALLERY = [
 FRAME_W, FRAME_H = 640, 480
 
 
+@contextlib.asynccontextmanager
+async def chromium(profile: Path, *flags: str) -> AsyncIterator[DevTools]:
+    """Headless Chromium (Debian's) with extra `flags`, driven over DevTools; killed on exit."""
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM,
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        *flags,
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(30):
+            while True:
+                line = (await proc.stderr.readline()).decode()
+                if not line:
+                    raise RuntimeError("Chromium exited before DevTools was ready")
+                if "DevTools listening on " in line:
+                    browser_ws = line.split("DevTools listening on ", 1)[1].strip()
+                    break
+        drain = asyncio.ensure_future(proc.stderr.read())  # keep the pipe from filling
+        try:
+            async with websockets.connect(browser_ws, max_size=2**26) as ws:
+                cdp = DevTools(ws)
+                try:
+                    yield cdp
+                finally:
+                    with contextlib.suppress(Exception):
+                        await cdp.call("Browser.close")
+                    cdp.reader.cancel()
+        finally:
+            drain.cancel()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
 def gallery_frame(stages: Stages) -> tuple[np.ndarray, np.ndarray]:
     """A 640x480 2x2 gallery frame and the faces' boxes in it, normalised (x1, y1, x2, y2).
 
@@ -289,30 +331,12 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
     async def main() -> tuple[list[dict[str, Any]], dict[str, Any], bool, str, dict[str, Any]]:
         server = LiveServer(config.replace("live", port=0), stages.factory)
         await server.start()
-        profile = tmp_path / "profile"
-        proc = await asyncio.create_subprocess_exec(
-            CHROMIUM,
-            *FLAGS,
-            f"--user-data-dir={profile}",
-            f"--use-file-for-fake-video-capture={y4m}",
-            f"--use-file-for-fake-audio-capture={SPEECH}",
-            "about:blank",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
         try:
-            assert proc.stderr is not None
-            async with asyncio.timeout(30):
-                while True:
-                    line = (await proc.stderr.readline()).decode()
-                    if not line:
-                        raise RuntimeError("Chromium exited before DevTools was ready")
-                    if "DevTools listening on " in line:
-                        browser_ws = line.split("DevTools listening on ", 1)[1].strip()
-                        break
-            drain = asyncio.ensure_future(proc.stderr.read())  # keep the pipe from filling
-            async with websockets.connect(browser_ws, max_size=2**26) as ws:
-                cdp = DevTools(ws)
+            camera = (
+                f"--use-file-for-fake-video-capture={y4m}",
+                f"--use-file-for-fake-audio-capture={SPEECH}",
+            )
+            async with chromium(tmp_path / "profile", *camera) as cdp:
                 page = await cdp.open(f"http://127.0.0.1:{server.port}/")
                 # Nothing may be sent before consent: no session exists yet.
                 before = len(server.sessions) == 0 and await cdp.js(
@@ -356,10 +380,6 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
                 viewed = await cdp.js(viewer, WAIT_FACE)
                 viewed["frame"] = await cdp.js(viewer, "window.__overlayVideoRect")
                 await cdp.screenshot(viewer, ARTIFACTS / "browser-viewer.png")
-                with contextlib.suppress(Exception):
-                    await cdp.call("Browser.close")
-                cdp.reader.cancel()
-            drain.cancel()
             return (
                 seen,
                 viewed,
@@ -368,11 +388,7 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
                 {r["href"].split("?")[0].rsplit(".", 1)[1]: r for r in report},
             )
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
             await server.shutdown()
-            shutil.rmtree(profile, ignore_errors=True)
 
     seen, viewed, consent_first, voice, got = asyncio.run(main())
     assert consent_first

@@ -4,11 +4,9 @@ Chromium over HTTPS (the page's own WebRTC and a WHIP publish from the page)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import http.client
 import json
-import shutil
 import ssl
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from stream.models.runtime import SessionFactory
 
 from .conftest import MEDIA, VIDEO, imread
 from .live_client import player_tracks
-from .test_browser import CHROMIUM, FLAGS, WAIT_FACE, DevTools, _require_chromium, write_y4m
+from .test_browser import WAIT_FACE, _require_chromium, chromium, write_y4m
 
 TOKEN = "test-token-0123456789abcdef"
 CLIP = VIDEO / "pyfeat_single_face.mp4"
@@ -273,31 +271,10 @@ def test_browser_over_https_page_and_whip(
     async def main() -> dict[str, Any]:
         server = _server(config, factory)
         await server.start()
-        profile = tmp_path / "profile"
         out: dict[str, Any] = {}
-        proc = await asyncio.create_subprocess_exec(
-            CHROMIUM,
-            *FLAGS,
-            "--ignore-certificate-errors",
-            f"--user-data-dir={profile}",
-            f"--use-file-for-fake-video-capture={y4m}",
-            "about:blank",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
         try:
-            assert proc.stderr is not None
-            async with asyncio.timeout(30):
-                while True:
-                    line = (await proc.stderr.readline()).decode()
-                    if not line:
-                        raise RuntimeError("Chromium exited before DevTools was ready")
-                    if "DevTools listening on " in line:
-                        browser_ws = line.split("DevTools listening on ", 1)[1].strip()
-                        break
-            drain = asyncio.ensure_future(proc.stderr.read())
-            async with websockets.connect(browser_ws, max_size=2**26) as ws:
-                cdp = DevTools(ws)
+            flags = ("--ignore-certificate-errors", f"--use-file-for-fake-video-capture={y4m}")
+            async with chromium(tmp_path / "profile", *flags) as cdp:
                 url = f"https://127.0.0.1:{server.port}/"
                 page = await cdp.open(url)
                 out["scheme"] = await cdp.js(page, "location.protocol + isSecureContext")
@@ -322,16 +299,8 @@ def test_browser_over_https_page_and_whip(
                     server.sessions[sid].subscribe(Subscriber(sink, "viewer"))
                     async with asyncio.timeout(45):
                         out["whip_frame"] = await got
-                with contextlib.suppress(Exception):
-                    await cdp.call("Browser.close")
-                cdp.reader.cancel()
-            drain.cancel()
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
             await server.shutdown()
-            shutil.rmtree(profile, ignore_errors=True)
         return out
 
     out = asyncio.run(main())

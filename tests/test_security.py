@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from stream.offline.media import read_frames
 
 from .conftest import MODELS, ROOT, VIDEO
 from .live_client import Publisher, connect_publisher
+from .test_server_robustness import with_server
 
 CLIP = VIDEO / "pyfeat_single_face.mp4"  # 2.43 s, 72 frames at 30 fps, one face, mp3 audio
 
@@ -187,23 +187,6 @@ def test_analyze_covers_both_halves_of_a_concatenated_file(
 
 
 # --- the live server: helpers -------------------------------------------------------------------
-
-
-def with_server(
-    config: Config,
-    factory: SessionFactory,
-    body: Callable[[LiveServer, str], Awaitable[Any]],
-    **live: Any,
-) -> Any:
-    async def main() -> Any:
-        server = LiveServer(config.replace("live", port=0, **live), factory)
-        await server.start()
-        try:
-            return await body(server, f"127.0.0.1:{server.port}")
-        finally:
-            await server.shutdown()
-
-    return asyncio.run(main())
 
 
 async def close_code(ws: Any, timeout: float = 20) -> int:
