@@ -244,7 +244,9 @@ def test_hamilton_headlines_name_uncertainty_and_voice_spans_the_clip(
     assert html.count("<div class='axis'>") == 3
     with (tmp_path / "h.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == sum(f.samples for f in a.faces)
+    # One row per face per analysed frame, plus rows of speech while no face was analysed.
+    assert len([r for r in rows if r["face_id"]]) == sum(f.samples for f in a.faces)
+    assert all(r["label"] == "" for r in rows if not r["face_id"])
 
 
 def test_no_faces_prints_no_expression_notes(

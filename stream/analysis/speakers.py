@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stream.analysis.speaker import ActiveSpeaker
+from stream.analysis.voice_summary import ProsodyMedians
 from stream.voice.diarize import Segment
 from stream.voice.prosody import ProsodyReport
 
@@ -28,7 +29,7 @@ class Turn:
 
 
 @dataclass(frozen=True)
-class SpeakerStats:
+class SpeakerStats(ProsodyMedians):
     """One diarized speaker over the stream."""
 
     number: int
@@ -38,16 +39,8 @@ class SpeakerStats:
     turns: int
     face: int | None  # the linked face (mouth matching), None: never seen speaking
     face_share: float  # share of the speaker's matched speech time on that face
-    f0_median_hz: float | None
-    f0_range_st: float | None
-    energy_dbfs: float | None
-    rate_per_s: float | None
-    vocal_arousal_heuristic: float | None
 
     def to_dict(self, face_names: dict[int, str]) -> dict[str, object]:
-        def r(x: float | None, n: int = 2) -> float | None:
-            return None if x is None else round(x, n)
-
         return {
             "id": self.number,
             "name": self.name,
@@ -57,11 +50,7 @@ class SpeakerStats:
             "face_id": self.face,
             "face_name": face_names.get(self.face) if self.face is not None else None,
             "face_link_share": round(self.face_share, 3),
-            "pitch_median_hz": r(self.f0_median_hz, 1),
-            "pitch_range_st": r(self.f0_range_st),
-            "energy_dbfs": r(self.energy_dbfs, 1),
-            "speaking_rate_per_s": r(self.rate_per_s),
-            "vocal_arousal_heuristic": r(self.vocal_arousal_heuristic),
+            **self.prosody_dict(),
         }
 
 
@@ -165,10 +154,6 @@ def summarise_speakers(
         prev = sp
     speech = sum(seg_time.values())
 
-    def med(values: list[float | None]) -> float | None:
-        v = [x for x in values if x is not None]
-        return float(np.median(v)) if v else None
-
     stats = []
     for sp in sorted(seg_time):
         reps = by.get(sp, [])
@@ -182,11 +167,7 @@ def summarise_speakers(
                 turns=seg_turns[sp],
                 face=face,
                 face_share=share,
-                f0_median_hz=med([r.f0_median_hz for r in reps]),
-                f0_range_st=med([r.f0_range_st for r in reps]),
-                energy_dbfs=med([r.energy_dbfs for r in reps]),
-                rate_per_s=med([r.rate_per_s for r in reps]),
-                vocal_arousal_heuristic=med([r.vocal_arousal_heuristic for r in reps]),
+                **ProsodyMedians.of(reps),
             )
         )
     turns = [Turn(s, e, sp) for s, e, sp in segs]

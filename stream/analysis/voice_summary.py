@@ -11,33 +11,61 @@ from stream.core.notices import VOICE_NOTICE, face_name
 from stream.voice.prosody import ProsodyReport
 
 
-@dataclass(frozen=True)
-class SpeakerSummary:
-    """Voice of one face over a recording (only the time it was matched as the speaker)."""
+def _median(values: list[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.median(v)) if v else None
 
-    number: int
-    speaking_s: float
-    share: float  # of all speech time in the recording
+
+def _round(x: float | None, n: int = 2) -> float | None:
+    return None if x is None else round(x, n)
+
+
+@dataclass(frozen=True)
+class ProsodyMedians:
+    """A speaker's prosody: medians over its speech reports (None where none was measured)."""
+
     f0_median_hz: float | None
     f0_range_st: float | None
     energy_dbfs: float | None
     rate_per_s: float | None
     vocal_arousal_heuristic: float | None
 
-    def to_dict(self, name: str) -> dict[str, object]:
-        def r(x: float | None, n: int = 2) -> float | None:
-            return None if x is None else round(x, n)
+    @staticmethod
+    def of(reports: list[ProsodyReport]) -> dict[str, float | None]:
+        """The medians of `reports`, as keyword arguments of a subclass."""
+        return {
+            "f0_median_hz": _median([r.f0_median_hz for r in reports]),
+            "f0_range_st": _median([r.f0_range_st for r in reports]),
+            "energy_dbfs": _median([r.energy_dbfs for r in reports]),
+            "rate_per_s": _median([r.rate_per_s for r in reports]),
+            "vocal_arousal_heuristic": _median([r.vocal_arousal_heuristic for r in reports]),
+        }
 
+    def prosody_dict(self) -> dict[str, float | None]:
+        return {
+            "pitch_median_hz": _round(self.f0_median_hz, 1),
+            "pitch_range_st": _round(self.f0_range_st),
+            "energy_dbfs": _round(self.energy_dbfs, 1),
+            "speaking_rate_per_s": _round(self.rate_per_s),
+            "vocal_arousal_heuristic": _round(self.vocal_arousal_heuristic),
+        }
+
+
+@dataclass(frozen=True)
+class SpeakerSummary(ProsodyMedians):
+    """Voice of one face over a recording (only the time it was matched as the speaker)."""
+
+    number: int
+    speaking_s: float
+    share: float  # of all speech time in the recording
+
+    def to_dict(self, name: str) -> dict[str, object]:
         return {
             "id": self.number,
             "name": name,
             "speaking_s": round(self.speaking_s, 2),
             "share_of_speech": round(self.share, 4),
-            "pitch_median_hz": r(self.f0_median_hz, 1),
-            "pitch_range_st": r(self.f0_range_st),
-            "energy_dbfs": r(self.energy_dbfs, 1),
-            "speaking_rate_per_s": r(self.rate_per_s),
-            "vocal_arousal_heuristic": r(self.vocal_arousal_heuristic),
+            **self.prosody_dict(),
         }
 
 
@@ -83,20 +111,12 @@ def summarise_voice(
         if a.face is not None:
             by_face.setdefault(a.face, []).append(r)
 
-    def med(values: list[float | None]) -> float | None:
-        v = [x for x in values if x is not None]
-        return float(np.median(v)) if v else None
-
     speakers = [
         SpeakerSummary(
             number=face,
             speaking_s=len(reps) * hop_s,
             share=len(reps) * hop_s / speech_s if speech_s else 0.0,
-            f0_median_hz=med([r.f0_median_hz for r in reps]),
-            f0_range_st=med([r.f0_range_st for r in reps]),
-            energy_dbfs=med([r.energy_dbfs for r in reps]),
-            rate_per_s=med([r.rate_per_s for r in reps]),
-            vocal_arousal_heuristic=med([r.vocal_arousal_heuristic for r in reps]),
+            **ProsodyMedians.of(reps),
         )
         for face, reps in sorted(by_face.items())
     ]
