@@ -216,7 +216,9 @@ def test_smile_and_jaw_rank_expressions(stages: Stages) -> None:
     assert jaw >= 0.9
 
 
-def test_live_events_carry_facial_actions_and_speaker_ids(stages: Stages) -> None:
+def test_live_events_carry_facial_actions_and_speaker_ids(config: Config) -> None:
+    # A room microphone: online speaker IDs on the live track (off by default).
+    stages = Stages(config.replace("diarization", live=True))
     frames = list(read_frames(MEDIA / "video" / "mexca_test_video_audio_5_seconds.mp4", 10.0))
     audio, _ = compose(["libri0", "libri1"], 4, seed=2)
     audio = audio[: int(len(frames) / 10.0 * 16_000)]

@@ -241,7 +241,7 @@ class DiarizationConfig:
     max_speakers: int = 8
     neighbours: float = 0.3
     min_turn_s: float = 0.5
-    live: bool = True
+    live: bool = False
     link_min_share: float = 0.5
 
     def __post_init__(self) -> None:
