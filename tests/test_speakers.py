@@ -62,6 +62,18 @@ def test_der_on_the_pyannote_sample(stages: Stages) -> None:
     assert e["der"] <= 0.25
 
 
+def test_analyze_of_the_pyannote_sample_finds_both_speakers(config: Config, stages: Stages) -> None:
+    """The product path (denoised prosody, voice prints on the original audio), not just the
+    diarizer: `emotion-stream analyze` of a two-person recording."""
+    ref = read_rttm((AUDIO / "annotations" / "pyannote_sample.rttm").read_text())
+    a = analyze_file(AUDIO / "pyannote_sample.wav", config, stages=stages)
+    assert a.speakers is not None and config.audio.denoise
+    hyp = [(t.start, t.end, str(t.speaker)) for t in a.speakers.turns]
+    e = diarization_error(ref, hyp, collar=0.25)
+    print(f"analyze pyannote_sample.wav: {len(a.speakers.speakers)} speakers, DER {e['der']:.1%}")
+    assert len(a.speakers.speakers) == 2 and e["der"] <= 0.25
+
+
 @pytest.mark.parametrize(
     "speakers",
     [
