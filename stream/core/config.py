@@ -263,9 +263,9 @@ class ActionsConfig:
     enabled: bool = True
     landmarks_model: str = "mp_face_landmarks_detector"
     blendshapes_model: str = "mp_face_blendshapes"
-    fps: float = 5.0
-    per_frame: int = 2
-    tau_s: float = 0.3
+    fps: float = 2.0
+    per_frame: int = 1
+    tau_s: float = 0.5
     raw: bool = False
 
     def __post_init__(self) -> None:
