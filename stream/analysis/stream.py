@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
-import numpy as np
 
 from stream.analysis.actions import FaceActionStats
 from stream.analysis.aggregate import Aggregator
@@ -39,7 +38,7 @@ from stream.analysis.stages import StageSource, VisionStage, VoiceStage
 from stream.analysis.summary import Analysis, faces_dict
 from stream.analysis.voice_summary import summarise_voice
 from stream.core.config import Config
-from stream.core.types import MediaInfo, VideoFrame
+from stream.core.types import F32, MediaInfo, VideoFrame
 from stream.vision.align import crop_squares
 from stream.vision.blendshapes import ActionScheduler, ActionSmoother, FaceActionModel
 from stream.vision.pipeline import FrameResult
@@ -49,6 +48,8 @@ from stream.voice.diarize import DiarizationParams, Diarizer
 from stream.voice.prosody import ProsodyReport
 
 THUMB_PX = 96
+#: Landmarks younger than this (media seconds) place a face's next facial-action crop.
+ACTION_PRIOR_S = 1.5
 #: Audio fed to the voice models per call: batches are cheaper per second than single frames,
 #: and 0.1 s keeps live prosody responsive.
 AUDIO_BATCH_S = 0.1
@@ -155,6 +156,8 @@ class StreamAnalysis:
         model = getattr(stages, "action_model", None)
         self.action_model: FaceActionModel | None = model if act.enabled else None
         self.action_scheduler = ActionScheduler(act.fps, act.per_frame)
+        #: Each face's last facial-action landmarks: the next crop is made around them.
+        self._action_prior: dict[int, tuple[float, F32, F32]] = {}
         self.action_smoother = ActionSmoother(act.tau_s, self.config.smoothing.reset_after_s)
         self.actions: dict[int, FaceActionStats] = {}
         self.speaker_names: dict[int, str] = {}
@@ -229,12 +232,14 @@ class StreamAnalysis:
         assert self.action_model is not None
         t0 = time.perf_counter()
         due = set(self.action_scheduler.plan(frame.t, [f.number for f in result.faces]))
-        rgb = np.asarray(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), np.uint8) if due else None
         faces = []
         for f in result.faces:
-            if f.number in due and rgb is not None:
-                fa = self.action_model(rgb, f.box, f.landmarks[:2])
+            if f.number in due:
+                prior = self._action_prior.get(f.number)
+                near = prior[1:] if prior and frame.t - prior[0] <= ACTION_PRIOR_S else None
+                fa = self.action_model(frame.image, f.box, f.landmarks[:2], near, bgr=True)
                 if fa.presence >= 0.5:
+                    self._action_prior[f.number] = (frame.t, f.box, fa.landmarks)
                     scores = self.action_smoother.update(f.number, frame.t, fa.scores)
                     with self.lock:
                         stats = self.actions.setdefault(f.number, FaceActionStats())
@@ -427,6 +432,7 @@ class StreamAnalysis:
         self.actions.clear()
         self.action_smoother.reset()
         self.action_scheduler.reset()
+        self._action_prior.clear()
         self.speaker_names.clear()
         self._voice_ids.clear()
         self._voice_links.clear()

@@ -191,7 +191,7 @@ class AnalyzeConfig:
     fps: float = 10.0
     max_gap_s: float = 0.5
     detect_fps: float = 10.0
-    emotion_fps: float = 15.0
+    emotion_fps: float = 10.0
 
     def __post_init__(self) -> None:
         _check(0 < self.fps <= 240, "analyze.fps", f"must be in (0, 240], got {self.fps}")

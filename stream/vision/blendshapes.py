@@ -321,15 +321,17 @@ class FaceActionModel:
         self._lm_in = landmarks.get_inputs()[0].name
         self._bs_in = blendshapes.get_inputs()[0].name
 
-    def _mesh(self, image_rgb: U8, m: F32) -> tuple[F32, float]:
+    def _mesh(self, image: U8, m: F32, bgr: bool = False) -> tuple[F32, float]:
         """478 landmarks (image pixels) of the crop that `m` (crop -> image) describes."""
         crop = cv2.warpAffine(
-            image_rgb,
+            image,
             m,
             (CROP, CROP),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_CONSTANT,
         )
+        if bgr:  # the model reads RGB; converting the 256x256 crop is cheaper than the frame
+            crop = crop[:, :, ::-1]
         x = (crop.astype(np.float32) / 255.0)[None]
         pts, presence = self.landmarks.run(None, {self._lm_in: x})[:2]
         lm = np.asarray(pts, np.float32).reshape(478, 3)
@@ -338,21 +340,48 @@ class FaceActionModel:
         p = 1.0 / (1.0 + math.exp(-float(np.asarray(presence).ravel()[0])))
         return out.astype(np.float32), p
 
-    def __call__(self, image_rgb: U8, box: F32, eyes: F32) -> FacialActions:
+    def __call__(
+        self,
+        image_rgb: U8,
+        box: F32,
+        eyes: F32,
+        prior: tuple[F32, F32] | None = None,
+        bgr: bool = False,
+    ) -> FacialActions:
         """Facial actions of one face.
 
         Args:
-            image_rgb: the frame, RGB uint8.
+            image_rgb: the frame, RGB uint8 (BGR with `bgr`).
             box: the detector box x1, y1, x2, y2 (pixels).
             eyes: [2, 2] the detector's two eye landmarks (image-left, image-right).
+            prior: (box, landmarks) of this face's last facial actions, if recent: the crop is
+                then made around those landmarks, moved with the box (one landmark pass instead
+                of two, as MediaPipe tracks between frames).
+            bgr: the frame is BGR (as decoded), not RGB.
         """
         t0 = time.perf_counter()
         x1, y1, x2, y2 = (float(v) for v in box)
-        angle = math.atan2(float(eyes[1, 1] - eyes[0, 1]), float(eyes[1, 0] - eyes[0, 0]))
-        side = self.scale * max(x2 - x1, y2 - y1)
-        m = _crop_matrix(((x1 + x2) / 2, (y1 + y2) / 2), side, angle)
-        lm, _ = self._mesh(image_rgb, m)
-        # Second pass: around the first landmarks' extent, levelled by the outer eye corners.
+        if prior is None:
+            angle = math.atan2(float(eyes[1, 1] - eyes[0, 1]), float(eyes[1, 0] - eyes[0, 0]))
+            side = self.scale * max(x2 - x1, y2 - y1)
+            m = _crop_matrix(((x1 + x2) / 2, (y1 + y2) / 2), side, angle)
+            lm, _ = self._mesh(image_rgb, m, bgr)
+        else:
+            pbox, plm = prior
+            shift = np.array(
+                [(x1 + x2 - pbox[0] - pbox[2]) / 2, (y1 + y2 - pbox[1] - pbox[3]) / 2], np.float32
+            )
+            lm = plm.copy()
+            lm[:, :2] += shift
+        # The landmark pass proper: around the landmarks' extent, levelled by the eye corners.
+        lm, presence = self._mesh(image_rgb, self._crop_around(lm), bgr)
+        pts = lm[BLENDSHAPE_LANDMARKS, :2][None].astype(np.float32)
+        (scores,) = self.blendshapes.run(None, {self._bs_in: pts})[:1]
+        sc = np.clip(np.asarray(scores, np.float32).reshape(52), 0.0, 1.0)
+        return FacialActions(lm, sc, presence, (time.perf_counter() - t0) * 1e3)
+
+    def _crop_around(self, lm: F32) -> F32:
+        """The crop (crop -> image matrix) around landmarks, levelled by the outer eye corners."""
         a, b = lm[EYE_OUTER[0], :2], lm[EYE_OUTER[1], :2]
         angle = math.atan2(float(b[1] - a[1]), float(b[0] - a[0]))
         c, s = math.cos(-angle), math.sin(-angle)
@@ -361,12 +390,7 @@ class FaceActionModel:
         mid = (lo + hi) / 2
         centre = mid @ np.array([[c, -s], [s, c]], np.float32)  # back to image coordinates
         side = self.scale * float(max(hi - lo))
-        m = _crop_matrix((float(centre[0]), float(centre[1])), side, angle)
-        lm, presence = self._mesh(image_rgb, m)
-        pts = lm[BLENDSHAPE_LANDMARKS, :2][None].astype(np.float32)
-        (scores,) = self.blendshapes.run(None, {self._bs_in: pts})[:1]
-        sc = np.clip(np.asarray(scores, np.float32).reshape(52), 0.0, 1.0)
-        return FacialActions(lm, sc, presence, (time.perf_counter() - t0) * 1e3)
+        return _crop_matrix((float(centre[0]), float(centre[1])), side, angle)
 
 
 class ActionSmoother:
