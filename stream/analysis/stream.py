@@ -164,6 +164,10 @@ class StreamAnalysis:
         self._voice_ids: dict[tuple[str, int], int] = {}  # (track, diarizer ID) -> stream number
         self._voice_links: dict[int, dict[int | None, int]] = {}  # live face-link counts
         self._segments: list[tuple[float, float, int]] | None = None
+        #: Default names for the faces first seen on a track (e.g. a participant's display name).
+        self.track_names: dict[str, str] = {}
+        self._track_faces: dict[str, int] = {}  # faces named after their track so far
+        self._seen: set[int] = set()  # face numbers that have appeared (default naming)
 
     def _new_aggregator(self) -> Aggregator:
         return Aggregator(
@@ -206,6 +210,8 @@ class StreamAnalysis:
                 mouths for speaker matching, between analysed frames).
         """
         result = self.pipeline(track).process(frame, detect, emotion_for)
+        if track in self.track_names:
+            self._name_new_faces(track, result)
         if self.action_model is not None and record and result.faces:
             result = self._facial_actions(frame, result)
         if received is not None:
@@ -396,6 +402,24 @@ class StreamAnalysis:
         """Name a diarized speaker (as `rename` names a face)."""
         self.speaker_names[voice] = name
 
+    def name_track(self, track: str, name: str) -> None:
+        """Name the faces first seen on `track` after it from now on: the first one `name`,
+        the next ones `name 2`, `name 3`, ... (a rename still replaces these names)."""
+        self.track_names[track] = name
+
+    def _name_new_faces(self, track: str, result: FrameResult) -> None:
+        base = self.track_names[track]
+        with self.lock:
+            for f in result.faces:
+                if f.number in self._seen:
+                    continue
+                self._seen.add(f.number)
+                if f.number in self.aggregator.names:
+                    continue
+                k = self._track_faces.get(track, 0) + 1
+                self._track_faces[track] = k
+                self.aggregator.names[f.number] = base if k == 1 else f"{base} {k}"
+
     # -- commands --------------------------------------------------------------------------
     def rename(self, number: int, name: str) -> None:
         self.aggregator.names[number] = name
@@ -434,6 +458,8 @@ class StreamAnalysis:
         self.action_scheduler.reset()
         self._action_prior.clear()
         self.speaker_names.clear()
+        self._track_faces.clear()
+        self._seen.clear()
         self._voice_ids.clear()
         self._voice_links.clear()
         self._segments = None

@@ -370,8 +370,17 @@ class LiveSession:
         return self.analysis.summary()
 
     # -- media -----------------------------------------------------------------------------
-    def add_video(self, track: str, source: AsyncIterator[ReceivedVideo]) -> None:
-        """Start analysing a video track (frames are taken as they come)."""
+    def add_video(
+        self, track: str, source: AsyncIterator[ReceivedVideo], name: str | None = None
+    ) -> None:
+        """Start analysing a video track (frames are taken as they come).
+
+        Args:
+            name: the faces first seen on this track are named after it ("Alice", then
+                "Alice 2", ...) instead of "Face N" (e.g. a call participant's display name).
+        """
+        if name:
+            self.analysis.name_track(track, name)
         stats = TrackStats()
         self.tracks[track] = stats
         box: LatestMailbox[ReceivedVideo] = LatestMailbox()

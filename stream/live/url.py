@@ -271,56 +271,12 @@ async def run_watch(
     Returns:
         The session summary event.
     """
-    import signal
-    import sys
+    from stream.live.runner import run_live
 
-    from stream.live import reports
-    from stream.live.server import LiveServer
-    from stream.live.session import Subscriber
-    from stream.live.tls import open_urls
+    async def start(session: LiveSession) -> UrlSource:
+        source = UrlSource(url, listen, fmt, config.audio.enabled, retry_max_s)
+        attach(session, source)
+        return source
 
-    server = LiveServer(config)
-    server.save_reports = reports_dir
-    await server.start()
-    session = LiveSession(config, server.stages, server.executor, purpose, server.audio_executor)
-    server.sessions[session.id] = session
-    out = None
-    if events is not None:
-        out = sys.stdout if str(events) == "-" else events.open("w", encoding="utf-8")
-
-    async def write(line: str) -> None:
-        if out is not None:
-            out.write(line + "\n")
-            out.flush()
-
-    sub = Subscriber(write, "publisher", limit=4096)
-    session.subscribe(sub)
-    source = UrlSource(url, listen, fmt, config.audio.enabled, retry_max_s)
-    attach(session, source)
-    base = open_urls(config.live.host, server.port, server.tls is not None)[-1].rstrip("/")
-    note = sys.stderr if out is sys.stdout else sys.stdout
     what = f"listening for a publisher at {redact(url)}" if listen else f"watching {redact(url)}"
-    print(f"emotion-stream: {what} (purpose: {purpose!r})", file=note, flush=True)
-    print(
-        f"emotion-stream: viewer {base}/viewer.html?session={session.id}"
-        f"&token={session.viewer_token}  (Ctrl-C to stop)",
-        file=note,
-        flush=True,
-    )
-    loop = asyncio.get_running_loop()
-    stop = loop.create_future()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result("stopped"))
-    waits: set[asyncio.Future[Any]] = {stop, asyncio.ensure_future(source.done.wait())}
-    if duration is not None:
-        waits.add(asyncio.ensure_future(asyncio.sleep(duration)))
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    source.stop()
-    server.sessions.pop(session.id, None)
-    summary = await session.close("source ended" if not stop.done() else "stopped")
-    await sub.flush()
-    reports.save_quietly(session, reports_dir)
-    if out is not None and out is not sys.stdout:
-        out.close()
-    await server.shutdown()
-    return summary
+    return await run_live(config, purpose, start, what, events, reports_dir, duration)

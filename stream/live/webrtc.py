@@ -12,7 +12,7 @@ import contextvars
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,19 @@ def _install_address_filter() -> None:
 
     host_addresses.emotion_stream_filter = True  # type: ignore[attr-defined]
     aioice.ice.get_host_addresses = host_addresses
+
+
+@contextlib.contextmanager
+def gather_on(addresses: list[str] | None) -> Iterator[None]:
+    """Within the block (and tasks it starts), peers gather ICE host candidates on `addresses`
+    only (None: aioice's default, every interface but loopback). Wrap setLocalDescription."""
+    if addresses is not None:
+        _install_address_filter()
+    token = _ice_addresses.set(addresses)
+    try:
+        yield
+    finally:
+        _ice_addresses.reset(token)
 
 
 async def video_source(track: Any) -> AsyncIterator[ReceivedVideo]:
