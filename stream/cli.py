@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from stream import __version__
 from stream.core.config import ENV_CONFIG, ENV_MODELS, ENV_PROVIDER, Config, load_config
@@ -165,26 +166,28 @@ def _add_watch(
     )
     w.add_argument("--format", dest="fmt", metavar="FMT", help="input format, e.g. v4l2")
     w.add_argument(
-        "--events", type=Path, metavar="FILE", help="write every event as a JSON line ('-': stdout)"
-    )
-    w.add_argument(
-        "--save-reports", type=Path, metavar="DIR", help="write the JSON/CSV/HTML report at the end"
-    )
-    w.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    w.add_argument(
         "--retry-max", type=float, default=10.0, metavar="S", help="longest reconnect wait (10)"
     )
-    w.add_argument("--host", help="viewer page address (default 127.0.0.1)")
-    w.add_argument("--port", type=int, help="viewer page port (default 8080; 0: any free)")
-    w.add_argument("--no-voice", action="store_true", help="video only")
+    _add_live_outputs(w)
     _add_common(w)
 
 
-def _cmd_watch(args: argparse.Namespace) -> int:
-    import asyncio
+def _add_live_outputs(p: argparse.ArgumentParser) -> None:
+    """The flags of a session the process feeds itself (watch, join): outputs and viewer."""
+    p.add_argument(
+        "--events", type=Path, metavar="FILE", help="write every event as a JSON line ('-': stdout)"
+    )
+    p.add_argument(
+        "--save-reports", type=Path, metavar="DIR", help="write the JSON/CSV/HTML report at the end"
+    )
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--host", help="viewer page address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="viewer page port (default 8080; 0: any free)")
+    p.add_argument("--no-voice", action="store_true", help="video only")
 
-    from stream.live.url import run_watch
 
+def _live_session_config(args: argparse.Namespace) -> Config:
+    """The config with the viewer address and --no-voice of watch/join applied."""
     if args.verbose == 0:
         logging.getLogger("stream.live").setLevel(logging.INFO)
     if not args.purpose.strip():
@@ -195,6 +198,21 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         cfg = cfg.replace("live", **updates)
     if args.no_voice:
         cfg = cfg.replace("audio", enabled=False)
+    return cfg
+
+
+def _print_faces(summary: dict[str, Any] | None) -> None:
+    for f in (summary or {}).get("faces", []):
+        dom = f.get("dominant") or {}
+        print(f"{f.get('name')}  dominant: {dom.get('label')} {100 * dom.get('share', 0):.1f}%")
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.live.url import run_watch
+
+    cfg = _live_session_config(args)
     try:
         summary = asyncio.run(
             run_watch(
@@ -213,10 +231,89 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         raise EmotionStreamError(
             f"cannot listen on {cfg.live.host}:{cfg.live.port}: {exc.strerror or exc}"
         ) from None
-    faces = (summary or {}).get("faces", [])
-    for f in faces:
-        dom = f.get("dominant") or {}
-        print(f"{f.get('name')}  dominant: {dom.get('label')} {100 * dom.get('share', 0):.1f}%")
+    _print_faces(summary)
+    return 0
+
+
+JOIN_HELP = """\
+Join a Janus VideoRoom as a bot and analyse every participant live, with the same events,
+viewer page and reports as serve and watch.
+
+The bot joins without publishing, subscribes to each publisher's audio and video (one WebRTC
+peer each, answering Janus's offer), follows joins and leaves, and analyses everyone in one
+session: face numbers are shared across the room, and the faces on a participant's video are
+named after their display name ("Alice", then "Alice 2" if their camera shows two people).
+Audio tracks are analysed as voices (--no-voice: video only). A participant who leaves has
+their tracks ended; viewers get an error event participant_left.
+
+Consent and purpose are YOUR responsibility as the operator: the room's participants do not
+see a consent page, and a VideoRoom lists only publishers, so they may not even see the bot
+(unless the room has notify_joining). Tell them a bot analyses their faces and voices, and
+what for, and get their agreement first; --purpose records what you declare they agreed to,
+in every event stream and report. Nothing is stored unless you ask (--events,
+--save-reports).
+
+examples:
+  emotion-stream join ws://janus.example.org:8188 --room 1234 --purpose "team retro, all agreed"
+  emotion-stream join wss://meet.example.org/janus --room 42 --pin 9876 --display "Analytics" \\
+      --purpose "coaching call, agent and customer agreed" --events - --save-reports out/
+"""
+
+
+def _add_join(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    fmt: type[argparse.RawDescriptionHelpFormatter],
+) -> None:
+    j = sub.add_parser(
+        "join",
+        help="join a Janus video room as a bot and analyse every participant live",
+        formatter_class=fmt,
+        description=JOIN_HELP,
+        epilog=EXIT_CODES,
+    )
+    j.add_argument("url", metavar="WS_URL", help="Janus's WebSocket API (ws:// or wss://)")
+    j.add_argument("--room", type=int, required=True, metavar="N", help="the VideoRoom's ID")
+    j.add_argument(
+        "--purpose",
+        required=True,
+        help="what you declare the participants were told and agreed to (recorded in the "
+        "session's events and reports)",
+    )
+    j.add_argument(
+        "--display", default="emotion-stream", metavar="NAME", help="the bot's name in the room"
+    )
+    j.add_argument("--pin", metavar="PIN", help="the room's PIN, if it has one")
+    _add_live_outputs(j)
+    _add_common(j)
+
+
+def _cmd_join(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.live.janus import JanusError, run_join
+
+    cfg = _live_session_config(args)
+    try:
+        summary = asyncio.run(
+            run_join(
+                cfg,
+                args.url,
+                args.room,
+                args.purpose,
+                args.display,
+                args.pin,
+                args.events,
+                args.save_reports,
+                args.duration,
+            )
+        )
+    except JanusError as exc:
+        raise EmotionStreamError(str(exc)) from None
+    except OSError as exc:
+        raise EmotionStreamError(
+            f"cannot listen on {cfg.live.host}:{cfg.live.port}: {exc.strerror or exc}"
+        ) from None
+    _print_faces(summary)
     return 0
 
 
@@ -328,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(s)
 
     _add_watch(sub, fmt)
+    _add_join(sub, fmt)
 
     m = sub.add_parser(
         "models",
@@ -641,6 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_serve(args)
         if args.command == "watch":
             return _cmd_watch(args)
+        if args.command == "join":
+            return _cmd_join(args)
         return _cmd_models(args)
     except EmotionStreamError as exc:
         print(f"emotion-stream: error: {exc}", file=sys.stderr)

@@ -201,6 +201,38 @@ def _named(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     ]
 
 
+def test_a_named_track_names_its_faces(stages: Stages) -> None:
+    """Faces first seen on a named track take its name ("Alice", "Alice 2", ... by number);
+    other tracks keep "Face N"; a rename wins; a reset starts the names over."""
+    from stream.analysis.stream import StreamAnalysis
+    from stream.core.types import VideoFrame
+    from stream.offline.media import read_frames
+
+    frames = list(read_frames(VIDEO / "mexca_test_video_multi_5_frames.mp4", 0))  # 4 people
+    analysis = StreamAnalysis(stages, 10)
+    analysis.name_track("cam", "Alice")
+
+    def play(track: str, rounds: int = 4) -> list[int]:
+        for k in range(rounds):
+            for f in frames:
+                result = analysis.push_video(VideoFrame(f.image, f.t + 0.2 * k), track)
+        return sorted(face.number for face in result.faces)
+
+    numbers = play("cam")
+    names = [analysis.name_of(n) for n in numbers]
+    other = play("other")
+    other_names = [analysis.name_of(n) for n in other]
+    analysis.rename(numbers[0], "Carol")
+    renamed = analysis.name_of(numbers[0])
+    analysis.reset()
+    again = [analysis.name_of(n) for n in play("cam")]
+    print(f"named track: {names}; unnamed track: {other_names}; after reset: {again}")
+    assert names == ["Alice", "Alice 2", "Alice 3", "Alice 4"]
+    assert other_names == [f"Face {n}" for n in other] and set(other).isdisjoint(numbers)
+    assert renamed == "Carol"
+    assert again == ["Alice", "Alice 2", "Alice 3", "Alice 4"]
+
+
 def test_bad_room_is_one_line(janus: str, config: Config, stages: Stages) -> None:
     async def main() -> str:
         executor = ThreadPoolExecutor(1)

@@ -410,7 +410,7 @@ class StreamAnalysis:
     def _name_new_faces(self, track: str, result: FrameResult) -> None:
         base = self.track_names[track]
         with self.lock:
-            for f in result.faces:
+            for f in sorted(result.faces, key=lambda f: f.number):
                 if f.number in self._seen:
                     continue
                 self._seen.add(f.number)

@@ -456,5 +456,7 @@ async def run_join(
         session.peer = bot  # closed with the session's media
         return bot
 
-    what = f"in Janus room {room} at {url} as {display!r}"
+    from stream.live.url import redact
+
+    what = f"in Janus room {room} at {redact(url)} as {display!r}"
     return await run_live(config, purpose, start, what, events, reports_dir, duration)
