@@ -13,9 +13,9 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.request import urlopen
 
 import jsonschema
@@ -65,6 +65,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+T = TypeVar("T")
+
+#: Upper bound on one test's run: a hang fails the test instead of stalling CI.
+TEST_TIMEOUT_S = 180
+
+
+def bounded(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
+    return asyncio.wait_for(coro, TEST_TIMEOUT_S)
 
 
 class Feed:
@@ -184,7 +194,9 @@ def test_viewer_on_another_worker_gets_the_session_and_the_wall_lists_it(
             await b.shutdown()
         return own, local, remote, wall, bad_view.close_code or 0, bad_wall.close_code or 0, sid
 
-    _, local, remote, wall, bad_view, bad_wall, sid = asyncio.run(main())
+    _, local, remote, wall, bad_view, bad_wall, sid = asyncio.run(
+        asyncio.wait_for(main(), TEST_TIMEOUT_S)
+    )
     assert bad_view == 4401 and bad_wall == 4401
     for ev in remote.events + wall.events:
         VALIDATOR.validate(ev)
@@ -263,13 +275,16 @@ def test_dead_worker_sessions_end_for_their_viewers_elsewhere(
                 await wall_after.until(lambda evs: bool(evs), 10)
                 reading.cancel()
                 following.cancel()
+                viewing.cancel()  # B may keep the viewer socket open after session.ended
                 await asyncio.gather(following, viewing, reading, return_exceptions=True)
         finally:
             await a.shutdown()
             await b.shutdown()
         return remote, detected, wall_before, wall_after
 
-    remote, detected, wall_before, wall_after = asyncio.run(main())
+    remote, detected, wall_before, wall_after = asyncio.run(
+        asyncio.wait_for(main(), TEST_TIMEOUT_S)
+    )
     for ev in remote.events:
         VALIDATOR.validate(ev)
     ended = remote.events[-1]
@@ -325,7 +340,7 @@ def test_admission_sends_a_new_publisher_to_a_worker_with_room(
             await b.shutdown()
         return out
 
-    out = asyncio.run(main())
+    out = asyncio.run(bounded(main()))
     assert out["first"][0]["type"] == "session.started" and out["first_code"] is None
     redirect = out["second"][0]
     VALIDATOR.validate(redirect)
@@ -367,7 +382,7 @@ def test_wall_without_redis_lists_this_workers_calls(
             await server.shutdown()
         return wall, server.cluster.redis is None, html
 
-    wall, no_redis, html = asyncio.run(main())
+    wall, no_redis, html = asyncio.run(bounded(main()))
     assert no_redis and b'src="wall.js"' in html
     VALIDATOR.validate(wall.events[-1])
     (line,) = wall.events[-1]["calls"]
