@@ -94,13 +94,7 @@ def voice_lines(a: Analysis) -> list[str]:
     ]
     width = max((len(n) for n in names.values()), default=6)
     for sp in v.speakers:
-        parts = [f"speaking {sp.speaking_s:.1f} s ({_pct(sp.share)})"]
-        if sp.f0_median_hz is not None:
-            parts.append(f"pitch {sp.f0_median_hz:.0f} Hz")
-        if sp.energy_dbfs is not None:
-            parts.append(f"energy {sp.energy_dbfs:.0f} dBFS")
-        if sp.rate_per_s is not None:
-            parts.append(f"rate {sp.rate_per_s:.1f}/s")
+        parts = [f"speaking {sp.speaking_s:.1f} s ({_pct(sp.share)})", *sp.prosody_parts()]
         name = names.get(sp.number) or face_name(sp.number)
         out.append(f"{name:<{width}}  " + "  ".join(parts))
     return out

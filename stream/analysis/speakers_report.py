@@ -10,6 +10,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from stream.analysis.speakers import speaker_label
+from stream.core.notices import face_name
 from stream.vision.blendshapes import AU_NAMES, AU_NOTES, NOT_MAPPED
 
 if TYPE_CHECKING:
@@ -41,14 +42,9 @@ def speaker_lines(a: Analysis) -> list[str]:
     width = max(len(x.name) for x in s.speakers)
     for x in s.speakers:
         parts = [f"speaking {x.speaking_s:.1f} s ({100 * x.share:.1f}%)", f"{x.turns} turn(s)"]
-        if x.f0_median_hz is not None:
-            parts.append(f"pitch {x.f0_median_hz:.0f} Hz")
-        if x.energy_dbfs is not None:
-            parts.append(f"energy {x.energy_dbfs:.0f} dBFS")
-        if x.rate_per_s is not None:
-            parts.append(f"rate {x.rate_per_s:.1f}/s")
+        parts += x.prosody_parts()
         if x.face is not None:
-            parts.append(f"= {faces.get(x.face, f'Face {x.face}')}")
+            parts.append(f"= {faces.get(x.face) or face_name(x.face)}")
         elif a.faces:
             parts.append("(no visible face matched)")
         out.append(f"{x.name:<{width}}  " + "  ".join(parts))

@@ -41,6 +41,17 @@ class ProsodyMedians:
             "vocal_arousal_heuristic": _median([r.vocal_arousal_heuristic for r in reports]),
         }
 
+    def prosody_parts(self) -> list[str]:
+        """The measured prosody for a terminal line ("pitch 194 Hz", "energy -34 dBFS", ...)."""
+        parts = []
+        if self.f0_median_hz is not None:
+            parts.append(f"pitch {self.f0_median_hz:.0f} Hz")
+        if self.energy_dbfs is not None:
+            parts.append(f"energy {self.energy_dbfs:.0f} dBFS")
+        if self.rate_per_s is not None:
+            parts.append(f"rate {self.rate_per_s:.1f}/s")
+        return parts
+
     def prosody_dict(self) -> dict[str, float | None]:
         return {
             "pitch_median_hz": _round(self.f0_median_hz, 1),
