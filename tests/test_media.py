@@ -111,3 +111,81 @@ def test_truncated_data_keeps_what_was_decoded(
     assert "truncated" in result.error or "ends early" in result.error
     assert result.frames > 10 and len(result.faces) == 1  # the part before the cut is kept
     assert result.to_dict()["analysis"]["complete"] is False
+
+
+def _bomb_png(path: Path, side: int) -> Path:
+    """A side x side black PNG (1-bit grey) of a few hundred KB: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    z = zlib.compressobj(9)
+    row = b"\0" * (1 + (side + 7) // 8)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("suffix", [".png", ".mp4"])
+def test_pixel_bomb_is_refused_before_decoding(tmp_path: Path, suffix: str) -> None:
+    """A 20000x20000 PNG (431 KB) once took 2.46 GB and 19 s; as .mp4 ffmpeg would decode it."""
+    import time
+
+    bomb = _bomb_png(tmp_path / f"bomb{suffix}", 20000)
+    before, t0 = _peak_rss_mb(), time.perf_counter()
+    with pytest.raises(MediaError, match=r"20000x20000 px \(400 MP\), above the limit of 50 MP"):
+        list(read_frames(bomb, 10))
+    took, grew = time.perf_counter() - t0, _peak_rss_mb() - before
+    print(f"\n{suffix} bomb: refused in {took:.2f} s, peak RSS +{grew:.0f} MB")
+    assert took < 2.0 and grew < 200
+    # Below a (configurable) limit the same header is read as usual.
+    small = _bomb_png(tmp_path / "small.png", 300)
+    assert probe(small, max_pixels=300 * 300).width == 300
+    with pytest.raises(MediaError, match="above the limit of 0 MP"):
+        probe(small, max_pixels=300 * 300 - 1)
+
+
+def test_image_header_sizes(tmp_path: Path) -> None:
+    """The pixel limit reads sizes from headers: each format agrees with the decoder."""
+    import cv2
+
+    from stream.offline.media import image_size
+
+    img = np.zeros((37, 53, 3), np.uint8)
+    for ext in (".png", ".jpg", ".bmp", ".webp", ".tif", ".ppm"):
+        p = tmp_path / f"x{ext}"
+        assert cv2.imwrite(str(p), img), ext
+        assert image_size(p, p.read_bytes()) == (53, 37), ext
+
+
+def test_not_regular_files_say_what_they_are(tmp_path: Path) -> None:
+    """/dev/urandom is a device, a FIFO a pipe, a symlink loop a loop (not "empty"/"not found")."""
+    import os
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(tmp_path / "loop.mp4")
+    dangling = tmp_path / "dangling.mp4"
+    dangling.symlink_to(tmp_path / "nowhere.mp4")
+    cases = {
+        Path("/dev/urandom"): "is a device, not a media file",
+        fifo: r"is a pipe \(FIFO\)",
+        loop: "symbolic link loop",
+        dangling: "broken symbolic link",
+    }
+    for path, message in cases.items():
+        with pytest.raises(MediaError, match=message):
+            probe(path)  # returns at once: nothing is read from the device or the pipe

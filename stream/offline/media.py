@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
+import struct
+import warnings as _warnings
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +24,11 @@ from stream.core.types import MediaInfo, VideoFrame
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+
+#: Largest image or video frame decoded as it is, in pixels (50 MP: above 8K UHD's 33 MP). A
+#: 20000x20000 PNG of a few hundred KB would otherwise take gigabytes to decode: images above
+#: the limit are refused before decoding, video frames are scaled down to it.
+MAX_PIXELS = 50_000_000
 
 
 def _stream_info(container: Any, path: Path) -> MediaInfo:
@@ -66,20 +76,117 @@ def _audio_info(container: Any, path: Path) -> MediaInfo:
 
 
 def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(f"{path}: file not found")
-    if path.is_dir():
+    """Refuse, with a message that says why, anything that is not a readable regular file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MediaError(f"{path}: symbolic link loop (a link points back to itself)") from None
+        if exc.errno == errno.ENOENT:
+            if os.path.islink(path):
+                raise MediaError(f"{path}: broken symbolic link (its target is missing)") from None
+            raise MediaError(f"{path}: file not found") from None
+        if exc.errno == errno.EACCES:
+            raise MediaError(f"{path}: permission denied") from None
+        raise MediaError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise MediaError(f"{path}: is a folder, not a media file")
-    if path.stat().st_size == 0:
+    if stat.S_ISFIFO(st.st_mode):
+        raise MediaError(f"{path}: is a pipe (FIFO), not a media file: save the stream to a file")
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        raise MediaError(f"{path}: is a device, not a media file")
+    if stat.S_ISSOCK(st.st_mode):
+        raise MediaError(f"{path}: is a socket, not a media file")
+    if not stat.S_ISREG(st.st_mode):
+        raise MediaError(f"{path}: not a regular file")
+    if st.st_size == 0:
         raise MediaError(f"{path}: file is empty")
+    if not os.access(path, os.R_OK):
+        raise MediaError(f"{path}: permission denied")
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _header_size(head: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG, JPEG, GIF, BMP or WebP header, without decoding."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        w, h = struct.unpack(">II", head[16:24])
+        return int(w), int(h)
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        w, h = struct.unpack("<HH", head[6:10])
+        return int(w), int(h)
+    if head[:2] == b"BM" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(int(w)), abs(int(h))
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        kind = head[12:16]
+        if kind == b"VP8X":
+            w = int.from_bytes(head[24:27], "little") + 1
+            h = int.from_bytes(head[27:30], "little") + 1
+            return w, h
+        if kind == b"VP8 ":
+            w, h = struct.unpack("<HH", head[26:30])
+            return int(w) & 0x3FFF, int(h) & 0x3FFF
+        if kind == b"VP8L" and len(head) >= 25:
+            bits = int.from_bytes(head[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if head[:2] == b"\xff\xd8":  # JPEG: the first start-of-frame marker holds the size
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                i += 1
+                continue
+            marker = head[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            length = int.from_bytes(head[i + 2 : i + 4], "big")
+            if marker in range(0xC0, 0xD0) and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", head[i + 5 : i + 9])
+                return int(w), int(h)
+            i += 2 + length
+    return None
+
+
+def image_size(path: Path, data: bytes) -> tuple[int, int] | None:
+    """An image's width and height read from its header (None when unknown)."""
+    size = _header_size(data[: 1 << 16]) if data[:2] != b"\xff\xd8" else _header_size(data)
+    if size is not None:
+        return size
+    # Other formats (TIFF, PNM...): Pillow (a dependency of matplotlib) reads the header
+    # without decoding the pixels.
+    from PIL import Image
+
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                return int(w), int(h)
+    except Image.DecompressionBombError:
+        big = 2 * int(Image.MAX_IMAGE_PIXELS or 0) + 1
+        return big, 1  # over Pillow's own bomb limit: far over ours
+    except Exception:  # a format Pillow does not know: OpenCV decides
+        return None
+
+
+def _too_large(path: Path, what: str, w: int, h: int, max_pixels: int) -> MediaError:
+    return MediaError(
+        f"{path}: {what} is {w}x{h} px ({w * h / 1e6:.0f} MP), above the limit of "
+        f"{max_pixels / 1e6:.0f} MP (analyze.max_pixels): scale it down first"
+    )
+
+
+def _read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
+    size = image_size(path, data.tobytes())
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise _too_large(path, "image", size[0], size[1], max_pixels)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
         raise MediaError(f"{path}: not an image OpenCV can decode (corrupt or not an image)")
     return np.ascontiguousarray(img)
+
+
+_IMAGE_CODECS = {"png", "mjpeg", "bmp", "gif", "webp", "tiff", "ppm", "pgm", "pam", "jpeg2000"}
 
 
 def _open(path: Path) -> Any:
@@ -91,18 +198,31 @@ def _open(path: Path) -> Any:
         raise MediaError(msg) from None
 
 
-def probe(path: Path) -> MediaInfo:
+def probe(path: Path, max_pixels: int = MAX_PIXELS) -> MediaInfo:
     """Describe a media file.
 
+    Args:
+        path: the file.
+        max_pixels: largest image or video frame accepted (`MAX_PIXELS` by default).
+
     Raises:
-        MediaError: missing, empty, not media, or without a video stream.
+        MediaError: missing, empty, not a regular file, not media, without a video stream, or
+            with images or frames above `max_pixels`.
     """
     _check_path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        img = _read_image(path)
+        img = _read_image(path, max_pixels)
         return MediaInfo(path, "image", img.shape[1], img.shape[0], 0.0, 0.0, "image", False)
+    with path.open("rb") as fh:  # an image under another name: its header tells its size
+        size = _header_size(fh.read(1 << 16))
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise _too_large(path, "image", size[0], size[1], max_pixels)
     with _open(path) as container:
-        return _stream_info(container, path)
+        info = _stream_info(container, path)
+    if info.width * info.height > max_pixels:
+        what = "image" if info.duration == 0 or info.codec in _IMAGE_CODECS else "video frame"
+        raise _too_large(path, what, info.width, info.height, max_pixels)
+    return info
 
 
 # A presentation time that steps back by more than this is a timestamp restart (concatenated
@@ -110,7 +230,9 @@ def probe(path: Path) -> MediaInfo:
 RESTART_S = 0.25
 
 
-def read_frames(path: Path, fps: float, warnings: list[str] | None = None) -> Iterator[VideoFrame]:
+def read_frames(
+    path: Path, fps: float, warnings: list[str] | None = None, max_pixels: int = MAX_PIXELS
+) -> Iterator[VideoFrame]:
     """Yield frames sampled at about `fps` per second of media time (all frames if fps <= 0).
 
     Timestamps come from each frame's pts, so variable frame rate is handled; an image yields
@@ -118,12 +240,12 @@ def read_frames(path: Path, fps: float, warnings: list[str] | None = None) -> It
     continues across the jump one frame after the last, and a line is appended to `warnings`.
 
     Raises:
-        MediaError: the file cannot be opened, or decoding fails part-way (frames decoded before
-            the failure have already been yielded).
+        MediaError: the file cannot be opened, its images or frames are above `max_pixels`, or
+            decoding fails part-way (frames decoded before the failure have been yielded).
     """
-    info = probe(path)
+    info = probe(path, max_pixels)
     if info.kind == "image":
-        yield VideoFrame(_read_image(path), 0.0, 0)
+        yield VideoFrame(_read_image(path, max_pixels), 0.0, 0)
         return
     grid = FrameGrid(fps)
     last_t = 0.0
@@ -151,6 +273,8 @@ def read_frames(path: Path, fps: float, warnings: list[str] | None = None) -> It
                 last_t = t
                 if not grid.take(t):
                     continue
+                if frame.width * frame.height > max_pixels:  # the size changed mid-stream
+                    raise _too_large(path, "video frame", frame.width, frame.height, max_pixels)
                 image = frame.to_ndarray(format="bgr24")
                 yield VideoFrame(np.ascontiguousarray(image), t, index)
         except av.error.FFmpegError as exc:
