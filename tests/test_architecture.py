@@ -19,6 +19,8 @@ LAYER = {
     "live": 4,
     "offline": 4,
     "cli": 5,
+    "api": 5,  # the public Python API (stream/__init__.py exports it)
+    "client": 5,  # the public live client
     "__main__": 6,
 }
 

@@ -1,0 +1,1 @@
+"""The public Python API's implementation; import it from `stream` (`stream.analyze`, ...)."""
