@@ -19,12 +19,16 @@ from stream.voice.speaker_embed import SpeakerEmbedder
 
 
 class VisionStage(Protocol):
-    """A stream's vision stages (VisionPipeline): identities, expressions, mouths per frame."""
+    """A track's vision stages (VisionPipeline): identities, expressions, mouths, facial actions."""
 
     excluded: set[int]
 
     def process(
-        self, frame: VideoFrame, detect: bool = ..., emotion_for: set[int] | None = ...
+        self,
+        frame: VideoFrame,
+        detect: bool = ...,
+        emotion_for: set[int] | None = ...,
+        actions: bool = ...,
     ) -> FrameResult: ...
 
     def reset(self) -> None: ...
@@ -124,8 +128,10 @@ class Stages:
     def vision(
         self, config: Config | None = None, numbering: Numbering | None = None
     ) -> VisionPipeline:
-        """A vision pipeline with fresh identity state (one per video track)."""
-        return VisionPipeline.from_models(self.vision_models, config or self.config, numbering)
+        """A vision pipeline with fresh identity and facial-action state (one per video track)."""
+        return VisionPipeline.from_models(
+            self.vision_models, config or self.config, numbering, self.action_model
+        )
 
     def voice(self) -> VoiceAnalyzer:
         """A voice analyser with fresh state (one per speaker track)."""

@@ -38,9 +38,8 @@ from stream.analysis.stages import StageSource, VisionStage, VoiceStage
 from stream.analysis.summary import Analysis, faces_dict
 from stream.analysis.voice_summary import summarise_voice
 from stream.core.config import Config
-from stream.core.types import F32, MediaInfo, VideoFrame
+from stream.core.types import MediaInfo, VideoFrame
 from stream.vision.align import crop_squares
-from stream.vision.blendshapes import ActionScheduler, ActionSmoother, FaceActionModel
 from stream.vision.pipeline import FrameResult
 from stream.vision.tracker import IdentityTracker, Numbering
 from stream.voice.analyzer import VoiceUpdate
@@ -48,8 +47,6 @@ from stream.voice.diarize import DiarizationParams, Diarizer
 from stream.voice.prosody import ProsodyReport
 
 THUMB_PX = 96
-#: Landmarks younger than this (media seconds) place a face's next facial-action crop.
-ACTION_PRIOR_S = 1.5
 #: Audio fed to the voice models per call: batches are cheaper per second than single frames,
 #: and 0.1 s keeps live prosody responsive.
 AUDIO_BATCH_S = 0.1
@@ -152,13 +149,6 @@ class StreamAnalysis:
         self.lock = threading.RLock()
         self.identity: Consolidation | None = None  # set by consolidate_identities()
         self.online_speakers = not hold_voice if online_speakers is None else online_speakers
-        act = self.config.actions
-        model = getattr(stages, "action_model", None)
-        self.action_model: FaceActionModel | None = model if act.enabled else None
-        self.action_scheduler = ActionScheduler(act.fps, act.per_frame)
-        #: Each face's last facial-action landmarks: the next crop is made around them.
-        self._action_prior: dict[int, tuple[float, F32, F32]] = {}
-        self.action_smoother = ActionSmoother(act.tau_s, self.config.smoothing.reset_after_s)
         self.actions: dict[int, FaceActionStats] = {}
         self.speaker_names: dict[int, str] = {}
         self._voice_ids: dict[tuple[str, int], int] = {}  # (track, diarizer ID) -> stream number
@@ -209,11 +199,9 @@ class StreamAnalysis:
             record: count the frame in the aggregates (False: only track faces and sample
                 mouths for speaker matching, between analysed frames).
         """
-        result = self.pipeline(track).process(frame, detect, emotion_for)
+        result = self.pipeline(track).process(frame, detect, emotion_for, actions=record)
         if track in self.track_names:
             self._name_new_faces(track, result)
-        if self.action_model is not None and record and result.faces:
-            result = self._facial_actions(frame, result)
         if received is not None:
             self._v0[track] = min(self._v0.get(track, math.inf), received - frame.t)
         clock = frame.t + self._v0.get(track, 0.0)
@@ -228,35 +216,13 @@ class StreamAnalysis:
                 for k, v in result.timings_ms.items():
                     self.stage_sum[k] = self.stage_sum.get(k, 0.0) + v
                 self.aggregator.add_frame(frame.t, [f.sample for f in result.faces], track)
+                for f in result.faces:
+                    if f.actions_fresh and f.actions is not None:
+                        stats = self.actions.setdefault(f.number, FaceActionStats())
+                        stats.add(frame.t, f.actions, self.keep_timeline)
                 if self.thumbnails:
                     self._keep_thumbnails(frame, result)
         return result
-
-    def _facial_actions(self, frame: VideoFrame, result: FrameResult) -> FrameResult:
-        """Landmarks + blendshapes for the faces due now (round robin at `actions.fps` per face,
-        at most `actions.per_frame` per frame); every face carries its latest smoothed scores."""
-        assert self.action_model is not None
-        t0 = time.perf_counter()
-        due = set(self.action_scheduler.plan(frame.t, [f.number for f in result.faces]))
-        faces = []
-        for f in result.faces:
-            if f.number in due:
-                prior = self._action_prior.get(f.number)
-                near = prior[1:] if prior and frame.t - prior[0] <= ACTION_PRIOR_S else None
-                fa = self.action_model(frame.image, f.box, f.landmarks[:2], near, bgr=True)
-                if fa.presence >= 0.5:
-                    self._action_prior[f.number] = (frame.t, f.box, fa.landmarks)
-                    scores = self.action_smoother.update(f.number, frame.t, fa.scores)
-                    with self.lock:
-                        stats = self.actions.setdefault(f.number, FaceActionStats())
-                        stats.add(frame.t, scores, self.keep_timeline)
-            latest = self.action_smoother.latest(f.number)
-            faces.append(dataclasses.replace(f, actions=latest) if latest is not None else f)
-        ms = (time.perf_counter() - t0) * 1e3
-        timings = dict(result.timings_ms)
-        timings["actions"] = ms
-        timings["total"] = timings.get("total", 0.0) + ms
-        return dataclasses.replace(result, faces=faces, timings_ms=timings)
 
     def _keep_thumbnails(self, frame: VideoFrame, result: FrameResult) -> None:
         for f in result.faces:
@@ -454,9 +420,6 @@ class StreamAnalysis:
             sp.diarizer = self._new_diarizer()
             sp.current = 0
         self.actions.clear()
-        self.action_smoother.reset()
-        self.action_scheduler.reset()
-        self._action_prior.clear()
         self.speaker_names.clear()
         self._track_faces.clear()
         self._seen.clear()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -25,6 +25,8 @@ F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
 
 CROP = 256
+#: Landmarks younger than this (media seconds) place a face's next facial-action crop.
+ACTION_PRIOR_S = 1.5
 BLENDSHAPES = [
     "_neutral",
     "browDownLeft",
@@ -441,3 +443,61 @@ class ActionScheduler:
 
     def reset(self) -> None:
         self._last.clear()
+
+
+class ActionModel(Protocol):
+    """Landmarks + blendshapes of one face (`FaceActionModel`, or a fake in tests)."""
+
+    def __call__(
+        self,
+        image_rgb: U8,
+        box: F32,
+        eyes: F32,
+        prior: tuple[F32, F32] | None = ...,
+        bgr: bool = ...,
+    ) -> FacialActions: ...
+
+
+class FaceActionTracker:
+    """A video track's facial actions: which faces get the model on a frame (round robin at
+    `fps` per face, at most `per_frame` per frame), each face's crop placed around its recent
+    landmarks, and the scores smoothed per face."""
+
+    def __init__(
+        self, model: ActionModel, fps: float, per_frame: int, tau_s: float, reset_after_s: float
+    ) -> None:
+        self.model = model
+        self.scheduler = ActionScheduler(fps, per_frame)
+        self.smoother = ActionSmoother(tau_s, reset_after_s)
+        self._prior: dict[int, tuple[float, F32, F32]] = {}
+
+    def update(
+        self, image_bgr: U8, t: float, faces: list[tuple[int, F32, F32]]
+    ) -> dict[int, tuple[F32, bool]]:
+        """Facial actions of a frame's faces ((number, box, [5, 2] landmarks) each).
+
+        Returns:
+            number -> (latest smoothed scores, computed on this frame) for every face that
+            has scores so far.
+        """
+        due = set(self.scheduler.plan(t, [n for n, _, _ in faces]))
+        out: dict[int, tuple[F32, bool]] = {}
+        for number, box, landmarks in faces:
+            fresh = False
+            if number in due:
+                prior = self._prior.get(number)
+                near = prior[1:] if prior and t - prior[0] <= ACTION_PRIOR_S else None
+                fa = self.model(image_bgr, box, landmarks[:2], near, bgr=True)
+                if fa.presence >= 0.5:
+                    self._prior[number] = (t, box, fa.landmarks)
+                    self.smoother.update(number, t, fa.scores)
+                    fresh = True
+            latest = self.smoother.latest(number)
+            if latest is not None:
+                out[number] = (latest, fresh)
+        return out
+
+    def reset(self) -> None:
+        self.scheduler.reset()
+        self.smoother.reset()
+        self._prior.clear()

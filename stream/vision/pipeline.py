@@ -1,17 +1,20 @@
-"""The vision pipeline: frame in -> detection -> identity -> expression -> smoothing -> result."""
+"""The vision pipeline: frame in -> detection -> identity -> expression -> smoothing -> facial
+actions -> result."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from stream.core.config import Config
 from stream.core.errors import ModelError
-from stream.core.types import F32, U8, FaceDetections, FaceSample, VideoFrame
+from stream.core.types import F32, U8, EmotionScores, FaceDetections, FaceSample, VideoFrame
 from stream.models.runtime import SessionFactory, make_factory
+from stream.vision.blendshapes import ActionModel, FaceActionTracker
 from stream.vision.detect import YuNetDetector
 from stream.vision.embed import FaceEmbedder
 from stream.vision.emotion import EmotionEnsemble, EmotionModel, Member
@@ -34,6 +37,7 @@ class FaceResult:
     fresh: bool = True  # expression computed on this frame (else carried over)
     mouth: MouthSample | None = None  # mouth measurements for speaker matching
     actions: F32 | None = None  # [52] smoothed blendshape scores (facial actions), if computed
+    actions_fresh: bool = False  # the facial actions were computed on this frame
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,18 @@ class FrameResult:
     embedded: int = 0
     emotions: int = 0
     excluded: list[tuple[int, F32]] = field(default_factory=list)
+
+
+class Detector(Protocol):
+    """Finds faces in a frame (`YuNetDetector`, or a fake in tests)."""
+
+    def __call__(self, frame: VideoFrame) -> FaceDetections: ...
+
+
+class ExpressionModel(Protocol):
+    """Scores the expressions of faces (`EmotionEnsemble`, or a fake in tests)."""
+
+    def __call__(self, image: U8, faces: FaceDetections) -> EmotionScores: ...
 
 
 @dataclass(frozen=True)
@@ -100,23 +116,25 @@ class VisionPipeline:
 
     Args:
         detector, tracker, emotion, smoother: the stages (see `from_config` for the defaults).
-        excluded: face numbers whose expression is never computed.
+        actions: facial actions of the faces (None: off).
     """
 
     def __init__(
         self,
-        detector: YuNetDetector,
+        detector: Detector,
         tracker: IdentityTracker,
-        emotion: EmotionEnsemble,
+        emotion: ExpressionModel,
         smoother: ExpressionSmoother,
+        actions: FaceActionTracker | None = None,
     ) -> None:
         self.detector = detector
         self.tracker = tracker
         self.emotion = emotion
         self.smoother = smoother
+        self.actions = actions
         self.flow = FlowPropagator()
-        self.factory: SessionFactory | None = None  # set by from_config (voice analysis reuses it)
         self.mouth = MouthActivity()
+        #: Face numbers whose expression is never computed (shared with the stream's tracks).
         self.excluded: set[int] = set()
         self._samples: dict[int, FaceSample] = {}
         self._last: FaceDetections | None = None
@@ -134,17 +152,24 @@ class VisionPipeline:
 
     @classmethod
     def from_models(
-        cls, models: VisionModels, config: Config, numbering: Numbering | None = None
+        cls,
+        models: VisionModels,
+        config: Config,
+        numbering: Numbering | None = None,
+        action_model: ActionModel | None = None,
     ) -> VisionPipeline:
-        """A pipeline with fresh identity and smoothing state over already loaded models."""
+        """A pipeline with fresh identity and smoothing state over already loaded models
+        (facial actions when `action_model` is given and `actions.enabled`)."""
         tracker = IdentityTracker(
             config.tracking, models.embedder.embed_aligned, numbering=numbering
         )
-        pipeline = cls(
-            models.detector, tracker, models.emotion, ExpressionSmoother(config.smoothing)
+        return cls(
+            models.detector,
+            tracker,
+            models.emotion,
+            ExpressionSmoother(config.smoothing),
+            face_actions(config, action_model),
         )
-        pipeline.factory = models.factory
-        return pipeline
 
     def reset(self) -> None:
         """Start a new session: identities, smoothing and exclusions are forgotten."""
@@ -153,6 +178,8 @@ class VisionPipeline:
         self.excluded.clear()
         self._samples.clear()
         self.mouth.reset()
+        if self.actions is not None:
+            self.actions.reset()
         self._last = None
 
     def process(
@@ -160,6 +187,7 @@ class VisionPipeline:
         frame: VideoFrame,
         detect: bool = True,
         emotion_for: set[int] | None = None,
+        actions: bool = True,
     ) -> FrameResult:
         """Analyse one frame.
 
@@ -170,6 +198,8 @@ class VisionPipeline:
                 frames under a tight budget). The first frame always detects.
             emotion_for: face numbers whose expression is computed on this frame (None: all);
                 the others keep their last smoothed expression.
+            actions: compute facial actions for the faces due now (False: faces carry none,
+                e.g. frames analysed only to follow faces and sample mouths).
         """
         t0 = time.perf_counter()
         grey = self.flow.grey(frame.image)  # for the flow now and on the next frame
@@ -239,9 +269,29 @@ class VisionPipeline:
         excluded = [
             (int(n), dets.boxes[i]) for i, n in enumerate(ids) if excluded_mask[i] and n > 0
         ]
+        if actions and self.actions is not None and results:
+            results = self._facial_actions(frame, results, timings)
         return FrameResult(
             frame.t, w, h, results, dets, timings, embedded, int(fresh.sum()), excluded
         )
+
+    def _facial_actions(
+        self, frame: VideoFrame, faces: list[FaceResult], timings: dict[str, float]
+    ) -> list[FaceResult]:
+        """Faces with their latest smoothed facial actions (computed for the faces due now)."""
+        assert self.actions is not None
+        t0 = time.perf_counter()
+        scores = self.actions.update(
+            frame.image, frame.t, [(f.number, f.box, f.landmarks) for f in faces]
+        )
+        out = []
+        for f in faces:
+            s = scores.get(f.number)
+            out.append(f if s is None else dataclasses.replace(f, actions=s[0], actions_fresh=s[1]))
+        ms = (time.perf_counter() - t0) * 1e3
+        timings["actions"] = ms
+        timings["total"] += ms
+        return out
 
     def tracker_numbers(self) -> list[int]:
         """Numbers of the faces in the last analysed frame (for budget planning)."""
@@ -249,6 +299,10 @@ class VisionPipeline:
             return []
         return [int(n) for n in self._last.track_ids if n > 0 and int(n) not in self.excluded]
 
-    @property
-    def va_estimated(self) -> bool:
-        return not any(m.model.has_va for m in self.emotion.members)
+
+def face_actions(config: Config, model: ActionModel | None) -> FaceActionTracker | None:
+    """A track's facial-action state over a shared model (None: no model or actions off)."""
+    a = config.actions
+    if model is None or not a.enabled:
+        return None
+    return FaceActionTracker(model, a.fps, a.per_frame, a.tau_s, config.smoothing.reset_after_s)
