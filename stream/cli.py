@@ -18,7 +18,8 @@ from stream.models.registry import ENV_MIRROR, ModelSpec, ModelStore
 
 EXIT_CODES = """exit status:
   0  success            2  bad flag or config       3  unreadable, truncated or non-video input
-  4  no faces found     5  model file missing/corrupt    1  other errors    130  interrupted
+  4  no faces found     5  model file missing/corrupt    6  no room: this worker is full
+  1  other errors       130  interrupted
 """
 
 MAIN_HELP = f"""\
@@ -132,6 +133,9 @@ Analyse a stream URL or device live, with the same events, viewer page and repor
 Anything FFmpeg opens: RTSP cameras, RTMP (pull, or --listen for a push from OBS or ffmpeg),
 SRT, HLS, HTTP streams, local devices and files. A network stream that drops is reopened with
 backoff (0.5 s doubling to --retry-max); viewers see a source_lost event meanwhile.
+With --redis (or [cluster] redis_url) the process is a worker of the cluster like serve: the
+call is on the supervisor wall, counts against cluster.capacity, and any worker shows it to
+viewers.
 
 examples:
   emotion-stream watch rtsp://user:pass@10.0.0.7:554/stream1 --purpose "lobby camera, signed"
@@ -184,21 +188,56 @@ def _add_live_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="viewer page address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="viewer page port (default 8080; 0: any free)")
     p.add_argument("--no-voice", action="store_true", help="video only")
+    _add_cluster(p)
+
+
+def _add_cluster(p: argparse.ArgumentParser) -> None:
+    """The cluster flags of serve, watch and join (README, Scaling)."""
+    cl = p.add_argument_group(
+        "cluster (workers sharing one Redis: calls on one wall, viewers on any worker)"
+    )
+    cl.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join the workers of this Redis (redis://HOST:6379/0; cluster.redis_url)",
+    )
+    cl.add_argument(
+        "--worker-url",
+        metavar="URL",
+        help="how browsers reach this worker, e.g. https://w2.example.org (cluster.worker_url; "
+        "default http://HOST:PORT)",
+    )
+
+
+def _cluster_config(args: argparse.Namespace, cfg: Config) -> Config:
+    """Apply --redis and --worker-url."""
+    cluster = {
+        k: v
+        for k, v in (("redis_url", args.redis), ("worker_url", args.worker_url))
+        if v is not None
+    }
+    return cfg.replace("cluster", **cluster) if cluster else cfg
 
 
 def _live_session_config(args: argparse.Namespace) -> Config:
-    """The config with the viewer address and --no-voice of watch/join applied."""
+    """The config with the viewer address, cluster flags and --no-voice of watch/join applied."""
+    from stream.live.protocol import MAX_PURPOSE, printable
+
     if args.verbose == 0:
         logging.getLogger("stream.live").setLevel(logging.INFO)
     if not args.purpose.strip():
         raise ConfigError("--purpose must say what the people in the stream agreed to")
+    try:
+        args.purpose = printable(args.purpose, "--purpose", MAX_PURPOSE)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     cfg = _config(args)
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if updates:
         cfg = cfg.replace("live", **updates)
     if args.no_voice:
         cfg = cfg.replace("audio", enabled=False)
-    return cfg
+    return _cluster_config(args, cfg)
 
 
 def _print_faces(summary: dict[str, Any] | None) -> None:
@@ -244,7 +283,8 @@ peer each, answering Janus's offer), follows joins and leaves, and analyses ever
 session: face numbers are shared across the room, and the faces on a participant's video are
 named after their display name ("Alice", then "Alice 2" if their camera shows two people).
 Audio tracks are analysed as voices (--no-voice: video only). A participant who leaves has
-their tracks ended; viewers get an error event participant_left.
+their tracks ended; viewers get an error event participant_left. With --redis the bot is a
+worker of the cluster like serve: the room's call is on the wall and viewable from any worker.
 
 Consent and purpose are YOUR responsibility as the operator: the room's participants do not
 see a consent page, and a VideoRoom lists only publishers, so they may not even see the bot
@@ -410,18 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the page offers for download; default: store nothing)",
     )
     _add_serve_ingest(s)
-    cl = s.add_argument_group("cluster (several workers sharing one Redis; README, Scaling)")
-    cl.add_argument(
-        "--redis",
-        metavar="URL",
-        help="join the workers of this Redis (redis://HOST:6379/0; cluster.redis_url)",
-    )
-    cl.add_argument(
-        "--worker-url",
-        metavar="URL",
-        help="how browsers reach this worker, e.g. https://w2.example.org (cluster.worker_url; "
-        "default http://HOST:PORT)",
-    )
+    _add_cluster(s)
     _add_common(s)
 
     _add_watch(sub, fmt)
@@ -611,13 +640,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     }
     if updates:
         cfg = cfg.replace("live", **updates)
-    cluster = {
-        k: v
-        for k, v in (("redis_url", args.redis), ("worker_url", args.worker_url))
-        if v is not None
-    }
-    if cluster:
-        cfg = cfg.replace("cluster", **cluster)
+    cfg = _cluster_config(args, cfg)
     cfg = _serve_ingest_config(args, cfg)
     try:
         asyncio.run(run_server(cfg, args.save_summaries, args.save_reports))

@@ -237,9 +237,9 @@ def test_bad_room_is_one_line(janus: str, config: Config, stages: Stages) -> Non
     async def main() -> str:
         executor = ThreadPoolExecutor(1)
         session = LiveSession(config, stages, executor, "Janus test")
-        bot = JanusRoomBot(session, janus, 999999)
+        bot = JanusRoomBot(config, janus, 999999)
         try:
-            await bot.join()
+            await session.attach(bot)
         except JanusError as exc:
             return str(exc)
         finally:
@@ -266,11 +266,10 @@ def test_bot_names_every_participant_and_follows_leaves(
         bob = Publisher(janus, "Bob", BOB_CLIP)
         await alice.start()  # Alice is in the room before the bot: in its `joined` list
         bot = JanusRoomBot(
-            session, janus, ROOM, "emotion-stream test bot", ice_addresses=[_media_address()]
+            config, janus, ROOM, "emotion-stream test bot", ice_addresses=[_media_address()]
         )
-        session.peer = bot
         t_join = time.perf_counter()
-        await bot.join()
+        await session.attach(bot)
         joined_s = time.perf_counter() - t_join
         await bob.start()  # Bob comes after: a `publishers` event
         t_bob = time.perf_counter()

@@ -26,7 +26,7 @@ from stream.live.protocol import (
     check_offer,
     host_allowed,
     origin_allowed,
-    parse_message,
+    parse_command,
 )
 from stream.live.server import LiveServer
 from stream.live.session import Subscriber
@@ -236,7 +236,7 @@ def get(path: str, host: str = "127.0.0.1", method: str = "GET", extra: str = ""
 
 def test_deeply_nested_json_is_a_clean_error() -> None:
     with pytest.raises(BadMessage) as err:
-        parse_message("[" * 100_000 + "]" * 100_000)  # used to raise RecursionError
+        parse_command("[" * 100_000 + "]" * 100_000)  # used to raise RecursionError
     assert err.value.code == "bad_json"
 
 
@@ -445,7 +445,7 @@ def test_track_flood_is_refused_with_an_error(config: Config, factory: SessionFa
             await ws.send(json.dumps({"type": "offer", "sdp": "v=0\r\n"}))
             bare = await next_event(ws, "error", "answer")
             session = next(iter(server.sessions.values()))
-            return err["code"], bare["code"], len(session.tracks) + (session.peer is not None)
+            return err["code"], bare["code"], len(session.tracks) + (session.source is not None)
 
     flood, bare, built = with_server(config, factory, body, max_message_bytes=1 << 20)
     assert (flood, bare, built) == ("too_many_tracks", "invalid_sdp", 0)
@@ -521,7 +521,7 @@ def test_stall_then_resume_recovers_analysis_with_bounded_queues(
             async for ev in pub.events():
                 if ev["type"] == "frame":
                     got += 1
-                    for receiver in pub_session[0].peer.getReceivers():
+                    for receiver in pub_session[0].source.pc.getReceivers():
                         # aiortc's unbounded queue of decoded frames waiting to be read
                         deepest = max(deepest, receiver.track._queue.qsize())
                     if got >= n:

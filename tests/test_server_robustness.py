@@ -19,7 +19,7 @@ import websockets
 
 from stream.core.config import Config
 from stream.core.notices import EXPRESSIONS_NOT_FEELINGS
-from stream.live.protocol import parse_message
+from stream.live.protocol import parse_command
 from stream.live.server import LiveServer
 from stream.models.runtime import SessionFactory
 
@@ -76,11 +76,11 @@ def http_get(url: str) -> tuple[int, bytes]:
         ('{"type": "exclude", "id": 3, "excluded": "yes"}', "bad_message"),
     ],
 )
-def test_parse_message_rejects(raw: str | bytes, code: str) -> None:
+def test_parse_command_rejects(raw: str | bytes, code: str) -> None:
     from stream.live.protocol import BadMessage
 
     with pytest.raises(BadMessage) as err:
-        parse_message(raw)
+        parse_command(raw)
     assert err.value.code == code
 
 

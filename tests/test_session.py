@@ -203,7 +203,8 @@ def test_slow_subscriber_loses_frames_not_other_events() -> None:
 
 
 def test_audio_backlog_is_bounded_and_drops_the_oldest() -> None:
-    from stream.live.session import AUDIO_BACKLOG_S, ReceivedAudio, _AudioBacklog
+    from stream.live.session import AUDIO_BACKLOG_S, _AudioBacklog
+    from stream.live.source import ReceivedAudio
     from stream.voice.resample import array_frame
 
     async def main() -> tuple[_AudioBacklog, list[float]]:

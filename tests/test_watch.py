@@ -17,7 +17,7 @@ import pytest
 from stream.analysis.stages import Stages
 from stream.core.config import Config
 from stream.live.session import LiveSession, Subscriber
-from stream.live.url import UrlSource, attach, redact
+from stream.live.url import UrlSource, redact
 
 from .conftest import VIDEO
 
@@ -79,7 +79,7 @@ def test_rtmp_push_from_ffmpeg_to_the_listener(config: Config, stages: Stages) -
         sink = Sink()
         session.subscribe(Subscriber(sink.send, "viewer", limit=4096))
         source = UrlSource(url, listen=True, audio=True)
-        attach(session, source)
+        await session.attach(source)
         t0 = time.perf_counter()
         tries = 0
         push: asyncio.subprocess.Process | None = None
@@ -140,7 +140,7 @@ def test_http_mpegts_drops_and_comes_back(config: Config, stages: Stages) -> Non
         sink = Sink()
         session.subscribe(Subscriber(sink.send, "viewer", limit=4096))
         source = UrlSource(url, audio=False, retry_max_s=1.0)
-        attach(session, source)  # connection refused until ffmpeg listens: retried
+        await session.attach(source)  # connection refused until ffmpeg listens: retried
         first = await serve_once()
         await sink.until(lambda ev: len(_faces(ev)) >= 5, 60)
         await first.wait()  # the clip is over: the stream drops

@@ -16,16 +16,18 @@ Channels:
   P:events:S      every event of session S as sent to its subscribers (the owner publishes)
   P:control       kept subscribed so the relay connection is always listening
 
-Admission: a worker holding `cluster.capacity` sessions answers a new publisher's hello with
-`{"type": "error", "code": "redirect", "url": PAGE, "ws_url": WS}` naming the least loaded
-live worker with room, then closes with 4503; with no such worker it closes with 4503 only.
+Admission (host.py): a worker holding `cluster.capacity` sessions, whatever their source, refuses
+a new one and names the least loaded live worker with room (`room()`): a page publisher gets
+`{"type": "error", "code": "redirect", "url": PAGE, "ws_url": WS}` then 4503; a WHIP publisher
+503 with `X-Worker-With-Room`; `watch`/`join` a one-line error. With no such worker: 4503 / 503.
 Viewers (`/ws/view?session=S&token=T`) may connect to any worker: the token is checked against
 the SHA-256 stored in the directory (the token itself never is). A worker whose record expires
 is dead: every other worker ends its relayed sessions with `session.ended` ("worker W lost")
 within `ttl_s` + `heartbeat_s` of its last heartbeat.
 
 Wall (`/ws/wall?token=cluster.wall_token`): every `wall_interval_s`, one `wall` event listing
-every live call of the cluster, one line each: purpose, owning worker, faces (name, dominant
+every live call of the cluster, one line each: purpose, source (page, whip, watch, join),
+owning worker, faces (name, dominant
 expression, share of the call's speech), the call's dominant expression and speech share.
 """
 
@@ -48,7 +50,7 @@ from websockets.exceptions import ConnectionClosed
 
 from stream.core.config import Config
 from stream.core.errors import EmotionStreamError
-from stream.live.events import NO_SESSION, Redirect, SessionEnded, Wall, envelope
+from stream.live.events import NO_SESSION, SessionEnded, Wall, envelope
 from stream.live.protocol import (
     CLOSE_FULL,
     CLOSE_RATE,
@@ -93,6 +95,7 @@ class WallLine:
     def __init__(self, session: LiveSession, worker: str, hop_s: float) -> None:
         self.session = session.id
         self.purpose = session.purpose
+        self.via = session.via
         self.started = session.started
         self.clock = session.clock
         self.worker = worker
@@ -136,6 +139,7 @@ class WallLine:
             "session": self.session,
             "worker": self.worker,
             "purpose": self.purpose,
+            "via": self.via,
             "started": round(self.started, 3),
             "duration_s": round(max(self.clock() - self.started, 0.0), 1),
             "faces": faces,
@@ -434,30 +438,23 @@ class Cluster:
                     self._end_relayed(sid, "session ended")
 
     # -- admission -------------------------------------------------------------------------
-    async def refuse(self, ws: ServerConnection) -> None:
-        """This worker is full: send the publisher to a worker with room, else close (4503)."""
-        target = None
-        if self.redis is not None:
-            try:
-                alive = await self.workers()
-            except Exception as exc:
-                log.warning("cluster admission failed: %s", exc)
-                alive = {}
-            room = [
-                w
-                for w in alive.values()
-                if w["id"] != self.worker_id and w["sessions"] < w["capacity"]
-            ]
-            if room:
-                target = min(room, key=lambda w: (w["sessions"] / max(w["capacity"], 1), w["id"]))
-        if target is None:
-            await close_draining(ws, CLOSE_FULL, "too many sessions; try again later")
-            return
-        url = target["url"]
-        event = Redirect(f"this worker is full; continue at {url}", url, ws_url(url))
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(json.dumps(envelope(event, NO_SESSION, 0, time.time())))
-        await close_draining(ws, CLOSE_FULL, "full; redirected")
+    async def room(self) -> str | None:
+        """The page URL of the least loaded other live worker with room (None: no cluster,
+        Redis unreachable, or every worker full)."""
+        if self.redis is None:
+            return None
+        try:
+            alive = await self.workers()
+        except Exception as exc:
+            log.warning("cluster admission failed: %s", exc)
+            return None
+        room = [
+            w for w in alive.values() if w["id"] != self.worker_id and w["sessions"] < w["capacity"]
+        ]
+        if not room:
+            return None
+        best = min(room, key=lambda w: (w["sessions"] / max(w["capacity"], 1), w["id"]))
+        return str(best["url"])
 
     # -- viewer side -----------------------------------------------------------------------
     async def view(self, ws: ServerConnection, sid: str, token: str) -> bool:

@@ -25,9 +25,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Subprotocol
 
+from stream.analysis.stages import StageSource
+from stream.core.config import Config
 from stream.live.events import Error
-from stream.live.session import LiveSession
-from stream.live.webrtc import audio_source, drain, gather_on, video_source
+from stream.live.source import TrackSink
+from stream.live.webrtc import answer_peer
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +217,11 @@ class Participant:
 
 
 class JanusRoomBot:
-    """Subscribes to every publisher of a VideoRoom and feeds their tracks to one session.
+    """Subscribes to every publisher of a VideoRoom and feeds their tracks to one session: the
+    session's `MediaSource` (`start` joins the room, `close` leaves it).
 
     Args:
-        session: the live session every participant's tracks go to.
+        config: the configuration (ICE servers, whether audio is analysed).
         url: Janus's WebSocket URL.
         room: the VideoRoom's numeric ID.
         display: the bot's display name in the room.
@@ -231,7 +234,7 @@ class JanusRoomBot:
 
     def __init__(
         self,
-        session: LiveSession,
+        config: Config,
         url: str,
         room: int,
         display: str = "emotion-stream",
@@ -239,7 +242,8 @@ class JanusRoomBot:
         timeout: float = 10.0,
         ice_addresses: list[str] | None = None,
     ) -> None:
-        self.session = session
+        self.config = config
+        self.sink: TrackSink | None = None  # the session, once started
         self.url = url
         self.room = room
         self.display = display
@@ -252,6 +256,20 @@ class JanusRoomBot:
         self._task: asyncio.Task[Any] | None = None
         self._ice = ice_addresses
         self._closing = False
+
+    async def start(self, sink: TrackSink) -> None:
+        """Join the room; every participant's tracks go to `sink`.
+
+        Raises:
+            JanusError: Janus cannot be reached or the room cannot be joined (one line).
+        """
+        self.sink = sink
+        await self.join()
+
+    @property
+    def session(self) -> TrackSink:
+        assert self.sink is not None, "start the bot first"
+        return self.sink
 
     async def join(self) -> None:
         """Connect, join the room and subscribe to its current publishers."""
@@ -345,13 +363,6 @@ class JanusRoomBot:
     # -- one participant -------------------------------------------------------------------
     async def _subscribe(self, p: Participant) -> None:
         """Attach a subscriber handle for one publisher, answer Janus's offer, start media."""
-        from aiortc import (
-            RTCConfiguration,
-            RTCIceServer,
-            RTCPeerConnection,
-            RTCSessionDescription,
-        )
-
         p.handle = await self.client.attach()
         body: dict[str, Any] = {
             "request": "join",
@@ -366,38 +377,27 @@ class JanusRoomBot:
         _, jsep = await self.client.message(p.handle, body)
         if not jsep or jsep.get("type") != "offer":
             raise JanusError("Janus sent no offer for the subscription")
-        ice = [
-            RTCIceServer(s.urls, s.username or None, s.credential or None)
-            for s in self.session.config.live.ice_servers
-        ]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
-        p.peer = pc
-        audio = self.session.config.audio.enabled
 
-        @pc.on("track")
-        def on_track(track: Any) -> None:
+        def label(track: Any) -> str:
             name = f"janus-{p.feed}-{track.kind}"
-            if track.kind == "video":
+            if track.kind == "video" or (track.kind == "audio" and self.config.audio.enabled):
                 p.tracks.append(name)
-                self.session.add_video(name, self._until_end(p, video_source(track)), p.display)
-            elif track.kind == "audio" and audio:
-                p.tracks.append(name)
-                self.session.add_audio(name, self._until_end(p, audio_source(track)))
-            else:
-                self.session.spawn(drain(track))
+            return name
 
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
+        async def on_state(pc: Any) -> None:
             if pc.connectionState == "failed" and not p.left:
                 self.session.publish(
                     Error("peer_failed", f"the media connection for {p.display} failed")
                 )
                 await self._drop(p, announce=False)
 
-        with gather_on(self._ice):
-            await pc.setRemoteDescription(RTCSessionDescription(jsep["sdp"], "offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
-        answer = {"type": "answer", "sdp": pc.localDescription.sdp}
+        def until_end(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            return self._until_end(p, source)
+
+        p.peer = await answer_peer(
+            self.config, jsep["sdp"], self.session, self._ice, label, p.display, until_end, on_state
+        )
+        answer = {"type": "answer", "sdp": p.peer.localDescription.sdp}
         await self.client.message(p.handle, {"request": "start"}, answer)
         log.info("receiving %s (feed %s): %s", p.display, p.feed, ", ".join(p.tracks))
 
@@ -432,7 +432,7 @@ class JanusRoomBot:
 
 
 async def run_join(
-    config: Any,
+    config: Config,
     url: str,
     room: int,
     purpose: str,
@@ -441,6 +441,7 @@ async def run_join(
     events: Any = None,
     reports_dir: Any = None,
     duration: float | None = None,
+    stages: StageSource | None = None,
 ) -> dict[str, Any] | None:
     """`emotion-stream join`: the bot in a room, with the viewer page, events and reports of
     `watch`; ends when the connection to Janus ends, after `duration`, or at Ctrl-C / SIGTERM.
@@ -449,14 +450,8 @@ async def run_join(
         The session summary event.
     """
     from stream.live.runner import run_live
-
-    async def start(session: LiveSession) -> JanusRoomBot:
-        bot = JanusRoomBot(session, url, room, display, pin)
-        await bot.join()
-        session.peer = bot  # closed with the session's media
-        return bot
-
     from stream.live.url import redact
 
+    bot = JanusRoomBot(config, url, room, display, pin)
     what = f"in Janus room {room} at {redact(url)} as {display!r}"
-    return await run_live(config, purpose, start, what, events, reports_dir, duration)
+    return await run_live(config, purpose, bot, "join", what, events, reports_dir, duration, stages)

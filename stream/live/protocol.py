@@ -13,13 +13,16 @@ import contextlib
 import hmac
 import ipaddress
 import json
-import re
 import time
-from typing import Any
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+
+from stream.live.events import schema
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -28,7 +31,12 @@ CLOSE_TOO_SLOW = 4409
 CLOSE_RATE = 4429
 CLOSE_FULL = 4503
 MAX_INVALID = 5
-_NAME_OK = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+#: The longest face or speaker name, and the longest declared purpose.
+MAX_NAME = 64
+MAX_PURPOSE = 200
+#: Unicode categories a name may not contain: controls (C0/C1), format characters (bidi
+#: overrides, zero-width joiners), lone surrogates, private use and unassigned code points.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
 async def close_draining(ws: ServerConnection, code: int, reason: str) -> None:
@@ -70,8 +78,121 @@ class BadMessage(Exception):
         self.code = code
 
 
-def parse_message(raw: str | bytes) -> dict[str, Any]:
-    """Decode and validate one client message.
+def printable(value: object, what: str, max_len: int = MAX_NAME, empty: bool = False) -> str:
+    """A name (face, speaker) or purpose, stripped, checked to be printable text.
+
+    Refuses non-strings, more than `max_len` characters, an empty value (unless `empty`) and any
+    character of Unicode category Cc, Cf, Cs, Co or Cn (controls, bidi overrides, lone
+    surrogates, private use, unassigned): a name is shown to other people and written into
+    reports, so it must look like what it is.
+
+    Raises:
+        ValueError: the reason, one line, naming `what`.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string")
+    text = value.strip()
+    if not text and not empty:
+        raise ValueError(f"{what} must not be empty")
+    if len(text) > max_len:
+        raise ValueError(f"{what} must be at most {max_len} characters")
+    for ch in text:
+        if unicodedata.category(ch) in _UNPRINTABLE:
+            raise ValueError(
+                f"{what} must be printable text (U+{ord(ch):04X} is a control, format, "
+                "surrogate, private-use or unassigned character)"
+            )
+    return text
+
+
+# -- commands (the client's messages; documented in events.schema.json, $defs/command) -------
+@dataclass(frozen=True)
+class Command:
+    """Base of every client command; `TYPE` is the wire `type`."""
+
+    TYPE: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class Hello(Command):
+    """Consent (always true once parsed) and the declared purpose; opens the session."""
+
+    TYPE: ClassVar[str] = "hello"
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class Offer(Command):
+    """An SDP offer (the publisher's media)."""
+
+    TYPE: ClassVar[str] = "offer"
+    sdp: str
+
+
+@dataclass(frozen=True)
+class Rename(Command):
+    TYPE: ClassVar[str] = "rename"
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Exclude(Command):
+    TYPE: ClassVar[str] = "exclude"
+    id: int
+    excluded: bool = True
+
+
+@dataclass(frozen=True)
+class RenameSpeaker(Command):
+    TYPE: ClassVar[str] = "rename_speaker"
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Reset(Command):
+    TYPE: ClassVar[str] = "reset"
+
+
+@dataclass(frozen=True)
+class Bye(Command):
+    TYPE: ClassVar[str] = "bye"
+
+
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    Hello,
+    Offer,
+    Rename,
+    Exclude,
+    RenameSpeaker,
+    Reset,
+    Bye,
+)
+
+
+def command_schema() -> dict[str, Any]:
+    """The JSON schema of a client command (`$defs/command` of the event schema)."""
+    full = schema()
+    return {"$schema": full["$schema"], "$defs": full["$defs"], "$ref": "#/$defs/command"}
+
+
+def _id(msg: dict[str, Any], what: str) -> int:
+    fid = msg.get("id")
+    if not isinstance(fid, int) or isinstance(fid, bool) or fid < 1:
+        raise BadMessage("bad_message", f"{msg['type']} needs a {what} (integer >= 1)")
+    return fid
+
+
+def _name(value: object, what: str = "name", max_len: int = MAX_NAME, empty: bool = False) -> str:
+    try:
+        return printable(value, what, max_len, empty)
+    except ValueError as exc:
+        raise BadMessage("bad_message", str(exc)) from None
+
+
+def parse_command(raw: str | bytes) -> Command:
+    """Decode and validate one client message into its command.
 
     Raises:
         BadMessage: with a code and a human-readable reason.
@@ -86,30 +207,32 @@ def parse_message(raw: str | bytes) -> dict[str, Any]:
         raise BadMessage("bad_json", "message is nested too deeply") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise BadMessage("bad_message", "message must be a JSON object with a string 'type'")
-    t = msg["type"]
-    if t == "hello":
-        if msg.get("consent") is not True:
-            raise BadMessage("consent_required", "hello needs consent: true")
-        if not isinstance(msg.get("purpose", ""), str) or len(msg.get("purpose", "")) > 200:
-            raise BadMessage("bad_message", "purpose must be a string of at most 200 characters")
-    elif t == "offer":
-        if not isinstance(msg.get("sdp"), str) or not msg["sdp"].startswith("v=0"):
-            raise BadMessage("invalid_sdp", "offer needs an SDP string starting with v=0")
-    elif t in ("rename", "exclude", "rename_speaker"):
-        fid = msg.get("id")
-        what = "speaker (voice) id" if t == "rename_speaker" else "face id"
-        if not isinstance(fid, int) or isinstance(fid, bool) or fid < 1:
-            raise BadMessage("bad_message", f"{t} needs a {what} (integer >= 1)")
-        if t in ("rename", "rename_speaker"):
-            name = msg.get("name")
-            if not isinstance(name, str) or not _NAME_OK.fullmatch(name.strip()):
-                raise BadMessage("bad_message", "name must be 1-64 printable characters")
-            msg["name"] = name.strip()
-        elif not isinstance(msg.get("excluded", True), bool):
-            raise BadMessage("bad_message", "excluded must be true or false")
-    elif t not in ("reset", "bye"):
-        raise BadMessage("unknown_type", f"unknown message type {t!r}")
-    return msg
+    match msg["type"]:
+        case "hello":
+            if msg.get("consent") is not True:
+                raise BadMessage("consent_required", "hello needs consent: true")
+            return Hello(_name(msg.get("purpose", ""), "purpose", MAX_PURPOSE, empty=True))
+        case "offer":
+            sdp = msg.get("sdp")
+            if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+                raise BadMessage("invalid_sdp", "offer needs an SDP string starting with v=0")
+            return Offer(sdp)
+        case "rename":
+            return Rename(_id(msg, "face id"), _name(msg.get("name")))
+        case "rename_speaker":
+            return RenameSpeaker(_id(msg, "speaker (voice) id"), _name(msg.get("name")))
+        case "exclude":
+            fid = _id(msg, "face id")
+            excluded = msg.get("excluded", True)
+            if not isinstance(excluded, bool):
+                raise BadMessage("bad_message", "excluded must be true or false")
+            return Exclude(fid, excluded)
+        case "reset":
+            return Reset()
+        case "bye":
+            return Bye()
+        case other:
+            raise BadMessage("unknown_type", f"unknown message type {other!r}")
 
 
 def check_offer(sdp: str, max_video: int, max_audio: int) -> None:

@@ -34,7 +34,6 @@ import logging
 import mimetypes
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -45,12 +44,13 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from stream.analysis.stages import Stages
+from stream.analysis.stages import Stages, StageSource
 from stream.core.config import Config
 from stream.core.notices import EXPRESSIONS_NOT_FEELINGS
 from stream.live import reports
-from stream.live.cluster import Cluster
-from stream.live.events import NO_SESSION, Error, envelope, schema
+from stream.live.cluster import Cluster, ws_url
+from stream.live.events import NO_SESSION, Answer, Error, Redirect, envelope, schema
+from stream.live.host import Refused, SessionHost
 from stream.live.metrics import LiveCollector, render_metrics
 from stream.live.protocol import (
     CLOSE_BAD_REQUEST,
@@ -58,16 +58,17 @@ from stream.live.protocol import (
     CLOSE_RATE,
     CLOSE_TIMEOUT,
     CLOSE_TOO_SLOW,
-    CLOSE_UNAUTHORIZED,
     MAX_INVALID,
     BadMessage,
+    Bye,
+    Hello,
+    Offer,
     RateLimit,
     check_offer,
     close_draining,
     host_allowed,
     origin_allowed,
-    parse_message,
-    token_matches,
+    parse_command,
 )
 from stream.live.session import LiveSession, Subscriber
 from stream.live.tls import TlsSetup, open_urls
@@ -90,24 +91,53 @@ _NAME_MAX = 255
 
 
 class LiveServer:
-    """Owns the loaded models, the inference executors and all live sessions."""
+    """The HTTP and WebSocket side of a `SessionHost`: pages, the publisher socket, viewers,
+    the wall, reports, metrics and WHIP.
 
-    def __init__(self, config: Config, factory: SessionFactory | None = None) -> None:
+    Args:
+        config: the configuration.
+        factory: shares ONNX Runtime sessions when the models are loaded here.
+        stages: loaded stages to use instead of loading the models (tests pass fakes).
+        pace: cap analysis at `live.max_fps` in real time (see `LiveSession`).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        factory: SessionFactory | None = None,
+        stages: StageSource | None = None,
+        pace: bool = True,
+    ) -> None:
         self.config = config
         # Load and verify every model now, so the first peer does not wait and errors show early.
-        self.stages = Stages(config, factory)
-        self.executor = ThreadPoolExecutor(config.live.workers, thread_name_prefix="infer")
-        # Voice runs beside vision so that audio never waits behind video frames.
-        self.audio_executor = ThreadPoolExecutor(1, thread_name_prefix="voice")
-        self.sessions: dict[str, LiveSession] = {}
+        self.host = SessionHost(config, stages or Stages(config, factory), pace=pace)
         self.collector = LiveCollector(self)
         self.web = config.live.web_path()
         self.server: Server | None = None
         self.connections_total = 0
-        self.save_reports: Path | None = None  # --save-reports: write each session's reports
-        self.whip = WhipEndpoint(self)  # POST/DELETE /whip (whip.py), answered before websockets
+        self.whip = WhipEndpoint(self.host)  # POST/DELETE /whip, answered before websockets
         self.tls: TlsSetup | None = None  # HTTPS (tls.py), made by start() from live.tls_*
-        self.cluster = Cluster(config, self.sessions)  # Redis directory and relay, if configured
+
+    @property
+    def sessions(self) -> dict[str, LiveSession]:
+        """The host's sessions by id."""
+        return self.host.sessions
+
+    @property
+    def cluster(self) -> Cluster:
+        return self.host.cluster
+
+    @property
+    def stages(self) -> StageSource:
+        return self.host.stages
+
+    @property
+    def save_reports(self) -> Path | None:
+        return self.host.save_reports
+
+    @save_reports.setter
+    def save_reports(self, folder: Path | None) -> None:
+        self.host.save_reports = folder
 
     # -- HTTP ------------------------------------------------------------------------------
     def _response(
@@ -203,33 +233,19 @@ class LiveServer:
     async def _viewer(self, ws: ServerConnection, query: dict[str, list[str]]) -> None:
         sid = (query.get("session") or [""])[0]
         token = (query.get("token") or [""])[0]
-        session = self.sessions.get(sid)
-        if session is None and await self.cluster.view(ws, sid, token):
-            return  # a session of another worker, relayed
-        if session is None or not token_matches(token, session.viewer_token):
-            await close_draining(ws, CLOSE_UNAUTHORIZED, "unknown session or wrong token")
+        await self.host.view(ws, sid, token)
+
+    @staticmethod
+    async def _refuse(ws: ServerConnection, refused: Refused) -> None:
+        """A full worker: send the publisher to the worker with room, if any, and close (4503)."""
+        if refused.room is None:
+            await close_draining(ws, CLOSE_FULL, "too many sessions; try again later")
             return
-        viewers = sum(1 for s in session.subscribers if s.role == "viewer")
-        if viewers >= self.config.live.max_viewers:
-            await close_draining(ws, CLOSE_FULL, "too many viewers for this session")
-            return
-        sub = Subscriber(
-            ws.send,
-            "viewer",
-            on_done=lambda: ws.close(1000, "session ended"),
-            on_overflow=lambda: ws.close(CLOSE_TOO_SLOW, "too slow to receive events"),
-        )
-        session.subscribe(sub)
-        try:
-            limit = RateLimit(self.config.live.max_messages_per_s)
-            async for _ in ws:  # viewers only listen; anything they send is ignored
-                if not limit.allow():
-                    await close_draining(ws, CLOSE_RATE, "too many messages")
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            session.unsubscribe(sub)
+        url = refused.room
+        event = Redirect(f"this worker is full; continue at {url}", url, ws_url(url))
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps(envelope(event, NO_SESSION, 0, time.time())))
+        await close_draining(ws, CLOSE_FULL, "full; redirected")
 
     async def _publisher(self, ws: ServerConnection) -> None:
         session: LiveSession | None = None
@@ -241,7 +257,7 @@ class LiveServer:
         async def expire() -> None:
             """Close a connection that holds no media after `hello_timeout_s` (squatting)."""
             await asyncio.sleep(live.hello_timeout_s)
-            if session is None or session.peer is None:
+            if session is None or session.source is None:
                 why = f"no offer within {live.hello_timeout_s:g} s"
                 await ws.close(CLOSE_TIMEOUT, why)
 
@@ -261,7 +277,7 @@ class LiveServer:
                     await close_draining(ws, CLOSE_RATE, "too many messages per second")
                     break
                 try:
-                    msg = parse_message(raw)
+                    cmd = parse_command(raw)
                 except BadMessage as exc:
                     invalid += 1
                     await error(exc.code, str(exc))
@@ -269,25 +285,15 @@ class LiveServer:
                         await close_draining(ws, CLOSE_BAD_REQUEST, "too many invalid messages")
                         break
                     continue
-                t = msg["type"]
-                if t == "hello":
+                if isinstance(cmd, Hello):
                     if session is not None:
                         await error("bad_message", "hello was already sent")
                         continue
-                    if len(self.sessions) >= self.cluster.capacity:
-                        await self.cluster.refuse(ws)  # 4503, with a redirect in a cluster
+                    try:
+                        session = await self.host.open(cmd.purpose, "page")
+                    except Refused as refused:
+                        await self._refuse(ws, refused)  # 4503, with a redirect in a cluster
                         break
-                    session = LiveSession(
-                        self.config,
-                        self.stages,
-                        self.executor,
-                        msg.get("purpose", ""),
-                        self.audio_executor,
-                    )
-                    self.sessions[session.id] = session
-                    await self.cluster.attach(session)
-                    purpose = f", purpose: {session.purpose!r}" if session.purpose else ""
-                    log.info("session %s started (consent given%s)", session.id, purpose)
                     sub = Subscriber(
                         ws.send,
                         "publisher",
@@ -298,28 +304,25 @@ class LiveServer:
                 if session is None:
                     await error("consent_required", "send hello with consent: true first")
                     continue
-                if t == "offer":
-                    try:
-                        check_offer(msg["sdp"], live.max_video_tracks, live.max_audio_tracks)
-                    except BadMessage as exc:
-                        await error(exc.code, str(exc))
-                        continue
-                    await answer_offer(session, self.config, msg["sdp"], error)
-                elif t == "bye":
-                    break
-                else:
-                    await session.command(msg)
+                match cmd:
+                    case Offer(sdp=sdp):
+                        try:
+                            check_offer(sdp, live.max_video_tracks, live.max_audio_tracks)
+                            peer = await answer_offer(session, self.config, sdp)
+                        except BadMessage as exc:
+                            await error(exc.code, str(exc))
+                            continue
+                        session.publish(Answer(peer.answer))
+                    case Bye():
+                        break
+                    case _:
+                        await session.command(cmd)
         except ConnectionClosed:
             pass
         finally:
             watchdog.cancel()
             if session is not None:
-                self.sessions.pop(session.id, None)
-                await session.close("publisher left")
-                faces = len(session.analysis.aggregator.faces())
-                log.info("session %s ended: publisher left, %d face(s) seen", session.id, faces)
-                await self.cluster.detach(session)
-                reports.save_quietly(session, self.save_reports)
+                await self.host.close(session, "publisher left")
             if sub is not None:
                 await sub.flush()
 
@@ -339,7 +342,7 @@ class LiveServer:
             ssl=self.tls.context if self.tls else None,
             create_connection=connection_class(self.whip),
         )
-        await self.cluster.start(self.port)  # joins the Redis cluster, if configured
+        await self.host.start(self.port)  # joins the Redis cluster, if configured
         return self.server
 
     @property
@@ -348,22 +351,13 @@ class LiveServer:
         return int(next(iter(self.server.sockets)).getsockname()[1])
 
     async def shutdown(self) -> list[dict[str, Any]]:
-        """Close every session (peers closed, summaries sent) and stop serving."""
-        await self.whip.close()  # WHIP sessions end (and save reports) through their own path
-        summaries = []
-        for session in list(self.sessions.values()):
-            summary = await session.close("server shutting down")
-            await self.cluster.detach(session)
-            reports.save_quietly(session, self.save_reports)
-            if summary is not None:
-                summaries.append(summary)
-        self.sessions.clear()
-        await self.cluster.stop()
+        """Close every session (peers closed, summaries sent) and stop serving; returns the
+        summaries of the sessions it closed."""
+        await self.whip.close()  # WHIP sessions end (and save reports) through the host
+        summaries = await self.host.shutdown()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.audio_executor.shutdown(wait=False, cancel_futures=True)
         return summaries
 
 

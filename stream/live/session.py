@@ -1,10 +1,11 @@
 """One live session: frames from any source in, a `StreamAnalysis`, events out to subscribers.
 
-The session knows nothing about WebRTC: a source (stream/live/webrtc.py for aiortc peers,
-stream/live/testing.py for in-process tests) hands it async iterators of received video frames
-and audio frames. Per video track, a receive task empties the source at once into a one-slot
-mailbox (newest frame wins, drops counted) and an analysis task takes the newest frame, plans it
-with the frame budget and analyses it in the inference executor, never on the event loop.
+The session knows nothing about WebRTC: its `MediaSource` (stream/live/source.py: an aiortc
+peer from webrtc.py, a URL from url.py, a Janus room from janus.py, lists in testing.py) hands it
+async iterators of received video frames and audio frames. Per video track, a receive task
+empties the source at once into a one-slot mailbox (newest frame wins, drops counted) and an
+analysis task takes the newest frame, plans it with the frame budget and analyses it in the
+inference executor, never on the event loop.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.analysis.stages import Stages
+from stream.analysis.stages import StageSource
 from stream.analysis.stream import AudioBatcher, SpeakerUpdate, StreamAnalysis
 from stream.core.config import Config
-from stream.core.types import U8, VideoFrame
+from stream.core.types import VideoFrame
 from stream.live.budget import FrameBudget
 from stream.live.events import (
     Error,
@@ -44,49 +45,18 @@ from stream.live.events import (
     face_payloads,
 )
 from stream.live.mailbox import LatestMailbox
+from stream.live.protocol import (
+    BadMessage,
+    Command,
+    Exclude,
+    Rename,
+    RenameSpeaker,
+    Reset,
+)
+from stream.live.source import MediaSource, ReceivedAudio, ReceivedVideo
 from stream.vision.pipeline import FrameResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReceivedVideo:
-    """A decoded video frame as a source delivers it.
-
-    Attributes:
-        t: media time in seconds on the track's own clock (0 at its first frame).
-        received: when it arrived on the receive clock (time.perf_counter() for a network
-            source), which lines the track up with audio tracks.
-        image: converts it to a BGR uint8 array (run in the inference executor).
-        arrived: when it was handed to the session, if not `received` (queue age and latency
-            are measured from it; in-process tests replay media on a synthetic receive clock).
-    """
-
-    t: float
-    received: float
-    image: Callable[[], U8]
-    arrived: float | None = None
-
-    @property
-    def since(self) -> float:
-        """The start of queue age and latency."""
-        return self.received if self.arrived is None else self.arrived
-
-
-@dataclass(frozen=True)
-class ReceivedAudio:
-    """A decoded audio frame (a PyAV `AudioFrame`: any format, layout, rate and size)."""
-
-    frame: Any
-    received: float
-
-    @property
-    def samples(self) -> int:
-        return int(self.frame.samples)
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.frame.sample_rate)
 
 
 #: Most audio (seconds) waiting for voice analysis per track; older audio is dropped beyond it.
@@ -245,24 +215,26 @@ class LiveSession:
 
     Args:
         config: the configuration (live limits, frame budget).
-        stages: the process's loaded models.
+        stages: the process's loaded models (`Stages`, or fakes in tests).
         executor: runs vision inference (shared by all sessions, FIFO, so streams share fairly).
         purpose: the purpose the publisher declared with its consent.
         audio_executor: runs voice analysis beside vision (defaults to `executor`).
         clock: wall clock for event timestamps.
         pace: cap analysis at `live.max_fps` in real time (off in in-process tests, which feed
             frames as fast as they are analysed).
+        via: how the media come in ("page", "whip", "watch", "join", "test"; on the wall).
     """
 
     def __init__(
         self,
         config: Config,
-        stages: Stages,
+        stages: StageSource,
         executor: Executor,
         purpose: str = "",
         audio_executor: Executor | None = None,
         clock: Callable[[], float] = time.time,
         pace: bool = True,
+        via: str = "page",
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.viewer_token = secrets.token_urlsafe(24)
@@ -273,6 +245,7 @@ class LiveSession:
         self.audio_executor = audio_executor or executor
         self.clock = clock
         self.pace = pace
+        self.via = via
         self.events = EventFactory(self.id, clock)
         # Timelines and thumbnails feed the session's reports (downloaded or --save-reports).
         self.analysis = StreamAnalysis(
@@ -282,8 +255,8 @@ class LiveSession:
         #: Called with every published event (the cluster relay and the wall line).
         self.taps: list[Callable[[dict[str, Any]], None]] = []
         self.tracks: dict[str, TrackStats] = {}
-        self.peer: Any = None  # the transport's handle (e.g. an RTCPeerConnection)
-        self.replace_peer = False  # set by reset: the next offer replaces the peer
+        self.source: MediaSource | None = None  # where the media come from (source.py)
+        self.replace_source = False  # set by reset: the next offer replaces the source
         self.started = clock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._mailboxes: list[LatestMailbox[ReceivedVideo]] = []
@@ -323,18 +296,20 @@ class LiveSession:
         return message
 
     # -- commands --------------------------------------------------------------------------
-    async def command(self, msg: dict[str, Any]) -> None:
-        """Apply a validated publisher command (see stream/live/protocol.py)."""
-        t = msg["type"]
-        if t == "rename":
-            self.rename(msg["id"], msg["name"])
-        elif t == "exclude":
-            self.set_excluded(msg["id"], msg.get("excluded", True))
-        elif t == "rename_speaker":
-            self.analysis.rename_speaker(msg["id"], msg["name"])
-            self.publish(SpeakerRenamed(msg["id"], msg["name"]))
-        elif t == "reset":
-            await self.reset()
+    async def command(self, cmd: Command) -> None:
+        """Apply a session command (see stream/live/protocol.py); others are the caller's."""
+        match cmd:
+            case Rename(id=number, name=name):
+                self.rename(number, name)
+            case Exclude(id=number, excluded=excluded):
+                self.set_excluded(number, excluded)
+            case RenameSpeaker(id=voice, name=name):
+                self.analysis.rename_speaker(voice, name)
+                self.publish(SpeakerRenamed(voice, name))
+            case Reset():
+                await self.reset()
+            case _:
+                raise BadMessage("bad_message", f"{cmd.TYPE} is not a session command")
 
     def rename(self, number: int, name: str) -> None:
         self.analysis.rename(number, name)
@@ -345,26 +320,48 @@ class LiveSession:
         self.publish(FaceExcluded(number, excluded))
 
     async def reset(self) -> None:
-        """Start the analysis over; media keep flowing, and a new offer may replace the peer."""
+        """Start the analysis over; media keep flowing, and a new offer may replace the source."""
         async with self._lock:
             self.analysis.reset()
-        self.replace_peer = True
+        self.replace_source = True
         self.publish(SessionReset())
 
+    async def attach(self, source: MediaSource) -> None:
+        """Take media from `source` (its tracks are added now). After a `reset`, it replaces
+        the current source and its tracks.
+
+        Raises:
+            BadMessage: the session already has a source and was not reset.
+            Exception: whatever `source.start` raised (the session is left without a source).
+        """
+        if self.source is not None:
+            if not self.replace_source:
+                raise BadMessage(
+                    "bad_message", "this session already has a peer; send reset or reconnect"
+                )
+            await self.stop_media()
+        self.source = source
+        try:
+            await source.start(self)
+        except BaseException:
+            if self.source is source:
+                self.source = None
+            raise
+
     async def stop_media(self) -> None:
-        """Close the peer and end every track's tasks (before a new offer replaces them)."""
+        """Close the source and end every track's tasks (before a new offer replaces them)."""
         for box in self._mailboxes:
             box.close()
-        peer, self.peer = self.peer, None  # detached first: its closing is not news
-        if peer is not None:
+        source, self.source = self.source, None  # detached first: its closing is not news
+        if source is not None:
             with contextlib.suppress(Exception):
-                await peer.close()
+                await source.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._mailboxes.clear()
         self.tracks.clear()
-        self.replace_peer = False
+        self.replace_source = False
 
     def summary(self) -> dict[str, Any]:
         return self.analysis.summary()
@@ -392,7 +389,7 @@ class LiveSession:
         """Start analysing an audio track as one speaker; the task ends with the source."""
         return self.spawn(self._analyse_audio(track, source))
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a coroutine as one of the session's tasks (cancelled when it closes)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from stream.analysis.stages import Stages
+from stream.analysis.stages import StageSource
 from stream.core.types import U8, VideoFrame
-from stream.live.protocol import parse_message
-from stream.live.session import LiveSession, ReceivedAudio, ReceivedVideo, Subscriber
+from stream.live.protocol import parse_command
+from stream.live.session import LiveSession, Subscriber
+from stream.live.source import ReceivedAudio, ReceivedVideo
 
 
 class Collector:
@@ -74,7 +75,7 @@ class _AudioFeed:
 
 
 async def run_session(
-    stages: Stages,
+    stages: StageSource,
     video: Sequence[VideoFrame] | Mapping[str, Sequence[VideoFrame]] = (),
     audio: Mapping[str, Sequence[Any]] | None = None,
     commands: Mapping[int, Sequence[dict[str, Any]] | dict[str, Any]] | None = None,
@@ -85,7 +86,7 @@ async def run_session(
     """Play frames (and audio) through a live session and collect what it publishes.
 
     Args:
-        stages: loaded models (`stages.config` configures the session).
+        stages: loaded models or fakes (`stages.config` configures the session).
         video: frames of one track ("video"), or frames per track id; `frame.t` is media time.
         audio: PyAV audio frames per speaker track id, released in step with the video.
         commands: publisher messages (validated like the server's) applied before the frame
@@ -99,14 +100,16 @@ async def run_session(
     """
     tracks = dict(video) if isinstance(video, Mapping) else ({"video": video} if video else {})
     pending = {
-        i: [parse_message(json.dumps(m)) for m in _as_list(c)] for i, c in (commands or {}).items()
+        i: [parse_command(json.dumps(m)) for m in _as_list(c)] for i, c in (commands or {}).items()
     }
     start = time.perf_counter()
     with (
         ThreadPoolExecutor(1, thread_name_prefix="infer") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="voice") as voice_pool,
     ):
-        session = LiveSession(stages.config, stages, pool, purpose, voice_pool, pace=False)
+        session = LiveSession(
+            stages.config, stages, pool, purpose, voice_pool, pace=False, via="test"
+        )
         publisher = Collector()
         session.subscribe(Subscriber(publisher.send, "publisher"))
         watchers = [Collector() for _ in range(viewers)]

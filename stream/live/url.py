@@ -28,9 +28,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from stream.analysis.stages import StageSource
 from stream.core.types import U8
 from stream.live.events import Error
-from stream.live.session import LiveSession, ReceivedAudio, ReceivedVideo
+from stream.live.source import ReceivedAudio, ReceivedVideo, TrackSink
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def is_local(url: str) -> bool:
 
 
 class UrlSource:
-    """One stream URL read in a thread, handed to asyncio as video and audio iterators.
+    """One stream URL read in a thread, handed to asyncio as video and audio iterators: a
+    session's `MediaSource` (its outages become `error` events of the session).
 
     Args:
         url: what FFmpeg opens.
@@ -99,14 +101,27 @@ class UrlSource:
         self.done = asyncio.Event()  # set when reading has ended for good
 
     # -- asyncio side ----------------------------------------------------------------------
-    def start(self) -> None:
+    async def start(self, sink: TrackSink) -> None:
+        """Start reading in a thread; video (and audio when enabled) become the sink's tracks."""
+        if self.on_status is None:
+
+            def status(code: str, message: str) -> None:
+                sink.publish(Error(code, message))
+
+            self.on_status = status
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="url-source", daemon=True)
         self._thread.start()
+        sink.add_video("video", self.video())
+        if self.want_audio:
+            sink.add_audio("audio", self.audio())
 
     def stop(self) -> None:
         """Stop reading (a blocking open or read ends at its timeout; the thread is a daemon)."""
         self._stop.set()
+
+    async def close(self) -> None:
+        self.stop()
 
     async def video(self) -> AsyncIterator[ReceivedVideo]:
         while (item := await self._video.get()) is not _END:
@@ -226,30 +241,6 @@ class UrlSource:
             container.close()
 
 
-def attach(session: LiveSession, source: UrlSource) -> None:
-    """Feed a session from a URL source: its video, its audio when enabled, its outages."""
-
-    def status(code: str, message: str) -> None:
-        session.publish(Error(code, message))
-
-    source.on_status = status
-    source.start()
-    session.add_video("video", source.video())
-    if source.want_audio:
-        session.add_audio("audio", source.audio())
-    session.peer = PeerAdapter(source)  # closed with the session's media
-
-
-class PeerAdapter:
-    """Lets `LiveSession.stop_media` close a URL source like a peer connection."""
-
-    def __init__(self, source: UrlSource) -> None:
-        self.source = source
-
-    async def close(self) -> None:
-        self.source.stop()
-
-
 async def run_watch(
     config: Any,
     url: str,
@@ -260,6 +251,7 @@ async def run_watch(
     reports_dir: Path | None = None,
     duration: float | None = None,
     retry_max_s: float = 10.0,
+    stages: StageSource | None = None,
 ) -> dict[str, Any] | None:
     """`emotion-stream watch`: one live session fed by a URL, with the server's viewer page and
     report downloads; ends at the end of a file, after `duration`, or at Ctrl-C / SIGTERM.
@@ -273,10 +265,8 @@ async def run_watch(
     """
     from stream.live.runner import run_live
 
-    async def start(session: LiveSession) -> UrlSource:
-        source = UrlSource(url, listen, fmt, config.audio.enabled, retry_max_s)
-        attach(session, source)
-        return source
-
+    source = UrlSource(url, listen, fmt, config.audio.enabled, retry_max_s)
     what = f"listening for a publisher at {redact(url)}" if listen else f"watching {redact(url)}"
-    return await run_live(config, purpose, start, what, events, reports_dir, duration)
+    return await run_live(
+        config, purpose, source, "watch", what, events, reports_dir, duration, stages
+    )

@@ -1,26 +1,32 @@
-"""The WebRTC transport: an aiortc peer per session, its tracks turned into frame sources.
+"""The WebRTC transport: one peer-connection factory, and an aiortc peer as a media source.
 
-This is the only module that knows aiortc. A track's decoded `av` frames become
+This is the only module that knows aiortc. `answer_peer` makes every peer of the process (the
+publisher page and WHIP through `PeerSource`, each participant of a Janus room in janus.py):
+ICE servers from `live.ice_servers`, host candidates gathered only on the chosen addresses, and
+each received track handed to a `TrackSink`. A track's decoded `av` frames become
 `ReceivedVideo` (media time from the frame's pts, the receive time, a BGR conversion that runs
 in the inference executor) and `ReceivedAudio`; the session analyses them like any source.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 
 from stream.core.config import Config
 from stream.core.types import U8
-from stream.live.events import Answer, Error
-from stream.live.session import LiveSession, ReceivedAudio, ReceivedVideo
+from stream.live.events import Error
+from stream.live.protocol import BadMessage
+from stream.live.session import LiveSession
+from stream.live.source import ReceivedAudio, ReceivedVideo, TrackSink
 
 log = logging.getLogger(__name__)
 
@@ -107,64 +113,132 @@ async def drain(track: Any) -> None:
             await track.recv()
 
 
-async def answer_offer(
-    session: LiveSession,
+T = TypeVar("T")
+
+
+def _same(source: AsyncIterator[T]) -> AsyncIterator[T]:
+    return source
+
+
+async def answer_peer(
     config: Config,
     sdp: str,
-    error: Callable[[str, str], Awaitable[None]],
-) -> None:
-    """Make the session's peer from an SDP offer and publish the answer.
+    sink: TrackSink,
+    addresses: list[str] | None,
+    label: Callable[[Any], str] = lambda track: str(track.id),
+    name: str | None = None,
+    wrap: Callable[[AsyncIterator[Any]], AsyncIterator[Any]] = _same,
+    on_state: Callable[[Any], Any] | None = None,
+) -> Any:
+    """The process's one way to make a peer: answer an SDP offer, tracks into `sink`.
 
     Video tracks are analysed, audio tracks too when `audio.enabled`; anything else is drained.
-    After a `reset`, an offer replaces the session's peer and its tracks. Errors (a second
-    offer without reset, unusable SDP) go to `error(code, message)`.
+
+    Args:
+        addresses: gather ICE host candidates on these only (None: every interface but
+            loopback, aioice's default).
+        label: the session's track id of an aiortc track.
+        name: the faces first seen on its video are named after it (a participant's name).
+        wrap: wraps each track's frame iterator (e.g. to notice when a participant's tracks end).
+        on_state: called (awaited if it returns an awaitable) on every connection state change.
+
+    Returns:
+        The `RTCPeerConnection`, its answer in `localDescription.sdp`.
+
+    Raises:
+        Exception: aiortc's error for an unusable offer (the peer is closed).
     """
     from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-    if session.peer is not None:
-        if not session.replace_peer:
-            await error("bad_message", "this session already has a peer; send reset or reconnect")
-            return
-        await session.stop_media()
     ice = [
         RTCIceServer(s.urls, s.username or None, s.credential or None)
         for s in config.live.ice_servers
     ]
     pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
-    session.peer = pc
 
     @pc.on("track")
     def on_track(track: Any) -> None:
         if track.kind == "video":
-            session.add_video(track.id, video_source(track))
+            sink.add_video(label(track), wrap(video_source(track)), name)
         elif track.kind == "audio" and config.audio.enabled:
-            session.add_audio(track.id, audio_source(track))
+            sink.add_audio(label(track), wrap(audio_source(track)))
         else:
-            session.spawn(drain(track))
+            sink.spawn(drain(track))
 
-    @pc.on("connectionstatechange")
-    async def on_state() -> None:
-        current = session.peer is pc and not session.closed
-        if pc.connectionState in ("failed", "closed") and current:
-            log.info("session %s: peer connection %s", session.id, pc.connectionState)
-            session.publish(
-                Error("peer_" + pc.connectionState, f"the media connection is {pc.connectionState}")
-            )
+    refused = False  # a peer closed for an unusable offer: its closing is not news
 
-    local = loopback_addresses(config.live.host)
-    if local is not None:
-        _install_address_filter()
-    token = _ice_addresses.set(local)
+    if on_state is not None:
+
+        @pc.on("connectionstatechange")
+        async def changed() -> None:
+            if refused:
+                return
+            result = on_state(pc)
+            if asyncio.iscoroutine(result):
+                await result
+
     try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)  # gathers the candidates
-    except Exception as exc:  # aiortc raises ValueError and others for bad SDP
-        session.peer = None
+        with gather_on(addresses):
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())  # gathers the candidates
+    except BaseException:
+        refused = True
         with contextlib.suppress(Exception):
             await pc.close()
-        await error("invalid_sdp", f"could not use the offer: {exc}")
-        return
-    finally:
-        _ice_addresses.reset(token)
-    session.publish(Answer(pc.localDescription.sdp))
+        raise
+    return pc
+
+
+class PeerSource:
+    """A publisher's aiortc peer (page or WHIP) as a session's media source.
+
+    `done` is set when the media connection fails or closes (not when `close()` closed it); the
+    session gets a `peer_failed` / `peer_closed` error event then.
+    """
+
+    def __init__(self, config: Config, sdp: str) -> None:
+        self.config = config
+        self.sdp = sdp
+        self.pc: Any = None
+        self.answer = ""
+        self.done = asyncio.Event()
+        self._closing = False
+
+    async def start(self, sink: TrackSink) -> None:
+        async def state(pc: Any) -> None:
+            if pc.connectionState in ("failed", "closed") and not self._closing:
+                log.info("peer connection %s", pc.connectionState)
+                what = pc.connectionState
+                sink.publish(Error("peer_" + what, f"the media connection is {what}"))
+                self.done.set()
+
+        local = loopback_addresses(self.config.live.host)
+        self.pc = await answer_peer(self.config, self.sdp, sink, local, on_state=state)
+        self.answer = self.pc.localDescription.sdp
+
+    @property
+    def state(self) -> str:
+        return str(self.pc.connectionState) if self.pc is not None else "new"
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.pc is not None:
+            await self.pc.close()
+        self.done.set()
+
+
+async def answer_offer(session: LiveSession, config: Config, sdp: str) -> PeerSource:
+    """Give `session` the publisher peer of an SDP offer; after a `reset`, it
+    replaces the current one. The answer is `.answer` of the result.
+
+    Raises:
+        BadMessage: `bad_message` (a second offer without reset) or `invalid_sdp`.
+    """
+    peer = PeerSource(config, sdp)
+    try:
+        await session.attach(peer)
+    except BadMessage:
+        raise
+    except Exception as exc:  # aiortc raises ValueError and others for bad SDP
+        raise BadMessage("invalid_sdp", f"could not use the offer: {exc}") from None
+    return peer

@@ -8,7 +8,10 @@ Routes (on the same port as the pages, HTTP or HTTPS):
   PATCH   /whip/ID         405: no trickle ICE or ICE restarts (aiortc takes complete offers)
 
 A WHIP session is a normal live session: viewers at /viewer.html?session=ID&token=..., report
-downloads, `--save-reports`, limits (`live.max_sessions`, track counts). It has no publisher
+downloads, `--save-reports`, the cluster's directory and wall, limits (`cluster.capacity`, track
+counts): it opens and closes through the session host (host.py). A full worker answers 503 with
+`Retry-After` and, when a worker of the cluster has room, `X-Worker-With-Room: URL/whip` (WHIP
+clients do not follow redirects to another worker by themselves). It has no publisher
 WebSocket, so the purpose and consent come from configuration: each token in `[whip] tokens`
 carries the purpose its operator declares. It ends on DELETE, when the media connection fails
 or closes, when no media connection is made within `live.hello_timeout_s`, or at shutdown.
@@ -26,12 +29,12 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection
 
-from stream.live import reports
+from stream.live.host import Refused, SessionHost
 from stream.live.protocol import (
     BadMessage,
     check_offer,
@@ -40,14 +43,13 @@ from stream.live.protocol import (
     token_matches,
 )
 from stream.live.session import LiveSession
-from stream.live.webrtc import answer_offer
-
-if TYPE_CHECKING:
-    from stream.live.server import LiveServer
+from stream.live.webrtc import PeerSource, answer_offer
 
 log = logging.getLogger(__name__)
 
 PATH = "/whip"
+#: On a 503 from a full worker: the WHIP endpoint of a worker of the cluster with room.
+ROOM_HEADER = "X-Worker-With-Room"
 #: The largest request head and SDP body taken (a browser offer is 3-8 KB).
 MAX_HEAD = 16384
 MAX_BODY = 65536
@@ -205,14 +207,16 @@ def connection_class(endpoint: WhipEndpoint) -> type[HttpConnection]:
 class _Ingest:
     session: LiveSession
     token: str
+    peer: PeerSource
     watchdog: asyncio.Task[Any] | None = None
 
 
 class WhipEndpoint:
-    """The WHIP resources of one `LiveServer` (sessions are registered in `server.sessions`)."""
+    """The WHIP resources of one `SessionHost` (sessions open and close through the host)."""
 
-    def __init__(self, server: LiveServer) -> None:
-        self.server = server
+    def __init__(self, host: SessionHost) -> None:
+        self.host = host
+        self.config = host.config
         self.ingests: dict[str, _Ingest] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -227,7 +231,7 @@ class WhipEndpoint:
         origin = req.headers.get("origin")
         if origin is None:
             return []
-        live = self.server.config.live
+        live = self.config.live
         if not origin_allowed(origin, req.headers.get("host"), live.allowed_origins):
             return None
         return [
@@ -238,7 +242,7 @@ class WhipEndpoint:
 
     async def handle(self, req: HttpRequest) -> HttpReply:
         """Answer one WHIP request."""
-        live = self.server.config.live
+        live = self.config.live
         if not host_allowed(req.headers.get("host"), live.allowed_hosts):
             return text(HTTPStatus.FORBIDDEN, "host not allowed (see live.allowed_hosts)")
         cors = self._cors(req)
@@ -259,7 +263,7 @@ class WhipEndpoint:
                 ]
             reply.headers += cors
             return reply
-        if not self.server.config.whip.tokens:
+        if not self.config.whip.tokens:
             return text(
                 HTTPStatus.NOT_FOUND,
                 "WHIP ingest is off: list tokens in [whip] tokens or start serve with --whip",
@@ -280,7 +284,7 @@ class WhipEndpoint:
         if scheme.lower() != "bearer":
             return None
         found = None
-        for t in self.server.config.whip.tokens:  # no early exit: same time for every token
+        for t in self.config.whip.tokens:  # no early exit: same time for every token
             if token_matches(given.strip(), t.token):
                 found = (t.token, t.purpose)
         return found
@@ -294,7 +298,7 @@ class WhipEndpoint:
         )
 
     async def _post(self, req: HttpRequest) -> HttpReply:
-        server, live = self.server, self.server.config.live
+        live = self.config.live
         auth = self._token(req)
         if auth is None:
             return self._unauthorized()
@@ -308,40 +312,20 @@ class WhipEndpoint:
             return text(HTTPStatus.BAD_REQUEST, "the offer is not UTF-8 text")
         except BadMessage as exc:
             return text(HTTPStatus.BAD_REQUEST, str(exc))
-        if len(server.sessions) >= live.max_sessions:
-            msg = "too many sessions; try again later"
-            return text(HTTPStatus.SERVICE_UNAVAILABLE, msg, ("Retry-After", "10"))
         token, purpose = auth
-        session = LiveSession(
-            server.config, server.stages, server.executor, purpose, server.audio_executor
-        )
-        server.sessions[session.id] = session
-        errors: list[str] = []
-
-        async def error(code: str, message: str) -> None:
-            errors.append(message)
-
-        await answer_offer(session, server.config, sdp, error)
-        if errors or session.peer is None:
-            server.sessions.pop(session.id, None)
-            await session.close("offer refused")
-            return text(HTTPStatus.BAD_REQUEST, "; ".join(errors) or "offer refused")
-        ingest = _Ingest(session, token)
+        try:
+            session = await self.host.open(purpose, "whip")
+        except Refused as refused:  # WHIP clients do not follow: name the worker with room
+            room = [(ROOM_HEADER, refused.room.rstrip("/") + PATH)] if refused.room else []
+            return text(HTTPStatus.SERVICE_UNAVAILABLE, str(refused), ("Retry-After", "10"), *room)
+        try:
+            peer = await answer_offer(session, self.config, sdp)
+        except BadMessage as exc:
+            await self.host.close(session, "offer refused")
+            return text(HTTPStatus.BAD_REQUEST, str(exc))
+        ingest = _Ingest(session, token, peer)
         self.ingests[session.id] = ingest
-        pc = session.peer
-
-        async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed") and session.peer is pc:
-                await self.end(session.id, f"media connection {pc.connectionState}")
-
-        pc.on("connectionstatechange", on_state)
-
-        ingest.watchdog = asyncio.ensure_future(self._expire(session.id, pc))
-        log.info(
-            "session %s started via WHIP (consent declared for the token, purpose: %r)",
-            session.id,
-            purpose,
-        )
+        ingest.watchdog = asyncio.ensure_future(self._watch(session.id, peer))
         headers = [
             ("Content-Type", "application/sdp"),
             ("Location", f"{PATH}/{session.id}"),
@@ -352,13 +336,19 @@ class WhipEndpoint:
             if s.username:
                 link += f'; username="{s.username}"; credential="{s.credential}"'
             headers.append(("Link", link))
-        return HttpReply(HTTPStatus.CREATED, pc.localDescription.sdp.encode(), headers)
+        return HttpReply(HTTPStatus.CREATED, peer.answer.encode(), headers)
 
-    async def _expire(self, sid: str, pc: Any) -> None:
-        """End a session whose media connection is not up within `live.hello_timeout_s`."""
-        await asyncio.sleep(self.server.config.live.hello_timeout_s)
-        if pc.connectionState != "connected":
-            await self.end(sid, "no media connection")
+    async def _watch(self, sid: str, peer: PeerSource) -> None:
+        """End the session when its media connection is not up within `live.hello_timeout_s`,
+        or once it fails or closes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(peer.done.wait(), self.config.live.hello_timeout_s)
+        if not peer.done.is_set():
+            if peer.state != "connected":
+                await self.end(sid, "no media connection")
+                return
+            await peer.done.wait()
+        await self.end(sid, f"media connection {peer.state}")
 
     async def _delete(self, req: HttpRequest, sid: str) -> HttpReply:
         auth = self._token(req)
@@ -371,18 +361,13 @@ class WhipEndpoint:
         return text(HTTPStatus.OK, "session ended")
 
     async def end(self, sid: str, reason: str) -> None:
-        """Close a WHIP session (summary to its viewers, reports saved when asked)."""
+        """Close a WHIP session through the host (summary to its viewers, reports saved)."""
         ingest = self.ingests.pop(sid, None)
         if ingest is None:
             return
         if ingest.watchdog is not None and ingest.watchdog is not asyncio.current_task():
             ingest.watchdog.cancel()
-        session = ingest.session
-        self.server.sessions.pop(sid, None)
-        await session.close(reason)
-        faces = len(session.analysis.aggregator.faces())
-        log.info("session %s ended: %s, %d face(s) seen", sid, reason, faces)
-        reports.save_quietly(session, self.server.save_reports)
+        await self.host.close(ingest.session, reason)
 
     async def close(self) -> None:
         """End every WHIP session (server shutdown)."""
