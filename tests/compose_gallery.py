@@ -6,6 +6,8 @@ people). A scenario places participants in the tiles of a 2x2 or 3x3 gallery ove
 reorders, a participant replaced by another in the same tile at the same instant, a speaker
 view (one face fills the frame), absences of 10+ s and look-alike pairs (the most similar
 different-person pairs of the photo set by our embedder: same sex and age band, glasses).
+Effects disturb a face for a moment in a steady tile (no layout change): a blink, a head turn,
+a hand over the face, a frame of motion blur; the person must keep their ID through them.
 
 `identity_metrics` scores a run: IDs vs people, ID switches, merges and IDF1 (Ristani et al.
 2016: the share of observations whose ID is the one globally matched to their person).
@@ -75,6 +77,30 @@ class Segment:
     end: float
 
 
+#: Short disturbances of one face (`Effect.kind`).
+EFFECTS = ("blink", "turn", "hand", "blur")
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A face disturbed for a moment in a steady tile: its eyes closed ("blink"), the head
+    turned sideways and back ("turn"), a hand raised over the face and lowered ("hand"), or the
+    picture smeared by fast motion ("blur"); from `start` to `end` s."""
+
+    kind: str
+    tile: str
+    start: float
+    end: float
+
+    def amount(self, t: float) -> float:
+        """How strong the effect is at time t: 0 outside, a ramp up and down for movements."""
+        if not self.start <= t < self.end:
+            return 0.0
+        if self.kind in ("turn", "hand"):
+            return math.sin(math.pi * (t - self.start + 0.05) / (self.end - self.start + 0.1))
+        return 1.0
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A gallery recording: grid, size, duration and who is where when."""
@@ -87,6 +113,7 @@ class Scenario:
     seconds: float
     segments: tuple[Segment, ...]
     fps: int = 10
+    effects: tuple[Effect, ...] = ()
 
     def rect(self, tile: str) -> Rect:
         if tile == FULL:
@@ -107,6 +134,16 @@ class Scenario:
             if x <= cx < x + w and y <= cy < y + h:
                 return person
         return None
+
+    @property
+    def newcomers(self) -> int:
+        """People who first appear after the start (each waits `tracking.tentative_max_s` for
+        an ID when they take the tile of someone who just left: a new person needs evidence)."""
+        firsts: dict[str, float] = {}
+        for s in self.segments:
+            p = person_of(s.person)
+            firsts[p] = min(firsts.get(p, s.start), s.start)
+        return sum(1 for t in firsts.values() if t > 0)
 
     @property
     def people(self) -> set[str]:
@@ -142,8 +179,17 @@ def _layout(
 
 def gallery_2x2() -> Scenario:
     """30 s, 640x480: a look-alike replaces a participant in the same tile at the same instant,
-    a speaker view, a reorder, a 14 s absence and return into another tile, a second replacement."""
+    a speaker view, a reorder, a 14 s absence and return into another tile, a second replacement;
+    blinks, head turns, a hand over the face and motion blur in steady tiles."""
     a, b, c, d = "0,0", "0,1", "1,0", "1,1"
+    effects = (  # steady tiles, 0-8 s
+        Effect("blink", a, 1.0, 1.3),
+        Effect("turn", b, 2.0, 3.0),
+        Effect("hand", d, 3.4, 4.4),
+        Effect("blur", c, 5.0, 5.2),
+        Effect("turn", d, 6.0, 6.8),
+        Effect("blur", b, 7.0, 7.2),
+    )
     phases = [
         (0.0, 8.0, {a: "man_webcam", b: "jolie", c: "woman_talking", d: "obama"}),
         (8.0, 12.0, {a: "man_webcam", b: "siegel", c: "woman_talking", d: "obama"}),
@@ -152,14 +198,15 @@ def gallery_2x2() -> Scenario:
         (20.0, 24.0, {a: "obama", b: "woman_talking", c: "siegel", d: "jolie"}),
         (24.0, 30.0, {a: "woman_pexels", b: "woman_talking", c: "siegel", d: "jolie"}),
     ]
-    return Scenario("gallery_2x2", 2, 2, 640, 480, 30.0, _layout(phases))
+    return Scenario("gallery_2x2", 2, 2, 640, 480, 30.0, _layout(phases), effects=effects)
 
 
 def gallery_3x3() -> Scenario:
     """45 s, 960x540: nine tiles; a look-alike replaces a participant in the same tile at the
     same instant (and the other way round later), a departure, three reorders, a speaker view,
     returns after 14 s (from another photo) and 20 s absences while others are absent too, and
-    the closest look-alike pair of the photo set (cosine 0.54) replacing one another."""
+    the closest look-alike pair of the photo set (cosine 0.54) replacing one another; blinks,
+    head turns, hands over faces and motion blur in steady tiles (0-10 s and 24-30 s)."""
     t = [f"{r},{c}" for r in range(3) for c in range(3)]
     first = ["amy", "bernadette", "howard", "leonard", "penny", "raj", "sheldon", "rose"]
     p0 = dict(zip(t, [*first, "man_webcam"], strict=True))
@@ -192,7 +239,22 @@ def gallery_3x3() -> Scenario:
         (36.0, 40.0, p6),
         (40.0, 45.0, p7),
     ]
-    return Scenario("gallery_3x3", 3, 3, 960, 540, 45.0, _layout(phases))
+    effects = (
+        Effect("blink", t[0], 1.0, 1.3),
+        Effect("turn", t[2], 2.0, 3.0),
+        Effect("hand", t[4], 3.0, 4.0),
+        Effect("blur", t[7], 4.0, 4.2),
+        Effect("turn", t[8], 5.0, 5.8),  # the clip participant
+        Effect("hand", t[3], 6.0, 6.8),
+        Effect("blink", t[5], 7.0, 7.4),
+        Effect("blur", t[1], 8.0, 8.2),
+        Effect("turn", t[6], 8.4, 9.4),
+        Effect("turn", t[0], 25.0, 26.0),
+        Effect("blur", t[4], 26.2, 26.4),
+        Effect("hand", t[8], 27.0, 28.0),  # bernadette, back from another photo
+        Effect("blink", t[2], 28.2, 28.5),
+    )
+    return Scenario("gallery_3x3", 3, 3, 960, 540, 45.0, _layout(phases), effects=effects)
 
 
 SCENARIOS: dict[str, Callable[[], Scenario]] = {"2x2": gallery_2x2, "3x3": gallery_3x3}
@@ -223,8 +285,11 @@ class _Participant:
         self.phase = rng.uniform(0, 2 * math.pi, 5)
         self.background = tuple(int(v) for v in rng.integers(30, 90, 3))
 
-    def render(self, t: float, w: int, h: int, face_frac: float = 0.5) -> Image:
-        """The participant at time t in a w x h rectangle, the face about `face_frac` of h."""
+    def render(
+        self, t: float, w: int, h: int, face_frac: float = 0.5, effect: Effect | None = None
+    ) -> Image:
+        """The participant at time t in a w x h rectangle, the face about `face_frac` of h,
+        disturbed by `effect` if one is active."""
         src = self.frames[round(t * self.fps) % len(self.frames)]
         p = self.phase
         zoom, angle, dx, dy, gain = 1.0, 0.0, 0.0, 0.0, 1.0
@@ -248,7 +313,65 @@ class _Participant:
         )
         if gain != 1.0:
             out = cv2.convertScaleAbs(out, alpha=gain, beta=0)
-        return np.asarray(out, np.uint8)
+        tile = np.asarray(out, np.uint8)
+        if effect is not None and effect.amount(t) > 0:
+            cx, cy = w / 2 + dx * w, h / 2 + dy * h
+            tile = _disturb(tile, effect.kind, effect.amount(t), cx, cy, self.side * scale)
+        return tile
+
+
+def _disturb(img: Image, kind: str, amount: float, cx: float, cy: float, side: float) -> Image:
+    """Apply an `Effect` to a tile whose face is centred at (cx, cy) with box side `side`."""
+    out = img.copy()
+    if kind == "blink":  # eyelids closed: the eye band takes the colour of the cheeks
+        skin = np.median(
+            img[
+                int(cy + 0.05 * side) : int(cy + 0.2 * side), int(cx - 0.3 * side) : int(cx)
+            ].reshape(-1, 3),
+            axis=0,
+        )
+        for ex in (cx - 0.2 * side, cx + 0.2 * side):
+            center = (int(ex), int(cy - 0.1 * side))
+            axes = (int(0.13 * side), int(0.06 * side))
+            cv2.ellipse(out, center, axes, 0, 0, 360, tuple(float(v) for v in skin), -1)
+        return np.asarray(cv2.GaussianBlur(out, (3, 3), 0), np.uint8)
+    if kind == "turn":  # the head turns sideways: the face's far side recedes and narrows
+        s = side * 0.6
+        src = np.asarray(
+            [[cx - s, cy - s], [cx + s, cy - s], [cx + s, cy + s], [cx - s, cy + s]], np.float32
+        )
+        squeeze = 0.55 * amount * s
+        dst = np.asarray(
+            [
+                [cx - s + 0.4 * squeeze, cy - s],
+                [cx + s - 1.6 * squeeze, cy - s + 0.25 * squeeze],
+                [cx + s - 1.6 * squeeze, cy + s - 0.25 * squeeze],
+                [cx - s + 0.4 * squeeze, cy + s],
+            ],
+            np.float32,
+        )
+        m = cv2.getPerspectiveTransform(src, dst)
+        h, w = img.shape[:2]
+        bg = tuple(float(v) for v in img[2, 2])
+        warped = cv2.warpPerspective(img, m, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=bg)
+        return np.asarray(warped, np.uint8)
+    if kind == "hand":  # a palm with fingers rises over the lower face, then goes down
+        rise = (1 - amount) * 0.9 * side
+        palm = (int(cx + 0.05 * side), int(cy + 0.35 * side + rise))
+        colour = (120.0, 160.0, 205.0)
+        cv2.ellipse(out, palm, (int(0.32 * side), int(0.26 * side)), -15, 0, 360, colour, -1)
+        for k in range(4):
+            x = palm[0] - 0.24 * side + k * 0.14 * side
+            finger = (int(x), int(palm[1] - 0.3 * side - (0.04 * side if k in (1, 2) else 0)))
+            cv2.ellipse(out, finger, (int(0.055 * side), int(0.2 * side)), 0, 0, 360, colour, -1)
+        shade = cv2.GaussianBlur(out, (5, 5), 0)
+        return np.asarray(shade, np.uint8)
+    if kind == "blur":  # the camera or the head moved fast during the exposure
+        n = max(3, int(0.3 * side)) | 1
+        kernel = np.zeros((n, n), np.float32)
+        kernel[n // 2, :] = 1.0 / n
+        return np.asarray(cv2.filter2D(img, -1, kernel), np.uint8)
+    raise ValueError(f"unknown effect {kind!r} (one of {EFFECTS})")
 
 
 def _decode(path: Path, fps: int) -> list[Image]:
@@ -276,7 +399,10 @@ def render_frames(scenario: Scenario, find_face: FindFace) -> Iterator[VideoFram
             x, y, w, h = scenario.rect(seg.tile)
             pad = 0 if w == scenario.width else 2  # gallery tiles have a thin gap
             frac = 0.42 if w == scenario.width else 0.5
-            tile = people[seg.person].render(t, w - 2 * pad, h - 2 * pad, frac)
+            effect = next(
+                (e for e in scenario.effects if e.tile == seg.tile and e.start <= t < e.end), None
+            )
+            tile = people[seg.person].render(t, w - 2 * pad, h - 2 * pad, frac, effect)
             canvas[y + pad : y + h - pad, x + pad : x + w - pad] = tile
         yield VideoFrame(canvas, t, i)
 

@@ -67,12 +67,17 @@ def _offline_metrics(scenario: Scenario, result: Analysis) -> IdentityMetrics:
     return identity_metrics(scenario, times, faces)
 
 
-def _assert_one_id_per_person(m: IdentityMetrics, missed: float = 0.02) -> None:
+def _assert_one_id_per_person(
+    m: IdentityMetrics, scenario: Scenario, hold_s: float, missed: float = 0.02
+) -> None:
     assert m.merges == 0, m.ids_of
     assert m.switches == 0, m.ids_of
     assert m.ids == m.people, m.ids_of
     assert m.idf1 >= 0.95
-    assert m.missed <= missed * (m.observations + m.missed)  # the faces are found at all
+    # The faces are found at all; a newcomer in a tile just left by someone else stays
+    # tentative (no ID) for `hold_s`: a new person needs evidence.
+    allowed = missed * (m.observations + m.missed) + scenario.newcomers * hold_s * FPS
+    assert m.missed <= allowed, (m.missed, allowed)
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -83,7 +88,7 @@ def test_offline_one_id_per_person(
     result = analyze_file(composites[name], config, stages=stages, fps=FPS)
     m = _offline_metrics(scenario, result)
     print(f"\n{name} offline: {m.line()}")
-    _assert_one_id_per_person(m)
+    _assert_one_id_per_person(m, scenario, config.tracking.tentative_max_s)
     identity = result.to_dict()["identity"]
     assert identity["consolidated"] and identity["people"] == m.people
     # Faces are numbered by first appearance.
@@ -109,7 +114,8 @@ def test_consolidation_joins_what_the_online_tracker_split(
     print(f"\n2x2 online, no returns: {m0.line()}\n2x2 consolidated:       {m.line()}")
     print("joins:", [(j["tracklets"], j["joined"], j["similarity"]) for j in identity["joins"]])
     assert m0.ids >= m.people + 5 and m0.merges == 0  # the online tracker split, never merged
-    _assert_one_id_per_person(m, missed=0.05)  # each split waits to be confirmed
+    # Each split waits to be confirmed.
+    _assert_one_id_per_person(m, scenario, config.tracking.tentative_max_s, missed=0.05)
     assert len(identity["joins"]) == m0.ids - m.people
     assert min(j["similarity"] for j in identity["joins"]) >= config.tracking.join_threshold
 
@@ -144,7 +150,7 @@ def test_live_one_id_per_person(stages: Stages) -> None:
     m = identity_metrics(scenario, times, faces)
     print(f"\n2x2 live: {m.line()}")
     assert len(times) == len(frames)
-    _assert_one_id_per_person(m)
+    _assert_one_id_per_person(m, scenario, cfg.tracking.tentative_max_s)
 
 
 def _view(key: int, number: int, t0: float, t1: float, *vecs: list[float]) -> TrackletView:
@@ -172,3 +178,45 @@ def test_consolidate_rules() -> None:
     assert len(r.people) == 4 and not r.joins
     # Below the threshold nothing is joined.
     assert len(consolidate(views, 0.999, 0.0).people) == 3
+
+
+def _interrupt_run(sequence: str, config: Config) -> list[int]:
+    """Public IDs a tracker gives one face at a fixed place, frame by frame at 5 fps, where
+    `sequence` names who is there each frame ("A" keeps coming back; others interrupt)."""
+    from stream.core.types import FaceDetections
+    from stream.vision.quality import Quality
+    from stream.vision.tracker import IdentityTracker
+
+    rng = np.random.default_rng(0)
+    looks = {p: rng.integers(0, 255, (200, 200, 3), dtype=np.uint8) for p in set(sequence)}
+    vectors = {p: np.eye(8, dtype=np.float32)[k] for k, p in enumerate(sorted(set(sequence)))}
+    who = ["A"]
+    tracker = IdentityTracker(
+        config.tracking,
+        embed=lambda crops: np.stack([vectors[who[0]]] * len(crops)),
+        quality=lambda crop, lm, size: Quality(size, 100.0, 0.0, True),
+    )
+    box = np.asarray([[50, 50, 150, 150]], np.float32)
+    lms = np.asarray([[[80, 85], [120, 85], [100, 105], [85, 125], [115, 125]]], np.float32)
+    out = []
+    for i, person in enumerate(sequence):
+        who[0] = person
+        faces = FaceDetections(box, np.ones(1, np.float32), lms)
+        ids = tracker.update(VideoFrame(looks[person], i / FPS, i), faces).track_ids
+        out.append(int(ids[0]))
+    return out
+
+
+def test_a_disturbed_face_never_gets_a_second_id(config: Config) -> None:
+    """A blink, a turn, a hand or a blurred frame in a steady tile: a face that appears for a
+    few frames at an identity's place and gives way to it again is that identity (online)."""
+    for gap in (1, 2, 4):  # 0.2, 0.4 and 0.8 s
+        ids = _interrupt_run("A" * 8 + "X" * gap + "A" * 8, config)
+        print(f"interrupted {gap / FPS:.1f} s: {ids}")
+        assert set(ids) == {-1, 1}, ids  # no phantom "Face 2"
+        assert ids[8 : 8 + gap] == [-1] * gap and ids[8 + gap :] == [1] * 8
+    # A newcomer who stays (a same-instant replacement) gets an ID after tentative_max_s.
+    ids = _interrupt_run("A" * 8 + "B" * 10, config)
+    hold = round(config.tracking.tentative_max_s * FPS)
+    print(f"replaced: {ids}")
+    assert ids[8 : 8 + hold] == [-1] * hold and set(ids[8 + hold :]) == {2}

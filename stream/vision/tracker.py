@@ -15,6 +15,13 @@ above a threshold that rises with the gallery's size and for poor views, and wit
 `reid_margin` over the second-best identity. When unsure, the face gets a new tentative
 identity. Identities in the same frame are never the same person.
 
+A new identity needs evidence that it is a new person. One that appears at the place of a
+confirmed identity that is missing from the frame (it *interrupts* that identity: a blink, a
+head turn, a hand over the face, a frame of motion blur, or a new participant in the tile)
+stays tentative for `tentative_max_s`, until it has a good view whose embedding does not match
+the interrupted identity: if the person comes back meanwhile, they keep their ID and the
+tentative one is dropped, so a disturbed face never shows a second number.
+
 Every identity's presence is cut into *tracklets*: runs held together by geometric continuity.
 Each keeps its own gallery, so a whole file can be consolidated afterwards
 (`stream.analysis.consolidate`).
@@ -140,6 +147,8 @@ class Identity:
     last_embed_t: float = -np.inf
     good_views: int = 0
     tracklet: Tracklet | None = None
+    interrupts: int = 0  # key of the confirmed identity whose place it took (0: none)
+    distinct: bool = False  # a good view that does not match the interrupted identity
 
     @property
     def confirmed(self) -> bool:
@@ -272,6 +281,20 @@ class IdentityTracker:
                 qualities[d] = self.quality(aligned[k], sub.landmarks[k], float(sub.sizes[k]))
         confident: set[int] = set()
         continuous = set(assigned)  # faces that keep their identity at its place
+
+        def interrupter_app(d: int, ident: Identity) -> float | None:
+            """Face d's similarity to a tentative identity at its place that interrupted
+            `ident` (None when there is none)."""
+            best: float | None = None
+            for j, other in enumerate(recent):
+                if other.confirmed or other.interrupts != ident.key or other.key in taken:
+                    continue
+                if geo[d, j] < c.iou_match:
+                    continue
+                app = self.appearance(embeddings[d], other.gallery_array())
+                best = app if best is None else max(best, app)
+            return best
+
         recent_index = {ident.key: j for j, ident in enumerate(recent)}
         for want_confirmed in (True, False):
             pool = [
@@ -280,12 +303,20 @@ class IdentityTracker:
                 if i.confirmed == want_confirmed and i.key not in taken
             ]
             galleries = {ident.key: ident.gallery_array() for ident in pool}
+            # Confirmed identities also compete with tentative ones: a return must not take a
+            # face that a newcomer's own views resemble more.
+            others = [
+                i.gallery_array()
+                for i in self.identities.values()
+                if want_confirmed and not i.confirmed and i.key not in taken
+            ]
             cands: list[tuple[float, int, Identity, bool, bool]] = []
             for d in rest:
                 if d in assigned:
                     continue
                 apps = [self.appearance(embeddings[d], galleries[i.key]) for i in pool]
-                top2 = sorted(apps, reverse=True)[:2]
+                rivals = [self.appearance(embeddings[d], g) for g in others if len(g)]
+                top2 = sorted(apps + rivals, reverse=True)[:2]
                 for ident, app in zip(pool, apps, strict=True):
                     col = recent_index.get(ident.key)
                     g = float(geo[d, col]) if col is not None else 0.0
@@ -293,6 +324,13 @@ class IdentityTracker:
                         changed = float(sigs[d] @ ident.signature) < c.appearance_certain
                         need = c.keep_after_change if changed else c.reid_threshold
                         score = app + c.geometry_weight * g
+                        rival = interrupter_app(d, ident)
+                        if rival is not None:
+                            # A tentative face took this identity's place: it comes back only
+                            # on a clear match that resembles it more than the newcomer.
+                            if app >= need and app >= rival:
+                                cands.append((score, d, ident, True, True))
+                            continue
                         if app >= need:
                             cands.append((score, d, ident, True, True))
                         elif not changed and app >= c.reid_threshold / 2:
@@ -317,12 +355,20 @@ class IdentityTracker:
                 if here:
                     continuous.add(d)
 
-        # 3. New (tentative) identities for faces nobody matched.
+        # 3. New (tentative) identities for faces nobody matched; one at the place of a
+        # confirmed identity missing from this frame interrupts it (see the module docstring).
         for d in rest:
             if d not in assigned:
                 ident = Identity(self._next_key, t, t, faces.boxes[d].copy(), sigs[d])
                 ident.hits = 0
                 self._next_key += 1
+                places = [
+                    (float(geo[d, j]), other.key)
+                    for j, other in enumerate(recent)
+                    if other.confirmed and other.key not in taken and geo[d, j] >= c.iou_match
+                ]
+                if places:
+                    ident.interrupts = max(places)[1]
                 self.identities[ident.key] = ident
                 assigned[d] = ident
                 confident.add(d)
@@ -345,6 +391,8 @@ class IdentityTracker:
                 good = d in confident and qualities[d].ok
                 if good:
                     self._add_to_gallery(ident, embeddings[d])
+                    if not ident.confirmed and ident.interrupts:
+                        ident.distinct = ident.distinct or self._distinct(ident, embeddings[d])
                 tr.add(embeddings[d], good, c.gallery_size, c.gallery_diversity)
             if not ident.confirmed and self._ready(ident, t):
                 ident.number = self.numbering.take()
@@ -382,7 +430,18 @@ class IdentityTracker:
         c = self.config
         if ident.hits < c.min_hits:
             return False
+        if ident.interrupts and ident.interrupts in self.identities:
+            # Evidence of a new person: it lasted, and a good view did not match the other.
+            return ident.distinct and t - ident.first_t >= c.tentative_max_s
         return ident.good_views > 0 or t - ident.first_t >= c.tentative_max_s
+
+    def _distinct(self, ident: Identity, emb: F32) -> bool:
+        """Whether a good view of a tentative identity is unlike the identity it interrupted."""
+        other = self.identities.get(ident.interrupts)
+        if other is None:
+            return True
+        gallery = other.gallery_array()
+        return len(gallery) == 0 or self.appearance(emb, gallery) < self.config.keep_after_change
 
     def _add_to_gallery(self, ident: Identity, emb: F32) -> None:
         c = self.config
