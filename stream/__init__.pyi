@@ -19,3 +19,4 @@ from stream.core.errors import NoFacesError as NoFacesError
 
 __version__: str
 __all__: list[str]
+_EXPORTS: dict[str, str]

@@ -171,7 +171,7 @@ class Analyzer:
                 Frame(track, round(float(t), 4), result.width, result.height, payload, metrics)
             )
         else:  # between analysed frames: track faces and sample mouths for the voice
-            self._a.push_video(frame, track, emotion_for=set(), record=False)
+            self._a.push_video(frame, track, detect=True, emotion_for=set(), record=False)
         return events + self._speaker_events(self._a.release_voice())
 
     @public
