@@ -100,6 +100,11 @@ CLOSE_REASONS = {
 }
 _ENVELOPE = ("v", "type", "session", "seq", "ts")
 MAX_MESSAGE = 2**22
+#: After the published media end, `bye` waits until no frame event came for this long (the
+#: server analyses what it has received) ...
+LINGER_QUIET_S = 1.5
+#: ... but no longer than this.
+LINGER_MAX_S = 10.0
 
 
 class LiveError(EmotionStreamError):
@@ -326,24 +331,38 @@ class Publication:
             await self.send({"type": "bye"})
 
     async def events(self) -> AsyncIterator[Event]:
-        """The session's events until it ends; the answer is applied on the way, and when
-        the published media end, `bye` is sent (the summary follows).
+        """The session's events until it ends; the answer is applied on the way. When the
+        published media end, `bye` is sent once the server has caught up (no frame event for
+        `LINGER_QUIET_S`, at most `LINGER_MAX_S`); the summary follows.
 
         Raises:
             LiveError: the server refused (full: `redirect` names a worker with room) or
                 dropped the connection.
         """
         ended = asyncio.ensure_future(self._ended.wait())
+        recv: asyncio.Future[Any] | None = None
+        last = time.monotonic()  # the latest frame event
+        ended_at: float | None = None
         try:
             while True:
-                recv = asyncio.ensure_future(self.ws.recv())
-                await asyncio.wait({recv, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if recv is None:
+                    recv = asyncio.ensure_future(self.ws.recv())
+                timeout = None
                 if ended.done() and not self._bye_sent:
-                    await self.bye()
+                    now = time.monotonic()
+                    ended_at = ended_at or now
+                    wait = min(last + LINGER_QUIET_S, ended_at + LINGER_MAX_S) - now
+                    if wait <= 0:
+                        await self.bye()
+                    else:
+                        timeout = wait
+                pending = {recv} if ended.done() else {recv, ended}
+                await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not recv.done():
-                    await asyncio.wait({recv})
+                    continue
+                done, recv = recv, None
                 try:
-                    raw = recv.result()
+                    raw = done.result()
                 except websockets.ConnectionClosedOK:
                     return
                 except websockets.ConnectionClosedError as exc:
@@ -354,13 +373,17 @@ class Publication:
                 if isinstance(event, SessionStarted):
                     self.viewer_token = event.viewer_token
                     self.session = json.loads(raw).get("session")
-                if isinstance(event, Answer):
+                elif isinstance(event, Answer):
                     await self.pc.setRemoteDescription(RTCSessionDescription(event.sdp, "answer"))
+                elif isinstance(event, Frame):
+                    last = time.monotonic()
                 yield event
                 if isinstance(event, SessionEnded):
                     return
         finally:
             ended.cancel()
+            if recv is not None:
+                recv.cancel()
 
 
 @contextlib.asynccontextmanager
@@ -430,7 +453,8 @@ async def publish(
             `rgb`); or aiortc tracks.
         purpose: what the participants were told and agreed to (shown to viewers).
         audio: also publish the file's or device's audio (voices, prosody).
-        format, options: ffmpeg input format and options (`{"video_size": "640x480"}`).
+        format: ffmpeg input format of a device ("v4l2", "avfoundation", "dshow").
+        options: ffmpeg input options (`{"video_size": "640x480"}`).
         loop: replay the file until you stop iterating.
         rgb: the frames are RGB.
         ice_servers: STUN/TURN servers (`[{"urls": "stun:stun.example.org"}]`); none for a

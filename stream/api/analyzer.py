@@ -68,7 +68,11 @@ class Analyzer:
         analysis = an.result
 
     Args:
-        fps, voice, models, config, provider: as `stream.analyze`.
+        fps: analysed frames per second of the frames' timestamps (default 10).
+        voice: allow `push_audio` (default: as configured, on).
+        models: models folder (default `$EMOTION_STREAM_MODELS` or `models.dir`).
+        config: TOML config file or loaded `Config`.
+        provider: "auto", "cpu" or "cuda".
         stages: loaded models to share between analyzers (`Analyzer.stages` of another);
             default: loaded once per configuration.
         name: the source's name in reports.

@@ -268,7 +268,11 @@ def analyze_many(
         workers: files analysed in parallel (processes, or Ray actors).
         ray: run the workers as Ray actors: an address ("auto", "ray://head:10001") or True
             for a local Ray instance (needs `emotion-stream[ray]`).
-        fps, voice, models, config, provider: as `analyze`.
+        fps: analysed frames per second of video (default 10).
+        voice: analyse audio tracks (default: as configured, on).
+        models: models folder (default `$EMOTION_STREAM_MODELS` or `models.dir`).
+        config: TOML config file or loaded `Config`.
+        provider: "auto", "cpu" or "cuda".
 
     Raises:
         MediaError: an input names nothing (before any file is analysed).
