@@ -15,6 +15,13 @@ own embedding gallery; `stream.vision.tracker.Tracklet`). Here they are clustere
   time but not the other: either could be the same person, not both);
 * a group without any embedding stays as it is.
 
+Then short groups are *folded*: a group seen for less than `fold_s` (a blink, a turn, a hand
+over the face, a blurred frame that the online tracker could not match) that lies in a gap of
+another group's track (that group ends at most `fold_gap_s` before it and resumes at most
+`fold_gap_s` after it) is that group's person when appearance allows: it resembles that group
+at least as much as any other group that could be there. A sub-second face that stays apart
+says why in its entry's "note".
+
 People are then numbered by first appearance ("Face 1" appears first). The result says which
 tracklets were joined and with what similarity (the JSON's "identity" object).
 """
@@ -54,6 +61,7 @@ class Join:
     tracklets: tuple[int, ...]
     joined: tuple[int, ...]
     similarity: float
+    reason: str = "appearance"  # or "interrupted": a short group folded into the track it broke
 
 
 @dataclass
@@ -64,6 +72,7 @@ class Consolidation:
     joins: list[Join] = field(default_factory=list)
     join_threshold: float = 0.0
     join_margin: float = 0.0
+    notes: dict[int, str] = field(default_factory=dict)  # tracklet key -> why a short face stays
 
     def __post_init__(self) -> None:
         self._person_of = {tr.key: n for n, trs in self.people.items() for tr in trs}
@@ -95,6 +104,11 @@ class Consolidation:
                 out[number] = people.pop()
         return out
 
+    def note(self, number: int) -> str:
+        """Why a sub-second face stays a face of its own ("" when it is not one)."""
+        trs = self.people.get(number, [])
+        return self.notes.get(trs[0].key, "") if trs else ""
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON "identity" object."""
         return {
@@ -106,6 +120,9 @@ class Consolidation:
                 {
                     "id": number,
                     "online_ids": sorted({tr.number for tr in trs}),
+                    **(
+                        {"note": self.notes[trs[0].key]} if trs and trs[0].key in self.notes else {}
+                    ),
                     "tracklets": [
                         {
                             "id": tr.key,
@@ -124,6 +141,7 @@ class Consolidation:
                     "tracklets": list(j.tracklets),
                     "joined": list(j.joined),
                     "similarity": round(j.similarity, 4),
+                    "reason": j.reason,
                 }
                 for j in self.joins
             ],
@@ -131,7 +149,11 @@ class Consolidation:
 
 
 def consolidate(
-    tracklets: Sequence[TrackletView], join_threshold: float, join_margin: float
+    tracklets: Sequence[TrackletView],
+    join_threshold: float,
+    join_margin: float,
+    fold_s: float = 1.0,
+    fold_gap_s: float = 1.0,
 ) -> Consolidation:
     """Join tracklets into people (see the module docstring).
 
@@ -139,6 +161,8 @@ def consolidate(
         tracklets: every confirmed tracklet of the stream (number > 0).
         join_threshold: mean cosine two groups need to be joined.
         join_margin: lead the pair needs over the best alternative that excludes it.
+        fold_s: a group seen for less than this may be folded into the track it interrupts.
+        fold_gap_s: the longest gap between that track and the short group, on either side.
     """
     trs = [tr for tr in tracklets if tr.number > 0]
     by_number: dict[int, list[TrackletView]] = {}
@@ -197,10 +221,87 @@ def consolidate(
             break
         if not joined:
             break
+    notes = _fold_short(groups, alive, sums, counts, conflict, joins, fold_s, fold_gap_s)
     people_groups = [groups[i] for i in range(n) if alive[i]]
     people_groups.sort(key=lambda g: min(tr.first_t for tr in g))
     people = {k + 1: sorted(g, key=lambda tr: tr.first_t) for k, g in enumerate(people_groups)}
-    return Consolidation(people, joins, join_threshold, join_margin)
+    return Consolidation(people, joins, join_threshold, join_margin, notes)
+
+
+def _fold_short(
+    groups: list[list[TrackletView]],
+    alive: list[bool],
+    sums: list[Any],
+    counts: list[int],
+    conflict: Any,
+    joins: list[Join],
+    fold_s: float,
+    gap_s: float,
+) -> dict[int, str]:
+    """Fold sub-`fold_s` groups into the track they interrupt (module docstring); returns a
+    note per short group left apart (keyed by its first tracklet)."""
+    notes: dict[int, str] = {}
+
+    def span(g: int) -> tuple[float, float]:
+        return min(tr.first_t for tr in groups[g]), max(tr.last_t for tr in groups[g])
+
+    def sim(a: int, b: int) -> float | None:
+        if not counts[a] or not counts[b]:
+            return None
+        va, vb = np.asarray(sums[a], np.float64), np.asarray(sums[b], np.float64)
+        return float(va @ vb) / (counts[a] * counts[b])
+
+    short = sorted(
+        (g for g in range(len(groups)) if alive[g] and span(g)[1] - span(g)[0] < fold_s),
+        key=lambda g: span(g)[1] - span(g)[0],
+    )
+    for g in short:
+        t0, t1 = span(g)
+        seen = f"seen {t1 - t0:.1f} s"
+        key = min(groups[g], key=lambda tr: tr.first_t).key
+        interrupted = [
+            o
+            for o in range(len(groups))
+            if o != g
+            and alive[o]
+            and not conflict[g, o]
+            and any(0 <= t0 - tr.last_t <= gap_s for tr in groups[o])
+            and any(0 <= tr.first_t - t1 <= gap_s for tr in groups[o])
+        ]
+        if not interrupted:
+            notes[key] = f"{seen}, kept apart: no other face was missing just before and after"
+            continue
+        compatible = [o for o in range(len(groups)) if o != g and alive[o] and not conflict[g, o]]
+        sims = {o: sim(g, o) for o in compatible}
+        if sims.get(interrupted[0]) is None:
+            target: int | None = interrupted[0] if len(interrupted) == 1 else None
+            similarity = float("nan")
+        else:
+            best_other = max((v for v in sims.values() if v is not None), default=-1.0)
+            ranked = sorted(interrupted, key=lambda o: -(sims[o] or -1.0))
+            top = sims[ranked[0]]
+            target = ranked[0] if top is not None and top >= best_other else None
+            similarity = top if top is not None else float("nan")
+        if target is None:
+            notes[key] = f"{seen}, kept apart: it broke another face's track but looks unlike it"
+            continue
+        first, second = sorted((target, g), key=lambda k: span(k)[0])
+        joins.append(
+            Join(
+                tuple(tr.key for tr in groups[first]),
+                tuple(tr.key for tr in groups[second]),
+                similarity,
+                "interrupted",
+            )
+        )
+        groups[target] = groups[target] + groups[g]
+        sums[target] = sums[target] + sums[g]
+        counts[target] += counts[g]
+        alive[g] = False
+        conflict[target] |= conflict[g]
+        conflict[:, target] |= conflict[:, g]
+        conflict[target, target] = False
+    return notes
 
 
 def renumber_aggregator(agg: Aggregator, result: Consolidation) -> Aggregator:
