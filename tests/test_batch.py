@@ -30,6 +30,7 @@ def folder(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.mark.integration
 def test_expand_folders_globs_and_list_files(folder: Path, tmp_path: Path) -> None:
     found = expand_inputs([str(folder)])
     assert sorted(p.name for p in found) == sorted(["broken.mp4", *CLIPS])  # notes.md is no media
@@ -46,6 +47,7 @@ def test_expand_folders_globs_and_list_files(folder: Path, tmp_path: Path) -> No
     assert names[2] == "y" and names[0] != names[1] and names[0].startswith("x-")
 
 
+@pytest.mark.integration
 def test_two_workers_a_bad_file_and_a_rerun(
     folder: Path, tmp_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -74,6 +76,7 @@ def test_two_workers_a_bad_file_and_a_rerun(
     assert before == {p: p.stat().st_mtime_ns for p in before}
 
 
+@pytest.mark.integration
 def test_local_ray_cluster(folder: Path, tmp_path: Path, config: Config) -> None:
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -315,6 +315,7 @@ def geometry_errors(seen: dict[str, Any], truth: np.ndarray) -> dict[str, float]
     }
 
 
+@pytest.mark.integration
 def test_browser_consent_gallery_overlay_geometry_and_viewer(
     config: Config, stages: Stages, tmp_path: Path
 ) -> None:

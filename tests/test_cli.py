@@ -30,6 +30,7 @@ def run(*args: str, models: Path = MODELS) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration
 def test_analyze_writes_summary_json_csv_html(tmp_path: Path) -> None:
     clip = VIDEO / "pyfeat_WolfgangLanger_Pexels.mp4"
     out = run(
@@ -66,6 +67,7 @@ def test_analyze_writes_summary_json_csv_html(tmp_path: Path) -> None:
     assert "not feelings" in html
 
 
+@pytest.mark.integration
 def test_analyze_json_to_stdout_is_clean_json() -> None:
     out = run("analyze", str(MEDIA / "identities/face_recognition/two_people.jpg"), "--json")
     assert out.returncode == 0, out.stderr
@@ -74,6 +76,7 @@ def test_analyze_json_to_stdout_is_clean_json() -> None:
     assert "Face 1  expression: " in out.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -94,6 +97,7 @@ def test_bad_input_gives_one_message_and_exit_code(
     assert "Traceback" not in out.stderr + out.stdout
 
 
+@pytest.mark.integration
 def test_missing_models_name_the_file_and_folder(tmp_path: Path) -> None:
     out = run("analyze", str(VIDEO / "fer_test.mp4"), models=tmp_path)
     assert out.returncode == 5
@@ -101,6 +105,7 @@ def test_missing_models_name_the_file_and_folder(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.integration
 def test_models_list_and_verify(tmp_path: Path) -> None:
     ok = run("models", "verify")
     assert ok.returncode == 0, ok.stderr
@@ -121,6 +126,7 @@ def test_help_teaches() -> None:
     assert "--fps" in sub.stdout and "--html" in sub.stdout and "share" in sub.stdout
 
 
+@pytest.mark.integration
 def test_serve_starts_and_shuts_down_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     import signal
 
@@ -168,6 +174,7 @@ def test_serve_starts_and_shuts_down_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert len(saved) == 1 and json.loads(saved[0].read_text())["type"] == "session.summary"
 
 
+@pytest.mark.integration
 def test_serve_port_in_use_is_one_clear_error() -> None:
     import socket
 

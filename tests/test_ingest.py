@@ -104,6 +104,7 @@ async def _viewer_events(
     return events
 
 
+@pytest.mark.integration
 def test_whip_publisher_over_https(config: Config, factory: SessionFactory) -> None:
     async def main() -> dict[str, Any]:
         server = _server(config, factory, max_sessions=1)
@@ -223,6 +224,7 @@ def test_whip_publisher_over_https(config: Config, factory: SessionFactory) -> N
     assert out["after"] == (False, 0)
 
 
+@pytest.mark.integration
 def test_whip_off_without_tokens(config: Config, factory: SessionFactory) -> None:
     async def main() -> tuple[int, bytes, int]:
         server = LiveServer(config.replace("live", port=0, tls_self_signed=True), factory)
@@ -259,6 +261,7 @@ WHIP_FROM_PAGE = """(async () => {
 })()"""
 
 
+@pytest.mark.integration
 def test_browser_over_https_page_and_whip(
     config: Config, factory: SessionFactory, tmp_path: Path
 ) -> None:

@@ -201,6 +201,7 @@ def _named(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.integration
 def test_a_named_track_names_its_faces(stages: Stages) -> None:
     """Faces first seen on a named track take its name ("Alice", "Alice 2", ... by number);
     other tracks keep "Face N"; a rename wins; a reset starts the names over."""
@@ -233,6 +234,7 @@ def test_a_named_track_names_its_faces(stages: Stages) -> None:
     assert again == ["Alice", "Alice 2", "Alice 3", "Alice 4"]
 
 
+@pytest.mark.integration
 def test_bad_room_is_one_line(janus: str, config: Config, stages: Stages) -> None:
     async def main() -> str:
         executor = ThreadPoolExecutor(1)
@@ -252,6 +254,7 @@ def test_bad_room_is_one_line(janus: str, config: Config, stages: Stages) -> Non
     assert "No such room" in message
 
 
+@pytest.mark.integration
 def test_bot_names_every_participant_and_follows_leaves(
     janus: str, config: Config, stages: Stages
 ) -> None:

@@ -52,6 +52,7 @@ def test_schema_is_a_valid_json_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(schema())
 
 
+@pytest.mark.integration
 def test_aiortc_publisher_gets_valid_events_and_stable_ids(
     config: Config, factory: SessionFactory, gallery4: Path
 ) -> None:
@@ -85,6 +86,7 @@ def test_aiortc_publisher_gets_valid_events_and_stable_ids(
     )
 
 
+@pytest.mark.integration
 def test_commands_and_viewer_over_the_real_server(
     config: Config, factory: SessionFactory, gallery4: Path
 ) -> None:
@@ -142,6 +144,7 @@ def test_commands_and_viewer_over_the_real_server(
     )
 
 
+@pytest.mark.integration
 def test_two_video_tracks_get_distinct_ids(config: Config, factory: SessionFactory) -> None:
     """A call bot forwarding two participants' tracks: numbers stay unique in the session."""
 
@@ -179,6 +182,7 @@ def test_two_video_tracks_get_distinct_ids(config: Config, factory: SessionFacto
     assert a and b and not (a & b), by_track  # one person per track, never the same number
 
 
+@pytest.mark.integration
 def test_live_voice_prosody_and_active_speaker(
     config: Config, factory: SessionFactory, tmp_path: Path
 ) -> None:

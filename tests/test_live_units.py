@@ -96,6 +96,7 @@ def test_budget_updates_expressions_round_robin() -> None:
     assert seen[0] | seen[1] == {1, 2, 3, 4}  # oldest first: everyone within two frames
 
 
+@pytest.mark.integration
 def test_flow_moves_faces_and_partial_expressions_carry_over(pipeline: VisionPipeline) -> None:
     img = imread(MEDIA / "identities/faceapijs/bbt_group1.jpg")
     first = pipeline.process(VideoFrame(img, 0.0))

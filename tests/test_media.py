@@ -17,6 +17,7 @@ from stream.offline.media import probe, read_frames
 from .conftest import MEDIA, VIDEO
 
 
+@pytest.mark.integration
 def test_hevc_vfr_clip_decodes_with_media_timestamps() -> None:
     path = VIDEO / "pyfeat_noface_face.mov"
     info = probe(path)
@@ -32,18 +33,21 @@ def test_hevc_vfr_clip_decodes_with_media_timestamps() -> None:
     assert np.diff(sampled).min() > 0.05 and np.diff(sampled).max() < 0.2
 
 
+@pytest.mark.integration
 def test_no_face_then_face_in_vfr_hevc(config: Config, stages: Stages) -> None:
     result = analyze_file(VIDEO / "pyfeat_noface_face.mov", config, stages=stages)
     assert len(result.faces) == 1
     assert result.faces[0].first_seen > 1.0  # the title sequence comes first
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("clip", ["pyfeat_no_face.mp4"])
 def test_no_face_clip_gives_zero_faces(config: Config, stages: Stages, clip: str) -> None:
     result = analyze_file(VIDEO / clip, config, stages=stages)
     assert result.frames > 30 and result.faces == [] and result.overall.faces == 0
 
 
+@pytest.mark.integration
 def test_four_face_clip_gives_four_ids(config: Config, stages: Stages) -> None:
     result = analyze_file(VIDEO / "mexca_test_video_multi_5_frames.mp4", config, stages=stages)
     assert [f.number for f in result.faces] == [1, 2, 3, 4]
@@ -80,6 +84,7 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {p.name: p for p in d.iterdir()} | {"missing.mp4": d / "missing.mp4"}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("name", "message"),
     [
@@ -98,12 +103,14 @@ def test_unreadable_inputs_raise_one_clear_error(
         list(read_frames(bad_inputs[name], 10))
 
 
+@pytest.mark.integration
 def test_audio_only_file_is_audio() -> None:
     info = probe(MEDIA / "audio" / "pyannote_sample.wav")
     assert info.kind == "audio" and info.has_audio and info.width == 0
     assert abs(info.duration - 30.0) < 0.5
 
 
+@pytest.mark.integration
 def test_truncated_data_keeps_what_was_decoded(
     bad_inputs: dict[str, Path], config: Config, stages: Stages
 ) -> None:

@@ -31,6 +31,7 @@ def _largest_face(pipeline: VisionPipeline, img: U8) -> FaceDetections:
     return dets.select(np.array([int(np.argmax(wh.prod(axis=1)))]))
 
 
+@pytest.mark.integration
 def test_detector_finds_the_faces_in_identity_photos(pipeline: VisionPipeline) -> None:
     rows = [r for r in read_labels(IDS / "labels.csv") if not r["person"].startswith("MULTI")]
     missed = [
@@ -52,6 +53,7 @@ def test_detector_finds_the_faces_in_identity_photos(pipeline: VisionPipeline) -
         assert found == count, (name, found)
 
 
+@pytest.mark.integration
 def test_fixed_size_detector_letterboxes(config: Config, factory: SessionFactory) -> None:
     """The 320x320 model (for speed) finds the same faces through its letterbox."""
     spec = factory.store.manifest["yunet_n_320x320"]
@@ -63,6 +65,7 @@ def test_fixed_size_detector_letterboxes(config: Config, factory: SessionFactory
     assert iou_matrix(found.boxes, ref.boxes).max(axis=1).min() > 0.7
 
 
+@pytest.mark.integration
 def test_landmarks_are_in_template_order(pipeline: VisionPipeline) -> None:
     img = imread(IDS / "face_recognition/obama.jpg")
     lm = _largest_face(pipeline, img).landmarks[0]
@@ -83,6 +86,7 @@ def _embeddings(
     return np.stack(embs), people
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("group", ["bbt", "obama_biden"])
 def test_same_person_embeddings_are_closer(
     pipeline: VisionPipeline, config: Config, group: str
@@ -128,6 +132,7 @@ def test_same_person_embeddings_are_closer(
 FLOORS = {"colour": 0.60, "jaffe": 0.62, "fer2013": 0.55}
 
 
+@pytest.mark.integration
 def test_expression_accuracy_per_source(pipeline: VisionPipeline, config: Config) -> None:
     hits: dict[str, list[bool]] = {}
     crop = pipeline.emotion.members[0].model.io.crop
@@ -178,6 +183,7 @@ def _va_model(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+@pytest.mark.integration
 def test_eight_class_model_with_valence_arousal_via_manifest_only(
     tmp_path: Path, config: Config
 ) -> None:

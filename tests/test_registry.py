@@ -15,6 +15,7 @@ from stream.models.runtime import SessionFactory, choose_providers
 from .conftest import MODELS
 
 
+@pytest.mark.integration
 def test_manifest_matches_shared_models() -> None:
     store = ModelStore(MODELS, Manifest.load(), HashCache(None))
     states = {spec.name: store.check(spec.name).state for spec in store.manifest}
@@ -29,6 +30,7 @@ def test_missing_model_error_names_file_and_folder(tmp_path: Path) -> None:
     assert "EMOTION_STREAM_MODELS" in str(err.value)
 
 
+@pytest.mark.integration
 def test_corrupt_model_is_rejected(tmp_path: Path) -> None:
     src = MODELS / "fer_minixception_7c.onnx"
     dst = tmp_path / src.name
@@ -40,6 +42,7 @@ def test_corrupt_model_is_rejected(tmp_path: Path) -> None:
         store.path("fer_minixception_7c")
 
 
+@pytest.mark.integration
 def test_hash_cache_skips_rehash_until_the_file_changes(tmp_path: Path) -> None:
     f = tmp_path / "m.onnx"
     shutil.copy(MODELS / "fer_minixception_7c.onnx", f)
@@ -69,6 +72,7 @@ def _manifest_with_url(tmp_path: Path, url: str, sha: str) -> Manifest:
     return Manifest.load(path)
 
 
+@pytest.mark.integration
 def test_fetch_downloads_and_verifies(tmp_path: Path) -> None:
     src = MODELS / "yunet_n_dynamic.onnx"
     manifest = _manifest_with_url(tmp_path, src.as_uri(), sha256_file(src))
@@ -78,6 +82,7 @@ def test_fetch_downloads_and_verifies(tmp_path: Path) -> None:
     assert store.check("yunet").state == "ok"
 
 
+@pytest.mark.integration
 def test_fetch_with_wrong_hash_keeps_nothing(tmp_path: Path) -> None:
     src = MODELS / "yunet_n_dynamic.onnx"
     manifest = _manifest_with_url(tmp_path, src.as_uri(), "0" * 64)
@@ -103,6 +108,7 @@ def test_provider_choice() -> None:
         choose_providers("cuda", ["CPUExecutionProvider"])
 
 
+@pytest.mark.integration
 def test_sessions_are_shared() -> None:
     store = ModelStore(MODELS, Manifest.load(), HashCache(None))
     factory = SessionFactory(store, RuntimeConfig(provider="cpu"))

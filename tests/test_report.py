@@ -162,6 +162,7 @@ def screenshot(html_path: Path, png: Path, height: int) -> None:
         )
 
 
+@pytest.mark.integration
 def test_crowd_report_overview_first_and_one_time_axis(crowd: Analysis, tmp_path: Path) -> None:
     a = crowd
     t0 = time.perf_counter()
@@ -199,6 +200,7 @@ def test_crowd_report_overview_first_and_one_time_axis(crowd: Analysis, tmp_path
     assert "@media print" in html
 
 
+@pytest.mark.integration
 def test_hamilton_headlines_name_uncertainty_and_voice_spans_the_clip(
     hamilton: Analysis, tmp_path: Path
 ) -> None:
@@ -249,6 +251,7 @@ def test_hamilton_headlines_name_uncertainty_and_voice_spans_the_clip(
     assert all(r["label"] == "" for r in rows if not r["face_id"])
 
 
+@pytest.mark.integration
 def test_no_faces_prints_no_expression_notes(
     config: Config, stages: Stages, tmp_path: Path
 ) -> None:
@@ -262,6 +265,7 @@ def test_no_faces_prints_no_expression_notes(
     assert "No faces found" in html and "not feelings" not in html
 
 
+@pytest.mark.integration
 def test_photo_report_is_an_overview_only(config: Config, stages: Stages, tmp_path: Path) -> None:
     a = analyze_file(MEDIA / "identities/faceapijs/bbt_group1.jpg", config, stages=stages)
     report.write_html(a, tmp_path / "p.html")

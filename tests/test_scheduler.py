@@ -23,6 +23,7 @@ def _session(name: str) -> ort.InferenceSession:
     return ort.InferenceSession(str(MODELS / f"{name}.onnx"), providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.integration
 def test_concurrent_calls_are_merged_and_split_back() -> None:
     raw = _session("faceapi_expression_7c")
     batching = BatchingSession(raw, max_batch=64, max_wait_s=0.05, name="emotion")
@@ -47,6 +48,7 @@ def test_concurrent_calls_are_merged_and_split_back() -> None:
     assert st.calls == 6 and st.batches < 6 and st.rows == 16
 
 
+@pytest.mark.integration
 def test_shapes_that_differ_run_in_separate_batches() -> None:
     raw = _session("yunet_n_dynamic")
     batching = BatchingSession(raw, max_wait_s=0.05)
@@ -64,6 +66,7 @@ def test_shapes_that_differ_run_in_separate_batches() -> None:
     batching.close()
 
 
+@pytest.mark.integration
 def test_errors_reach_every_caller_and_fixed_batch_models_are_not_wrapped() -> None:
     batching = BatchingSession(_session("faceapi_expression_7c"), max_wait_s=0.0)
     with pytest.raises(Exception, match=r"(?i)dimension|shape|invalid"):
@@ -73,6 +76,7 @@ def test_errors_reach_every_caller_and_fixed_batch_models_are_not_wrapped() -> N
     assert BatchingSession.batchable(_session("mobilefacenet_sirius_192d"))
 
 
+@pytest.mark.integration
 def test_pipeline_results_equal_with_and_without_batching(config: Config, media: Path) -> None:
     frame = VideoFrame(imread(media / "identities" / "face_recognition" / "two_people.jpg"), 0.0)
     results = {}

@@ -67,6 +67,7 @@ def _written(*roots: Path) -> list[str]:
     return sorted(str(p.relative_to(r.parent)) for r in roots for p in r.rglob("*") if p.is_file())
 
 
+@pytest.mark.integration
 def test_analyze_writes_nothing_but_the_hash_cache(tmp_path: Path) -> None:
     env, home, scratch = _fresh_env(tmp_path)
     cwd = tmp_path / "cwd"
@@ -88,6 +89,7 @@ def test_analyze_writes_nothing_but_the_hash_cache(tmp_path: Path) -> None:
     assert files == ["home/.cache/emotion-stream/hashes.json"]
 
 
+@pytest.mark.integration
 def test_serve_writes_nothing_but_the_hash_cache(tmp_path: Path) -> None:
     import websockets.sync.client as wsc
 
@@ -121,6 +123,7 @@ def test_serve_writes_nothing_but_the_hash_cache(tmp_path: Path) -> None:
 # --- models --------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_warm_up_runs_for_every_model(
     factory: SessionFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -162,6 +165,7 @@ def concatenated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return both
 
 
+@pytest.mark.integration
 def test_timestamp_restart_continues_media_time(concatenated: Path) -> None:
     warnings: list[str] = []
     frames = list(read_frames(concatenated, 0.0, warnings))
@@ -176,6 +180,7 @@ def test_timestamp_restart_continues_media_time(concatenated: Path) -> None:
     assert len(warnings) == 1 and "restart" in warnings[0] and "2.37 s" in warnings[0]
 
 
+@pytest.mark.integration
 def test_analyze_covers_both_halves_of_a_concatenated_file(
     concatenated: Path, config: Config, stages: Stages
 ) -> None:
@@ -332,6 +337,7 @@ def test_an_overflowing_subscriber_has_its_socket_closed() -> None:
 # --- the live server: HTTP ----------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_http_methods_host_headers_and_bad_paths(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
         requests = {
@@ -364,6 +370,7 @@ def test_http_methods_host_headers_and_bad_paths(config: Config, factory: Sessio
     assert r["named"][0] == 200
 
 
+@pytest.mark.integration
 def test_websocket_origin_check(config: Config, factory: SessionFactory) -> None:
     async def attempt(addr: str, origin: str | None) -> str:
         headers = {"Origin": origin} if origin else {}
@@ -394,6 +401,7 @@ def test_websocket_origin_check(config: Config, factory: SessionFactory) -> None
 # --- the live server: sessions ------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_deep_json_and_non_ascii_viewer_token_are_clean_errors(
     config: Config, factory: SessionFactory
 ) -> None:
@@ -413,6 +421,7 @@ def test_deep_json_and_non_ascii_viewer_token_are_clean_errors(
     assert with_server(config, factory, body) == ("bad_json", "face.renamed", 4401)
 
 
+@pytest.mark.integration
 def test_sessions_without_an_offer_expire(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> tuple[int, int, int]:
         async with websockets.connect(f"ws://{addr}/ws") as silent:
@@ -428,6 +437,7 @@ def test_sessions_without_an_offer_expire(config: Config, factory: SessionFactor
     assert (held, code, silent) == (1, 4408, 4408)
 
 
+@pytest.mark.integration
 def test_track_flood_is_refused_with_an_error(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> tuple[str, str, int]:
         async with websockets.connect(f"ws://{addr}/ws", max_size=None) as ws:
@@ -451,6 +461,7 @@ def test_track_flood_is_refused_with_an_error(config: Config, factory: SessionFa
     assert (flood, bare, built) == ("too_many_tracks", "invalid_sdp", 0)
 
 
+@pytest.mark.integration
 def test_reset_allows_a_new_offer(config: Config, factory: SessionFactory) -> None:
     async def offer(ws: Any) -> tuple[RTCPeerConnection, dict[str, Any]]:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -509,6 +520,7 @@ def _first_frame(clip: Path, width: int = 320) -> np.ndarray:
         return np.ascontiguousarray(frame.to_ndarray(format="bgr24", width=width, height=h))
 
 
+@pytest.mark.integration
 def test_stall_then_resume_recovers_analysis_with_bounded_queues(
     config: Config, factory: SessionFactory
 ) -> None:
@@ -559,6 +571,7 @@ def test_stall_then_resume_recovers_analysis_with_bounded_queues(
     assert len(out["faces"]) == 1
 
 
+@pytest.mark.integration
 def test_webrtc_sockets_stay_on_loopback_with_a_loopback_server(
     config: Config, factory: SessionFactory
 ) -> None:
@@ -584,6 +597,7 @@ def test_webrtc_sockets_stay_on_loopback_with_a_loopback_server(
     assert candidates and set(candidates) == {"127.0.0.1"} and frames == 3
 
 
+@pytest.mark.integration
 def test_non_ascii_report_token_is_a_clean_404(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> tuple[int, int]:
         async with websockets.connect(f"ws://{addr}/ws") as ws:

@@ -84,6 +84,7 @@ def test_parse_command_rejects(raw: str | bytes, code: str) -> None:
     assert err.value.code == code
 
 
+@pytest.mark.integration
 def test_garbage_gets_errors_then_the_socket_is_closed(
     config: Config, factory: SessionFactory
 ) -> None:
@@ -105,6 +106,7 @@ def test_garbage_gets_errors_then_the_socket_is_closed(
     assert code == 4400
 
 
+@pytest.mark.integration
 def test_oversized_message_closes_with_1009(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> int:
         async with websockets.connect(f"ws://{addr}/ws", max_size=None) as ws:
@@ -114,6 +116,7 @@ def test_oversized_message_closes_with_1009(config: Config, factory: SessionFact
     assert with_server(config, factory, body) == 1009
 
 
+@pytest.mark.integration
 def test_message_flood_closes_with_4429(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> int:
         async with websockets.connect(f"ws://{addr}/ws") as ws:
@@ -128,6 +131,7 @@ def test_message_flood_closes_with_4429(config: Config, factory: SessionFactory)
     assert with_server(config, factory, body, max_messages_per_s=10.0) == 4429
 
 
+@pytest.mark.integration
 def test_invalid_sdp_is_reported_and_the_session_survives(
     config: Config, factory: SessionFactory
 ) -> None:
@@ -151,6 +155,7 @@ def test_invalid_sdp_is_reported_and_the_session_survives(
     ]
 
 
+@pytest.mark.integration
 def test_too_many_sessions_closes_with_4503(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> int:
         async with websockets.connect(f"ws://{addr}/ws") as first:
@@ -163,6 +168,7 @@ def test_too_many_sessions_closes_with_4503(config: Config, factory: SessionFact
     assert with_server(config, factory, body, max_sessions=1) == 4503
 
 
+@pytest.mark.integration
 def test_http_routes_and_no_path_traversal(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> dict[str, tuple[int, bytes]]:
         paths = [
@@ -194,6 +200,7 @@ def test_http_routes_and_no_path_traversal(config: Config, factory: SessionFacto
     assert r["/nope.html"][0] == 404
 
 
+@pytest.mark.integration
 def test_peer_vanishing_mid_stream_is_cleaned_up(config: Config, factory: SessionFactory) -> None:
     async def body(server: LiveServer, addr: str) -> tuple[int, int, int, bytes]:
         url = f"ws://{addr}/ws"
@@ -223,6 +230,7 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 1e6
 
 
+@pytest.mark.integration
 def test_100_connect_disconnect_cycles_keep_memory_bounded(
     config: Config, factory: SessionFactory
 ) -> None:

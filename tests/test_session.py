@@ -111,6 +111,7 @@ def test_every_event_type_validates_against_the_schema() -> None:
     )
 
 
+@pytest.mark.integration
 def test_frames_in_events_out_with_stable_ids(stages: Stages, frames: list[VideoFrame]) -> None:
     events = _run(stages, frames)
     types = [e["type"] for e in events]
@@ -125,6 +126,7 @@ def test_frames_in_events_out_with_stable_ids(stages: Stages, frames: list[Video
     assert all(f["visible_s"] > 3.0 for f in summary["faces"])
 
 
+@pytest.mark.integration
 def test_rename_exclude_and_reset(stages: Stages, frames: list[VideoFrame]) -> None:
     events = _run(
         stages,
@@ -154,6 +156,7 @@ def test_rename_exclude_and_reset(stages: Stages, frames: list[VideoFrame]) -> N
     assert all(f["visible_s"] < 2.5 for f in summary["faces"])  # only since the reset
 
 
+@pytest.mark.integration
 def test_two_tracks_share_one_numbering(stages: Stages, frames: list[VideoFrame]) -> None:
     events = _run(stages, {"cam1": frames[:12], "cam2": frames[:12]})
     by_track: dict[str, set[int]] = {}
@@ -163,6 +166,7 @@ def test_two_tracks_share_one_numbering(stages: Stages, frames: list[VideoFrame]
     assert not by_track["cam1"] & by_track["cam2"]  # session-wide numbers are unique
 
 
+@pytest.mark.integration
 def test_viewers_get_the_same_events(stages: Stages, frames: list[VideoFrame]) -> None:
     publisher, viewers = asyncio.run(run_session(stages, video=frames[:10], viewers=2))
     for v in viewers:

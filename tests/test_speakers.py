@@ -48,6 +48,7 @@ def diarize(stages: Stages, audio: np.ndarray) -> list[tuple[float, float, str]]
     return [(s.start, s.end, str(s.speaker)) for s in d.segments()]
 
 
+@pytest.mark.integration
 def test_der_on_the_pyannote_sample(stages: Stages) -> None:
     ref = read_rttm((AUDIO / "annotations" / "pyannote_sample.rttm").read_text())
     hyp = diarize(stages, load16k(AUDIO / "pyannote_sample.wav"))
@@ -62,6 +63,7 @@ def test_der_on_the_pyannote_sample(stages: Stages) -> None:
     assert e["der"] <= 0.25
 
 
+@pytest.mark.integration
 def test_analyze_of_the_pyannote_sample_finds_both_speakers(config: Config, stages: Stages) -> None:
     """The product path (denoised prosody, voice prints on the original audio), not just the
     diarizer: `emotion-stream analyze` of a two-person recording."""
@@ -74,6 +76,7 @@ def test_analyze_of_the_pyannote_sample_finds_both_speakers(config: Config, stag
     assert len(a.speakers.speakers) == 2 and e["der"] <= 0.25
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "speakers",
     [
@@ -92,6 +95,7 @@ def test_speaker_count_and_der_on_composed_calls(stages: Stages, speakers: list[
     assert e["der"] <= 0.15
 
 
+@pytest.mark.integration
 def test_one_reader_stays_one_speaker(stages: Stages) -> None:
     audio, _ = compose(["libri1"], 5)
     hyp = diarize(stages, audio)
@@ -114,6 +118,7 @@ def _encode(audio: np.ndarray, path: Path) -> None:
         c.mux(s.encode(None))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("suffix", [".wav", ".mp3", ".opus"])
 def test_audio_only_analyze(suffix: str, tmp_path: Path, config: Config, stages: Stages) -> None:
     audio, ref = compose(["libri0", "libri2"], 6, seed=1)
@@ -148,6 +153,7 @@ def test_audio_only_analyze(suffix: str, tmp_path: Path, config: Config, stages:
     assert any("Speaker 1" in line for line in report.summary_lines(a))
 
 
+@pytest.mark.integration
 def test_speakers_link_to_faces_on_a_two_tile_video(
     tmp_path: Path, config: Config, stages: Stages
 ) -> None:
@@ -190,6 +196,7 @@ def _auc(pos: list[float], neg: list[float]) -> float:
     return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
 
 
+@pytest.mark.integration
 def test_smile_and_jaw_rank_expressions(stages: Stages) -> None:
     model = stages.action_model
     assert isinstance(model, FaceActionModel)
@@ -228,6 +235,7 @@ def test_smile_and_jaw_rank_expressions(stages: Stages) -> None:
     assert jaw >= 0.9
 
 
+@pytest.mark.integration
 def test_live_events_carry_facial_actions_and_speaker_ids(config: Config) -> None:
     # A room microphone: online speaker IDs on the live track (off by default).
     stages = Stages(config.replace("diarization", live=True))

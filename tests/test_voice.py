@@ -46,6 +46,7 @@ def run_voice(analyzer: VoiceAnalyzer, frames: list[av.AudioFrame]) -> VoiceUpda
     return VoiceUpdate(steps, hops, reports)
 
 
+@pytest.mark.integration
 def test_vad_matches_the_reference_speaker_timeline(factory: SessionFactory) -> None:
     ref = []
     for line in (AUDIO / "annotations/pyannote_sample.rttm").read_text().splitlines():
@@ -68,6 +69,7 @@ def test_vad_matches_the_reference_speaker_timeline(factory: SessionFactory) -> 
     assert precision >= 0.9 and recall >= 0.9
 
 
+@pytest.mark.integration
 def test_pitch_follows_the_sung_scale(factory: SessionFactory) -> None:
     """doremi.wav sings C4 D4 E4 F4 G4 A4 B4 C5 in the first 3.25 s."""
     audio = load("pyaudioanalysis_doremi.wav", 16_000)
@@ -81,6 +83,7 @@ def test_pitch_follows_the_sung_scale(factory: SessionFactory) -> None:
     assert np.corrcoef(t[sung], rising)[0, 1] > 0.95
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("name", "low", "high"),
     [
@@ -112,6 +115,7 @@ def si_sdr(est: F32, ref: F32) -> float:
     return float(10 * np.log10(np.sum(target**2) / np.sum((est - target) ** 2)))
 
 
+@pytest.mark.integration
 def test_deepfilternet_improves_si_sdr_at_0_db() -> None:
     speech = load("librosa_libri_198-209-0000.wav", 48_000)[: 48_000 * 8]
     rng = np.random.default_rng(7)
@@ -140,6 +144,7 @@ def _frames(audio: F32, size: int) -> list[av.AudioFrame]:
     return out
 
 
+@pytest.mark.integration
 def test_live_frame_sizes_give_the_same_prosody_as_the_file(factory: SessionFactory) -> None:
     audio = load("librosa_libri_3436-172162-0000.wav", 48_000)[: 48_000 * 8]
     with av.open(str(AUDIO / "librosa_libri_3436-172162-0000.wav")) as c:
@@ -180,6 +185,7 @@ def two_speakers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_active_speaker_follows_the_audio(
     two_speakers: Path, config: Config, stages: Stages
 ) -> None:

@@ -68,6 +68,7 @@ def test_redact_hides_credentials_and_keys() -> None:
     assert redact("/tmp/a.mp4") == "/tmp/a.mp4"
 
 
+@pytest.mark.integration
 def test_rtmp_push_from_ffmpeg_to_the_listener(config: Config, stages: Stages) -> None:
     ffmpeg = _ffmpeg()
     port = _free_port()
@@ -120,6 +121,7 @@ def test_rtmp_push_from_ffmpeg_to_the_listener(config: Config, stages: Stages) -
     assert prosody, "the pushed audio is analysed as a voice"
 
 
+@pytest.mark.integration
 def test_http_mpegts_drops_and_comes_back(config: Config, stages: Stages) -> None:
     ffmpeg = _ffmpeg()
     port = _free_port()

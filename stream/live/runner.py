@@ -11,11 +11,14 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.analysis.stages import StageSource
 from stream.core.config import Config
 from stream.live.source import MediaSource
+
+if TYPE_CHECKING:
+    from stream.live.server import LiveServer
 
 
 async def run_live(
@@ -28,6 +31,8 @@ async def run_live(
     reports_dir: Path | None = None,
     duration: float | None = None,
     stages: StageSource | None = None,
+    server: LiveServer | None = None,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, Any] | None:
     """Run one session fed by `source` until it ends, `duration` passes, or Ctrl-C / SIGTERM;
     print what it does and the viewer link.
@@ -38,6 +43,9 @@ async def run_live(
         events: write every event as a JSON line here ("-": stdout).
         reports_dir: write the session's JSON, CSV and HTML reports here when it ends.
         stages: loaded stages (default: load the models).
+        server: a started server to run the session on (default: start one for it, with
+            `reports_dir`, and shut it down at the end; a given one saves reports as it is set).
+        stop: ends the session like Ctrl-C when set.
 
     Returns:
         The session summary event.
@@ -50,10 +58,12 @@ async def run_live(
     from stream.live.session import Subscriber
     from stream.live.tls import open_urls
 
-    server = LiveServer(config, stages=stages)
+    own = server is None
+    if server is None:
+        server = LiveServer(config, stages=stages)
+        server.host.save_reports = reports_dir
+        await server.start()
     host = server.host
-    host.save_reports = reports_dir
-    await server.start()
     out = None
     try:
         session = await host.open(purpose, via)
@@ -82,20 +92,22 @@ async def run_live(
             flush=True,
         )
         loop = asyncio.get_running_loop()
-        stop = loop.create_future()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(True))
-        waits: set[asyncio.Future[Any]] = {stop, asyncio.ensure_future(source.done.wait())}
+        stopped = stop or asyncio.Event()
+        signals = (signal.SIGINT, signal.SIGTERM) if stop is None else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, stopped.set)
+        ended = asyncio.ensure_future(source.done.wait())
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stopped.wait()), ended}
         if duration is not None:
             waits.add(asyncio.ensure_future(asyncio.sleep(duration)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
             for w in waits:
                 w.cancel()
-        if stop.done():
+        if stopped.is_set():
             reason = "stopped"
         else:
             reason = "source ended" if source.done.is_set() else "duration reached"
@@ -105,4 +117,5 @@ async def run_live(
     finally:
         if out is not None and out is not sys.stdout:
             out.close()
-        await server.shutdown()
+        if own:
+            await server.shutdown()
