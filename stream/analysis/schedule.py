@@ -1,4 +1,7 @@
-"""Which work a file's analysed frame gets: a fixed schedule in media time.
+"""Which work an analysed frame gets: one strategy per video track, injected into the analysis.
+
+`FrameScheduler` is the contract; `FixedSchedule` (here, files) plans in media time only,
+`FrameBudget` (stream/analysis/budget.py, live) adapts to measured times.
 
 Files are analysed as fast as the machine allows, so the schedule must not depend on measured
 times (results would differ between machines): detection runs at least `detect_fps` times per
@@ -8,6 +11,28 @@ those rates every analysed frame gets everything.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from stream.vision.pipeline import FrameResult
+
+
+class FrameScheduler(Protocol):
+    """Plans the frames of one video track."""
+
+    def plan(self, t: float, known_faces: list[int]) -> tuple[bool, set[int] | None]:
+        """(run the detector?, faces whose expression to compute; None: all) for the frame at
+        media time `t`, given the faces of the track's last analysed frame."""
+        ...
+
+    def observe(self, t: float, result: FrameResult, detected: bool) -> None:
+        """Learn from the analysed frame (measured times)."""
+        ...
+
+
+#: Makes each video track's scheduler.
+SchedulerFactory = Callable[[], FrameScheduler]
 
 
 class FixedSchedule:
@@ -39,3 +64,11 @@ class FixedSchedule:
         for n in due:
             self._last_emotion[n] = t
         return detect, due
+
+    def observe(self, t: float, result: FrameResult, detected: bool) -> None:
+        """A fixed schedule does not depend on measured times."""
+
+
+def every_frame() -> FixedSchedule:
+    """Detection and every face's expression on every frame."""
+    return FixedSchedule(0.0, 0.0)

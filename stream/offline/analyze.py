@@ -13,14 +13,14 @@ from typing import Any
 
 from stream.analysis.schedule import FixedSchedule
 from stream.analysis.stages import Stages
-from stream.analysis.stream import AudioBatcher, StreamAnalysis
+from stream.analysis.stream import StreamAnalysis
 from stream.analysis.summary import Analysis
+from stream.analysis.voice import AnalysedAudio, VoiceTrack
 from stream.core.config import Config
 from stream.core.errors import EmotionStreamError, MediaError
 from stream.core.timing import FrameGrid
 from stream.core.types import MediaInfo, VideoFrame
 from stream.offline.media import probe, read_audio, read_frames
-from stream.voice.analyzer import VoiceUpdate
 
 #: How far video and audio may drift apart on the analysis clock while matching voices to
 #: faces (the matcher keeps `match_window_s + 1 s` of history).
@@ -34,12 +34,11 @@ class _AudioFeed:
     code that releases the GIL (DeepFilterNet, ONNX Runtime, PyAV), so both cores stay busy."""
 
     analysis: StreamAnalysis
+    voice: VoiceTrack
     path: Path
 
     def __post_init__(self) -> None:
-        self.updates: queue.Queue[VoiceUpdate | BaseException | None] = queue.Queue(8)
-        self.offset = 0.0
-        self.audio_t = -1.0  # how far accepted audio reaches (speaker time)
+        self.updates: queue.Queue[AnalysedAudio | BaseException | None] = queue.Queue(8)
         self.done = False
         self.error: BaseException | None = None
         self.stop = threading.Event()
@@ -49,14 +48,13 @@ class _AudioFeed:
     def _run(self) -> None:
         try:
             offset, frames = read_audio(self.path)
-            self.offset = offset
-            batches = AudioBatcher()
-            for frame in [*frames, None]:
+            self.voice.offset = offset
+            for frame in _with_end(frames):
                 if self.stop.is_set():
                     break
-                batch = batches.add(frame)
-                if batch:
-                    self.updates.put(self.analysis.analyse_audio(SPEAKER, batch))
+                batch = self.voice.collect(frame)
+                if batch is not None:
+                    self.updates.put(self.voice.analyse(batch))
         except BaseException as exc:  # reported as a warning by the video loop
             self.updates.put(exc)
         self.updates.put(None)
@@ -64,8 +62,9 @@ class _AudioFeed:
     def pump(self, video_t: float) -> None:
         """Accept analysed audio up to `video_t + slack`, waiting while it lags behind."""
         while not self.done:
-            behind = self.audio_t + self.offset < video_t - VOICE_SLACK_S
-            ahead = self.audio_t + self.offset > video_t + VOICE_SLACK_S
+            reached = self.voice.audio_end + self.voice.offset  # accepted audio, video clock
+            behind = reached < video_t - VOICE_SLACK_S
+            ahead = reached > video_t + VOICE_SLACK_S
             if ahead:
                 return
             try:
@@ -77,9 +76,7 @@ class _AudioFeed:
             elif isinstance(item, BaseException):
                 self.error = item
             else:
-                if item.hops:
-                    self.audio_t = item.hops[-1].t
-                self.analysis.accept_voice(SPEAKER, item, self.offset)
+                self.analysis.accept(SPEAKER, item)
 
     def close(self) -> None:
         self.stop.set()
@@ -119,13 +116,20 @@ def analyze_file(
         config = config.replace("tracking", min_hits=1, tentative_max_s=0.0)
     stages = stages or Stages(config)
     with_voice = info.kind == "video" and info.has_audio and config.audio.enabled
-    analysis = StreamAnalysis(stages, fps, thumbnails=True, hold_voice=True, config=config)
+    a = config.analyze
+    analysis = StreamAnalysis(
+        stages,
+        fps,
+        thumbnails=True,
+        hold_voice=True,
+        config=config,
+        schedule=lambda: FixedSchedule(a.detect_fps, a.emotion_fps),
+    )
     warnings: list[str] = []
     audio: _AudioFeed | None = None
     if with_voice:
         try:
-            analysis.add_speaker(SPEAKER)
-            audio = _AudioFeed(analysis, path)
+            audio = _AudioFeed(analysis, analysis.add_voice(SPEAKER), path)
         except EmotionStreamError as exc:
             warnings.append(f"voice not analysed: {exc}")
     error = ""
@@ -139,7 +143,6 @@ def analyze_file(
     if progress is not None:
         source = progress(source, info)
     grid = FrameGrid(fps)
-    schedule = FixedSchedule(config.analyze.detect_fps, config.analyze.emotion_fps)
     last_t = 0.0
     try:
         for frame in source:
@@ -147,10 +150,9 @@ def analyze_file(
             if audio is not None:
                 audio.pump(frame.t)
             if grid.take(frame.t):
-                detect, emotion_for = schedule.plan(frame.t, analysis.known_faces("video"))
-                analysis.push_video(frame, detect=detect, emotion_for=emotion_for)
+                analysis.push_video(frame)  # the track's FixedSchedule plans it
             else:
-                analysis.push_video(frame, emotion_for=set(), record=False)
+                analysis.push_video(frame, detect=True, emotion_for=set(), record=False)
             if audio is not None:
                 analysis.release_voice()
     except MediaError as exc:
@@ -162,7 +164,7 @@ def analyze_file(
         audio.pump(float("inf"))
         audio.close()
         if audio.error is not None:
-            analysis.remove_speaker(SPEAKER)
+            analysis.drop_voice(SPEAKER)
             warnings.append(f"voice not analysed: {audio.error}")
     if info.kind == "video" and last_t > info.duration:
         # Timestamps restarted (concatenated recordings): the media ran longer than announced.
@@ -185,22 +187,16 @@ def analyze_audio_file(
         raise MediaError(f"{info.path}: audio only, and audio.enabled is false: nothing to analyse")
     stages = stages or Stages(config, voice=True)
     analysis = StreamAnalysis(stages, fps, hold_voice=False, config=config, online_speakers=False)
-    analysis.add_speaker(SPEAKER)
+    voice = analysis.add_voice(SPEAKER)
     t_start = time.perf_counter()
     error = ""
     _, frames = read_audio(info.path)
-    batches = AudioBatcher()
-    end = 0.0
     try:
         for frame in _with_end(frames):
-            batch = batches.add(frame)
-            if batch:
-                update = analysis.analyse_audio(SPEAKER, batch)
-                if update.hops:
-                    end = update.hops[-1].t
-                analysis.accept_voice(SPEAKER, update, 0.0)
+            voice.push(frame, until=analysis.voice_until)
     except MediaError as exc:
         error = str(exc)
+    end = max(voice.audio_end, 0.0)
     duration = info.duration if info.duration > 0 else end
     if duration <= 0:
         duration = end
