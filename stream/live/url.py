@@ -252,6 +252,7 @@ async def run_watch(
     duration: float | None = None,
     retry_max_s: float = 10.0,
     stages: StageSource | None = None,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, Any] | None:
     """`emotion-stream watch`: one live session fed by a URL, with the server's viewer page and
     report downloads; ends at the end of a file, after `duration`, or at Ctrl-C / SIGTERM.
@@ -259,6 +260,8 @@ async def run_watch(
     Args:
         events: write every event as a JSON line here ("-": stdout).
         reports_dir: write the session's JSON, CSV and HTML reports here when it ends.
+        stages: loaded stages (default: load the models).
+        stop: ends the session like Ctrl-C when set.
 
     Returns:
         The session summary event.
@@ -268,5 +271,5 @@ async def run_watch(
     source = UrlSource(url, listen, fmt, config.audio.enabled, retry_max_s)
     what = f"listening for a publisher at {redact(url)}" if listen else f"watching {redact(url)}"
     return await run_live(
-        config, purpose, source, "watch", what, events, reports_dir, duration, stages
+        config, purpose, source, "watch", what, events, reports_dir, duration, stages, stop=stop
     )
