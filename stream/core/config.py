@@ -275,6 +275,44 @@ class ActionsConfig:
 
 
 @dataclass(frozen=True)
+class BehaviourConfig:
+    """Head pose, gaze/attention, blinks, nods/shakes and upper-body posture per face."""
+
+    enabled: bool = True
+    pose_tau_s: float = 0.1
+    cone_yaw_deg: float = 25.0
+    cone_pitch_deg: float = 20.0
+    cone_pitch_centre_deg: float = -5.0
+    drop_min_s: float = 2.0
+    eye_hold_s: float = 0.6
+    nod_min_deg: float = 3.0
+    shake_min_deg: float = 4.0
+    max_swing_s: float = 0.8
+    posture: bool = True
+    posture_live: bool = False
+    posture_model: str = "pose_landmark_lite"
+    posture_fps: float = 2.0
+    posture_crop_side: float = 4.0
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.pose_tau_s <= 2, "behaviour.pose_tau_s", "must be in [0, 2] seconds")
+        for key in ("cone_yaw_deg", "cone_pitch_deg"):
+            v = getattr(self, key)
+            _check(0 < v <= 90, f"behaviour.{key}", f"must be in (0, 90] degrees, got {v}")
+        ok = -45 <= self.cone_pitch_centre_deg <= 45
+        _check(ok, "behaviour.cone_pitch_centre_deg", "must be in [-45, 45] degrees")
+        _check(self.drop_min_s > 0, "behaviour.drop_min_s", "must be > 0 seconds")
+        _check(self.eye_hold_s >= 0, "behaviour.eye_hold_s", "must be >= 0 seconds")
+        _check(self.nod_min_deg > 0, "behaviour.nod_min_deg", "must be > 0 degrees")
+        _check(self.shake_min_deg > 0, "behaviour.shake_min_deg", "must be > 0 degrees")
+        _check(0.1 <= self.max_swing_s <= 3, "behaviour.max_swing_s", "must be in [0.1, 3] s")
+        _check(bool(self.posture_model), "behaviour.posture_model", "must name a manifest entry")
+        _check(0 < self.posture_fps <= 30, "behaviour.posture_fps", "must be in (0, 30] per face")
+        ok = 2 <= self.posture_crop_side <= 8
+        _check(ok, "behaviour.posture_crop_side", "must be in [2, 8] face heights")
+
+
+@dataclass(frozen=True)
 class IceServer:
     """A STUN or TURN server offered to peers."""
 
@@ -405,6 +443,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     whip: WhipConfig = field(default_factory=WhipConfig)
     source: str = ""
