@@ -1,0 +1,134 @@
+"""Per-face behaviour summaries: attention share, attention drops, blink rate, nods and shakes,
+posture shares. Pure accumulation over the per-frame signals of stream/vision (head pose,
+gaze, gestures, posture); behaviour words only ("looking away", "nodding", "leaning in").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.vision.gaze import AttentionDrop, BlinkCounter, GazeSample
+from stream.vision.gestures import HeadGesture
+from stream.vision.headpose import HeadPose
+from stream.vision.posture import PostureSample
+
+
+@dataclass
+class FaceBehaviour:
+    """Everything accumulated for one face; time-weighted by the interval each frame stands
+    for (capped by `max_gap_s`, as the expression timelines)."""
+
+    face: int
+    max_gap_s: float = 0.5
+    seen_s: float = 0.0
+    attending_s: float = 0.0
+    drops: list[AttentionDrop] = field(default_factory=list)
+    gestures: list[HeadGesture] = field(default_factory=list)
+    blinks: BlinkCounter = field(default_factory=BlinkCounter)
+    posture_s: float = 0.0
+    leaning_in_s: float = 0.0
+    leaning_back_s: float = 0.0
+    shoulders_seen_s: float = 0.0
+    shoulders_raised_s: float = 0.0
+    hands_seen_s: float = 0.0
+    hand_to_face_s: float = 0.0
+    activity_sum: float = 0.0
+    activity_n: int = 0
+    yaw_sum: float = 0.0
+    pitch_sum: float = 0.0
+    _last_t: float | None = None
+
+    def add_frame(
+        self,
+        t: float,
+        pose: HeadPose,
+        gaze: GazeSample,
+        posture: PostureSample | None = None,
+    ) -> None:
+        """One analysed frame of this face."""
+        dt = 0.0 if self._last_t is None else min(max(t - self._last_t, 0.0), self.max_gap_s)
+        self._last_t = t
+        self.seen_s += dt
+        self.attending_s += dt * gaze.attention
+        self.yaw_sum += dt * pose.yaw
+        self.pitch_sum += dt * pose.pitch
+        if posture is not None and posture.visible:
+            self.posture_s += dt
+            if posture.lean is not None:
+                self.leaning_in_s += dt if posture.lean > 0.1 else 0.0
+                self.leaning_back_s += dt if posture.lean < -0.1 else 0.0
+            if posture.shoulders_raised is not None:
+                self.shoulders_seen_s += dt
+                self.shoulders_raised_s += dt if posture.shoulders_raised else 0.0
+            if posture.hand_to_face is not None:
+                self.hands_seen_s += dt
+                self.hand_to_face_s += dt if posture.hand_to_face else 0.0
+            if posture.activity is not None:
+                self.activity_sum += posture.activity
+                self.activity_n += 1
+
+    def add_eyes(self, t: float, openness: float) -> None:
+        self.blinks.add(t, openness)
+
+    def add_drop(self, drop: AttentionDrop) -> None:
+        self.drops.append(drop)
+
+    def add_gesture(self, gesture: HeadGesture) -> None:
+        self.gestures.append(gesture)
+
+    def summary(self) -> dict[str, object]:
+        """The JSON per-face summary (shares of seen time; None where never visible)."""
+
+        def share(part: float, whole: float) -> float | None:
+            return round(part / whole, 3) if whole > 0 else None
+
+        minutes = self.seen_s / 60.0
+        nods = [g for g in self.gestures if g.kind == "nod"]
+        shakes = [g for g in self.gestures if g.kind == "shake"]
+        rate = self.blinks.rate_per_min()
+        return {
+            "attention_share": share(self.attending_s, self.seen_s),
+            "looking_away_drops": len(self.drops),
+            "looking_away_s": round(sum(d.end - d.start for d in self.drops), 2),
+            "mean_head_yaw": round(self.yaw_sum / self.seen_s, 1) if self.seen_s else None,
+            "mean_head_pitch": round(self.pitch_sum / self.seen_s, 1) if self.seen_s else None,
+            "nods": len(nods),
+            "shakes": len(shakes),
+            "nods_per_min": round(len(nods) / minutes, 2) if minutes > 0 else None,
+            "shakes_per_min": round(len(shakes) / minutes, 2) if minutes > 0 else None,
+            "blink_rate_per_min": None if rate is None else round(rate, 1),
+            "blink_method": self.blinks.method,
+            "posture_visible_share": share(self.posture_s, self.seen_s),
+            "leaning_in_share": share(self.leaning_in_s, self.posture_s),
+            "leaning_back_share": share(self.leaning_back_s, self.posture_s),
+            "shoulders_raised_share": share(self.shoulders_raised_s, self.shoulders_seen_s),
+            "hand_to_face_share": share(self.hand_to_face_s, self.hands_seen_s),
+            "gesture_activity": (
+                round(self.activity_sum / self.activity_n, 3) if self.activity_n else None
+            ),
+        }
+
+
+class BehaviourSummary:
+    """`FaceBehaviour` of every face of a stream or file, plus the call's attention."""
+
+    def __init__(self, max_gap_s: float = 0.5) -> None:
+        if max_gap_s <= 0:
+            raise ValueError("max_gap_s must be > 0")
+        self.max_gap_s = max_gap_s
+        self.faces: dict[int, FaceBehaviour] = {}
+
+    def face(self, number: int) -> FaceBehaviour:
+        fb = self.faces.get(number)
+        if fb is None:
+            fb = self.faces[number] = FaceBehaviour(number, self.max_gap_s)
+        return fb
+
+    def attention_now(self, samples: dict[int, GazeSample]) -> float | None:
+        """The call's attention on one frame: mean over its faces (None without faces)."""
+        if not samples:
+            return None
+        return sum(s.attention for s in samples.values()) / len(samples)
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        return {str(n): fb.summary() for n, fb in sorted(self.faces.items())}
