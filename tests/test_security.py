@@ -37,7 +37,7 @@ from stream.offline.media import read_frames
 
 from .conftest import MODELS, ROOT, VIDEO
 from .live_client import Publisher, connect_publisher
-from .test_server_robustness import with_server
+from .test_server_robustness import fake_config, with_server  # noqa: F401 (a fixture)
 
 CLIP = VIDEO / "pyfeat_single_face.mp4"  # 2.43 s, 72 frames at 30 fps, one face, mp3 audio
 
@@ -337,8 +337,7 @@ def test_an_overflowing_subscriber_has_its_socket_closed() -> None:
 # --- the live server: HTTP ----------------------------------------------------------------------
 
 
-@pytest.mark.integration
-def test_http_methods_host_headers_and_bad_paths(config: Config, factory: SessionFactory) -> None:
+def test_http_methods_host_headers_and_bad_paths(fake_config: Config) -> None:  # noqa: F811
     async def body(server: LiveServer, addr: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
         requests = {
             "get": get("/"),
@@ -353,7 +352,7 @@ def test_http_methods_host_headers_and_bad_paths(config: Config, factory: Sessio
         }
         return {k: await raw_http(addr, r) for k, r in requests.items()}
 
-    r = with_server(config, factory, body)
+    r = with_server(fake_config, None, body)
     print({k: v[0] for k, v in r.items()})
     status, headers, page = r["get"]
     assert status == 200 and b"consent" in page
@@ -370,8 +369,7 @@ def test_http_methods_host_headers_and_bad_paths(config: Config, factory: Sessio
     assert r["named"][0] == 200
 
 
-@pytest.mark.integration
-def test_websocket_origin_check(config: Config, factory: SessionFactory) -> None:
+def test_websocket_origin_check(fake_config: Config) -> None:  # noqa: F811
     async def attempt(addr: str, origin: str | None) -> str:
         headers = {"Origin": origin} if origin else {}
         try:
@@ -393,7 +391,7 @@ def test_websocket_origin_check(config: Config, factory: SessionFactory) -> None
         return [await attempt(addr, o) for o in origins]
 
     allowed = ("https://studio.example.org",)
-    got = with_server(config, factory, body, allowed_origins=allowed)
+    got = with_server(fake_config, None, body, allowed_origins=allowed)
     print("origins:", got)
     assert got == ["session.started", "session.started", "403", "403", "session.started"]
 
@@ -401,10 +399,7 @@ def test_websocket_origin_check(config: Config, factory: SessionFactory) -> None
 # --- the live server: sessions ------------------------------------------------------------------
 
 
-@pytest.mark.integration
-def test_deep_json_and_non_ascii_viewer_token_are_clean_errors(
-    config: Config, factory: SessionFactory
-) -> None:
+def test_deep_json_and_non_ascii_viewer_token_are_clean_errors(fake_config: Config) -> None:  # noqa: F811
     async def body(server: LiveServer, addr: str) -> tuple[str, str, int]:
         async with websockets.connect(f"ws://{addr}/ws") as ws:
             await ws.send(json.dumps({"type": "hello", "consent": True}))
@@ -418,11 +413,10 @@ def test_deep_json_and_non_ascii_viewer_token_are_clean_errors(
                 code = await close_code(viewer)  # was 1011 (TypeError in compare_digest)
         return deep, alive, code
 
-    assert with_server(config, factory, body) == ("bad_json", "face.renamed", 4401)
+    assert with_server(fake_config, None, body) == ("bad_json", "face.renamed", 4401)
 
 
-@pytest.mark.integration
-def test_sessions_without_an_offer_expire(config: Config, factory: SessionFactory) -> None:
+def test_sessions_without_an_offer_expire(fake_config: Config) -> None:  # noqa: F811
     async def body(server: LiveServer, addr: str) -> tuple[int, int, int]:
         async with websockets.connect(f"ws://{addr}/ws") as silent:
             async with websockets.connect(f"ws://{addr}/ws") as squatter:
@@ -433,12 +427,11 @@ def test_sessions_without_an_offer_expire(config: Config, factory: SessionFactor
             silent_code = await close_code(silent)
         return held, code, silent_code
 
-    held, code, silent = with_server(config, factory, body, hello_timeout_s=0.5)
+    held, code, silent = with_server(fake_config, None, body, hello_timeout_s=0.5)
     assert (held, code, silent) == (1, 4408, 4408)
 
 
-@pytest.mark.integration
-def test_track_flood_is_refused_with_an_error(config: Config, factory: SessionFactory) -> None:
+def test_track_flood_is_refused_with_an_error(fake_config: Config) -> None:  # noqa: F811
     async def body(server: LiveServer, addr: str) -> tuple[str, str, int]:
         async with websockets.connect(f"ws://{addr}/ws", max_size=None) as ws:
             await ws.send(json.dumps({"type": "hello", "consent": True}))
@@ -457,12 +450,11 @@ def test_track_flood_is_refused_with_an_error(config: Config, factory: SessionFa
             session = next(iter(server.sessions.values()))
             return err["code"], bare["code"], len(session.tracks) + (session.source is not None)
 
-    flood, bare, built = with_server(config, factory, body, max_message_bytes=1 << 20)
+    flood, bare, built = with_server(fake_config, None, body, max_message_bytes=1 << 20)
     assert (flood, bare, built) == ("too_many_tracks", "invalid_sdp", 0)
 
 
-@pytest.mark.integration
-def test_reset_allows_a_new_offer(config: Config, factory: SessionFactory) -> None:
+def test_reset_allows_a_new_offer(fake_config: Config) -> None:  # noqa: F811
     async def offer(ws: Any) -> tuple[RTCPeerConnection, dict[str, Any]]:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTransceiver("video", direction="sendonly")
@@ -487,7 +479,7 @@ def test_reset_allows_a_new_offer(config: Config, factory: SessionFactory) -> No
                 await pc.close()
         return got
 
-    assert with_server(config, factory, body) == ["answer", "bad_message", "answer"]
+    assert with_server(fake_config, None, body) == ["answer", "bad_message", "answer"]
 
 
 class PausableCamera(VideoStreamTrack):
@@ -597,8 +589,7 @@ def test_webrtc_sockets_stay_on_loopback_with_a_loopback_server(
     assert candidates and set(candidates) == {"127.0.0.1"} and frames == 3
 
 
-@pytest.mark.integration
-def test_non_ascii_report_token_is_a_clean_404(config: Config, factory: SessionFactory) -> None:
+def test_non_ascii_report_token_is_a_clean_404(fake_config: Config) -> None:  # noqa: F811
     async def body(server: LiveServer, addr: str) -> tuple[int, int]:
         async with websockets.connect(f"ws://{addr}/ws") as ws:
             await ws.send(json.dumps({"type": "hello", "consent": True}))
@@ -608,4 +599,4 @@ def test_non_ascii_report_token_is_a_clean_404(config: Config, factory: SessionF
             right = await raw_http(addr, get(f"/report/{sid}.json?token={token}"))
         return wrong[0], right[0]
 
-    assert with_server(config, factory, body) == (404, 200)  # was 500 (TypeError)
+    assert with_server(fake_config, None, body) == (404, 200)  # was 500 (TypeError)

@@ -17,24 +17,36 @@ from typing import Any
 import pytest
 import websockets
 
-from stream.core.config import Config
+from stream.analysis.fakes import FakeStages
+from stream.core.config import Config, load_config
 from stream.core.notices import EXPRESSIONS_NOT_FEELINGS
 from stream.live.protocol import parse_command
 from stream.live.server import LiveServer
 from stream.models.runtime import SessionFactory
 
-from .conftest import VIDEO
+from .conftest import ROOT, VIDEO
 from .live_client import connect_publisher, player_tracks
+
+
+@pytest.fixture(scope="module")
+def fake_config() -> Config:
+    """The default configuration for a server on fake stages (no model files needed)."""
+    return load_config(ROOT / "configs" / "default.toml", env={})
 
 
 def with_server(
     config: Config,
-    factory: SessionFactory,
+    factory: SessionFactory | None,
     body: Callable[[LiveServer, str], Awaitable[Any]],
     **live: Any,
 ) -> Any:
+    """Run `body(server, "127.0.0.1:PORT")` against a started server: the real models over
+    `factory`, or the fake stages (stream/analysis/fakes.py) when `factory` is None."""
+
     async def main() -> Any:
-        server = LiveServer(config.replace("live", port=0, **live), factory)
+        cfg = config.replace("live", port=0, **live)
+        stages = FakeStages(cfg) if factory is None else None
+        server = LiveServer(cfg, factory, stages=stages)
         await server.start()
         try:
             return await body(server, f"127.0.0.1:{server.port}")
@@ -84,10 +96,7 @@ def test_parse_command_rejects(raw: str | bytes, code: str) -> None:
     assert err.value.code == code
 
 
-@pytest.mark.integration
-def test_garbage_gets_errors_then_the_socket_is_closed(
-    config: Config, factory: SessionFactory
-) -> None:
+def test_garbage_gets_errors_then_the_socket_is_closed(fake_config: Config) -> None:
     async def body(server: LiveServer, addr: str) -> tuple[list[dict[str, Any]], int]:
         async with websockets.connect(f"ws://{addr}/ws") as ws:
             replies = []
@@ -100,24 +109,22 @@ def test_garbage_gets_errors_then_the_socket_is_closed(
             code = await close_code(ws)
         return replies, code
 
-    replies, code = with_server(config, factory, body)
+    replies, code = with_server(fake_config, None, body)
     codes = [r["code"] for r in replies]
     assert codes == ["bad_json", "consent_required", "bad_message", "bad_message", "unknown_type"]
     assert code == 4400
 
 
-@pytest.mark.integration
-def test_oversized_message_closes_with_1009(config: Config, factory: SessionFactory) -> None:
+def test_oversized_message_closes_with_1009(fake_config: Config) -> None:
     async def body(server: LiveServer, addr: str) -> int:
         async with websockets.connect(f"ws://{addr}/ws", max_size=None) as ws:
             await ws.send(json.dumps({"type": "hello", "consent": True, "purpose": "x" * 100_000}))
             return await close_code(ws)
 
-    assert with_server(config, factory, body) == 1009
+    assert with_server(fake_config, None, body) == 1009
 
 
-@pytest.mark.integration
-def test_message_flood_closes_with_4429(config: Config, factory: SessionFactory) -> None:
+def test_message_flood_closes_with_4429(fake_config: Config) -> None:
     async def body(server: LiveServer, addr: str) -> int:
         async with websockets.connect(f"ws://{addr}/ws") as ws:
             await ws.send(json.dumps({"type": "hello", "consent": True}))
@@ -128,13 +135,10 @@ def test_message_flood_closes_with_4429(config: Config, factory: SessionFactory)
                     break
             return await close_code(ws)
 
-    assert with_server(config, factory, body, max_messages_per_s=10.0) == 4429
+    assert with_server(fake_config, None, body, max_messages_per_s=10.0) == 4429
 
 
-@pytest.mark.integration
-def test_invalid_sdp_is_reported_and_the_session_survives(
-    config: Config, factory: SessionFactory
-) -> None:
+def test_invalid_sdp_is_reported_and_the_session_survives(fake_config: Config) -> None:
     bad_sdp = "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
 
     async def body(server: LiveServer, addr: str) -> list[str]:
@@ -148,15 +152,14 @@ def test_invalid_sdp_is_reported_and_the_session_survives(
             types.append(json.loads(await ws.recv())["type"])
         return types
 
-    assert with_server(config, factory, body) == [
+    assert with_server(fake_config, None, body) == [
         "session.started",
         "error:invalid_sdp",
         "face.renamed",
     ]
 
 
-@pytest.mark.integration
-def test_too_many_sessions_closes_with_4503(config: Config, factory: SessionFactory) -> None:
+def test_too_many_sessions_closes_with_4503(fake_config: Config) -> None:
     async def body(server: LiveServer, addr: str) -> int:
         async with websockets.connect(f"ws://{addr}/ws") as first:
             await first.send(json.dumps({"type": "hello", "consent": True}))
@@ -165,11 +168,10 @@ def test_too_many_sessions_closes_with_4503(config: Config, factory: SessionFact
                 await second.send(json.dumps({"type": "hello", "consent": True}))
                 return await close_code(second)
 
-    assert with_server(config, factory, body, max_sessions=1) == 4503
+    assert with_server(fake_config, None, body, max_sessions=1) == 4503
 
 
-@pytest.mark.integration
-def test_http_routes_and_no_path_traversal(config: Config, factory: SessionFactory) -> None:
+def test_http_routes_and_no_path_traversal(fake_config: Config) -> None:
     async def body(server: LiveServer, addr: str) -> dict[str, tuple[int, bytes]]:
         paths = [
             "/",
@@ -187,7 +189,7 @@ def test_http_routes_and_no_path_traversal(config: Config, factory: SessionFacto
             out[p] = await asyncio.to_thread(http_get, f"http://{addr}{p}")
         return out
 
-    r = with_server(config, factory, body)
+    r = with_server(fake_config, None, body)
     assert r["/"][0] == 200 and b"consent" in r["/"][1]
     assert r["/viewer.html"][0] == 200 and r["/overlay.js"][0] == 200
     notice = html.escape(EXPRESSIONS_NOT_FEELINGS).encode()  # one text, filled in by the server
