@@ -108,7 +108,7 @@ def test_manifest_says_where_every_model_comes_from() -> None:
             assert (ROOT / spec.convert).is_file(), spec.convert
     assert {"yunet_n_dynamic", "yunet_n_320x320", "silero_vad_v6"} <= set(fetchable)
     assert manifest["silero_vad_v6"].member == "silero_vad/data/silero_vad.onnx"
-    assert len(converted) == 7
+    assert len(converted) == 9  # + pose_landmark_lite and _full (models/convert/pose_landmark.py)
 
 
 @pytest.mark.integration
