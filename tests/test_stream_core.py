@@ -232,7 +232,7 @@ def test_reset_forgets_faces_names_and_voices(cfg: Config) -> None:
     assert names == {"Alice", "Alice 2"}
     assert analysis.result(_info(), 0.0).thumbnails.keys() == {1, 2}
     analysis.reset()
-    assert analysis.summary()["faces"] == [] and analysis.voices.name(1) == "Speaker 1"
+    assert analysis.summary()["faces"] == [] and analysis.audio.voices.name(1) == "Speaker 1"
     again = {analysis.name_of(f.number) for f in analysis.push_video(frames[0], "cam").faces}
     assert again == {"Alice"} or again == set()  # tentative on the first frame after a reset
     assert analysis.result(_info(), 0.0).thumbnails.keys() <= {1, 2}

@@ -14,7 +14,6 @@ their own offset (stream/analysis/voice.py).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 from collections.abc import Iterable
@@ -30,26 +29,23 @@ from stream.analysis.consolidate import (
 )
 from stream.analysis.naming import TrackNaming
 from stream.analysis.schedule import FrameScheduler, SchedulerFactory, every_frame
-from stream.analysis.speaker import ActiveSpeaker
-from stream.analysis.speakers import SpeakersAnalysis, summarise_speakers
-from stream.analysis.stages import StageSource, VisionStage
+from stream.analysis.stages import StageSource
 from stream.analysis.summary import Analysis, faces_dict
 from stream.analysis.thumbnails import Thumbnails
+from stream.analysis.video import VideoTracks
 from stream.analysis.voice import (
     AnalysedAudio,
     AudioBatch,
     AudioBatcher,
     SpeakerUpdate,
     VoiceTrack,
+    VoiceTracks,
 )
-from stream.analysis.voice_summary import summarise_voice
-from stream.analysis.voices import Turn, Voices
+from stream.analysis.voices import Turn
 from stream.core.config import Config
 from stream.core.types import MediaInfo, VideoFrame
 from stream.vision.pipeline import FrameResult
-from stream.vision.tracker import IdentityTracker, Numbering
 from stream.voice.analyzer import VoiceUpdate
-from stream.voice.prosody import ProsodyReport
 
 __all__ = ["AudioBatcher", "SpeakerUpdate", "StreamAnalysis"]
 
@@ -92,14 +88,9 @@ class StreamAnalysis:
         self.keep_timeline = keep_timeline
         self.hold_voice = hold_voice
         self.online_speakers = not hold_voice if online_speakers is None else online_speakers
-        self.schedule = schedule
-        self.numbering = Numbering()
-        self.excluded: set[int] = set()
-        self.pipelines: dict[str, VisionStage] = {}
-        self.schedulers: dict[str, FrameScheduler] = {}
-        self.speakers: dict[str, VoiceTrack] = {}  # the audio tracks being analysed
-        self.ended: list[VoiceTrack] = []  # audio tracks that ended (their results remain)
-        self.voices = Voices(self.config.diarization.link_min_share)
+        self.video = VideoTracks(stages, self.config, schedule)
+        self.audio = VoiceTracks(stages, self.config, self.online_speakers, keep_timeline)
+        self.speakers = self.audio.tracks  # the audio tracks being analysed
         self.naming = TrackNaming()
         self.thumbs = Thumbnails() if thumbnails else None
         self.aggregator = self._new_aggregator()
@@ -107,7 +98,6 @@ class StreamAnalysis:
         self.frames = 0
         self.stage_sum: dict[str, float] = {}
         self.identity: Consolidation | None = None  # set by consolidate_identities()
-        self._v0: dict[str, float] = {}  # per video track: receive-clock time of media time 0
         self._video_clock = -math.inf  # the latest video time on the analysis clock
         #: Guards the aggregates: frames are recorded in an inference thread while summaries
         #: and reports are read elsewhere (held only for bookkeeping, never during inference).
@@ -118,25 +108,13 @@ class StreamAnalysis:
         return Aggregator(1.0 / self.fps, c.max_gap_s, self.stages.supported, self.keep_timeline)
 
     # -- video -----------------------------------------------------------------------------
-    def pipeline(self, track: str) -> VisionStage:
-        """The vision pipeline of a video track (made on first use; IDs unique in the stream)."""
-        p = self.pipelines.get(track)
-        if p is None:
-            p = self.stages.vision(self.config, self.numbering)
-            p.excluded = self.excluded
-            self.pipelines[track] = p
-        return p
+    def known_faces(self, track: str) -> list[int]:
+        """Face numbers in the track's last analysed frame."""
+        return self.video.known_faces(track)
 
     def scheduler(self, track: str) -> FrameScheduler:
         """The frame scheduler of a video track (made on first use)."""
-        s = self.schedulers.get(track)
-        if s is None:
-            s = self.schedulers[track] = self.schedule()
-        return s
-
-    def known_faces(self, track: str) -> list[int]:
-        """Face numbers in the track's last analysed frame."""
-        return self.pipeline(track).tracker_numbers()
+        return self.video.scheduler(track)
 
     def push_video(
         self,
@@ -160,22 +138,8 @@ class StreamAnalysis:
             record: count the frame in the aggregates and compute facial actions (False: only
                 follow faces and sample mouths for voice matching, between analysed frames).
         """
-        planned = detect is None
-        if planned:
-            if emotion_for is not None:
-                raise ValueError("emotion_for needs detect (else the scheduler plans both)")
-            detect, emotion_for = self.scheduler(track).plan(frame.t, self.known_faces(track))
-        assert detect is not None
-        result = self.pipeline(track).process(frame, detect, emotion_for, actions=record)
-        if planned:
-            self.scheduler(track).observe(frame.t, result, detect)
-        if received is not None:
-            self._v0[track] = min(self._v0.get(track, math.inf), received - frame.t)
-        clock = frame.t + self._v0.get(track, 0.0)
-        for sp in list(self.speakers.values()):
-            for f in result.faces:
-                if f.mouth is not None:
-                    sp.add_mouth(clock, f.number, f.mouth)
+        result, clock = self.video.process(frame, track, received, detect, emotion_for, record)
+        self.audio.add_mouths(clock, [(f.number, f.mouth) for f in result.faces if f.mouth])
         self._video_clock = max(self._video_clock, clock)
         with self.lock:
             self.naming.name_new_faces(track, result, self.aggregator.names)
@@ -203,31 +167,15 @@ class StreamAnalysis:
             offset: the track's audio time 0 on the video clock (files); live tracks take
                 theirs from receive times.
         """
-        sp = self.speakers.get(track)
-        if sp is None:
-            embedder = getattr(self.stages, "speaker_embedder", None)
-            sp = VoiceTrack(
-                track,
-                self.stages.voice(),
-                self.config,
-                embedder,
-                self.voices,
-                self.online_speakers,
-                self.keep_timeline,
-                offset,
-            )
-            self.speakers[track] = sp
-        return sp
+        return self.audio.add(track, offset)
 
     def end_voice(self, track: str) -> None:
         """An audio track ended: stop matching it (its reports and turns stay in the results)."""
-        sp = self.speakers.pop(track, None)
-        if sp is not None:
-            self.ended.append(sp)
+        self.audio.end(track)
 
     def drop_voice(self, track: str) -> None:
         """Forget an audio track (e.g. its analysis failed)."""
-        self.speakers.pop(track, None)
+        self.audio.drop(track)
 
     @property
     def voice_until(self) -> float:
@@ -241,11 +189,11 @@ class StreamAnalysis:
 
     def release_voice(self) -> list[SpeakerUpdate]:
         """Decide the held reports video has reached."""
-        return [u for sp in list(self.speakers.values()) for u in sp.decide(self.voice_until)]
+        return self.audio.decide(self.voice_until)
 
     def rename_speaker(self, voice: int, name: str) -> None:
         """Name a diarized speaker (as `rename` names a face)."""
-        self.voices.rename(voice, name)
+        self.audio.voices.rename(voice, name)
 
     # -- compatibility: the audio API of stream/live/session.py and stream/api/analyzer.py ---
     def add_speaker(self, speaker: str) -> None:
@@ -288,18 +236,12 @@ class StreamAnalysis:
 
     def set_excluded(self, number: int, excluded: bool) -> None:
         """Exclude a face: no expression is computed or recorded for it from the next frame."""
-        if excluded:
-            self.excluded.add(number)
-        else:
-            self.excluded.discard(number)
+        self.video.exclude(number, excluded)
 
     def reset(self) -> None:
         """Forget identities, names, exclusions, aggregates and voices; numbering restarts."""
         with self.lock:
-            for p in self.pipelines.values():
-                p.reset()
-            self.excluded.clear()
-            self.numbering.reset()
+            self.video.reset()
             self.aggregator = self._new_aggregator()
             self.actions.clear()
             if self.thumbs is not None:
@@ -308,24 +250,18 @@ class StreamAnalysis:
             self.frames = 0
             self.stage_sum.clear()
             self.naming.reset()
-            self.voices.reset()
-            self.ended.clear()
-            for sp in self.speakers.values():
-                sp.reset()
+            self.audio.reset()
 
     # -- results ---------------------------------------------------------------------------
     def finish(self, end_t: float | None = None) -> list[SpeakerUpdate]:
         """Close the stream: the last frames' intervals, and every held voice report."""
         with self.lock:
             self.aggregator.finish(end_t)
-        return [u for sp in list(self.speakers.values()) for u in sp.decide(math.inf)]
-
-    def _voice_tracks(self) -> list[VoiceTrack]:
-        return [*self.ended, *self.speakers.values()]
+        return self.audio.decide(math.inf)
 
     def diarized_segments(self) -> list[Turn]:
         """Every audio track's diarized turns on the analysis clock, stream-wide numbers."""
-        return sorted(t for sp in self._voice_tracks() for t in sp.turns())
+        return self.audio.turns()
 
     def consolidate_identities(self) -> Consolidation | None:
         """Whole-stream identity consolidation (files, after `finish`): join tracklets into
@@ -339,24 +275,13 @@ class StreamAnalysis:
             self.aggregator = renumber_aggregator(self.aggregator, result)
             if self.thumbs is not None:
                 self.thumbs.renumber(result)
-            for sp in self._voice_tracks():
-                sp.timeline = [(r, _renumber_active(a, result)) for r, a in sp.timeline]
+            self.audio.renumber(result)
             self.identity = result
         return result
 
     def tracklet_views(self) -> list[TrackletView]:
         """Every confirmed tracklet of the stream's video tracks (keys unique across tracks)."""
-        out: list[TrackletView] = []
-        for track, p in self.pipelines.items():
-            tracker = getattr(p, "tracker", None)
-            if not isinstance(tracker, IdentityTracker):
-                continue
-            for tr in tracker.tracklets:
-                if tr.number > 0:
-                    key = len(out) + 1
-                    emb = tr.embeddings()
-                    out.append(TrackletView(key, tr.number, tr.first_t, tr.last_t, emb, track))
-        return out
+        return self.video.tracklet_views()
 
     def summary(self) -> dict[str, Any]:
         """Per-face and overall summaries so far (the live summary events' payload)."""
@@ -370,9 +295,7 @@ class StreamAnalysis:
         """The whole analysis (after `finish`; before it, the analysis so far), for reports."""
         with self.lock:
             faces = self.aggregator.faces()
-            tracks = self._voice_tracks()
-            timeline = sorted((x for sp in tracks for x in sp.timeline), key=lambda x: x[0].t)
-            a = self.config.audio
+            voice, speakers = self.audio.results()
             shown = {f.number for f in faces}
             return Analysis(
                 info=info,
@@ -389,27 +312,9 @@ class StreamAnalysis:
                 stage_ms={k: v / max(self.frames, 1) for k, v in self.stage_sum.items()},
                 error=error,
                 warnings=list(warnings or []),
-                voice=summarise_voice(timeline, a.hop_s, a.denoise) if tracks else None,
+                voice=voice,
                 identity=self.identity.to_dict() if self.identity else None,
-                speakers=self._speakers_result(tracks, timeline),
+                speakers=speakers,
                 actions={n: s for n, s in self.actions.items() if s.count and n in shown},
                 actions_raw=self.config.actions.raw,
             )
-
-    def _speakers_result(
-        self, tracks: list[VoiceTrack], timeline: list[tuple[ProsodyReport, ActiveSpeaker]]
-    ) -> SpeakersAnalysis | None:
-        if not any(sp.diarizer is not None for sp in tracks):
-            return None
-        turns = sorted(t for sp in tracks for t in sp.turns())
-        d = self.config.diarization
-        return summarise_speakers(
-            timeline, turns, self.config.audio.hop_s, self.voices.names, d.link_min_share
-        )
-
-
-def _renumber_active(a: ActiveSpeaker, c: Consolidation) -> ActiveSpeaker:
-    """A voice-to-face match with consolidated face numbers."""
-    face = None if a.face is None else c.number_at(a.face, a.t)
-    scores = {c.number_at(k, a.t): v for k, v in a.scores.items()}
-    return dataclasses.replace(a, face=face, scores=scores)

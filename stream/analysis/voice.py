@@ -23,8 +23,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from stream.analysis.consolidate import Consolidation
 from stream.analysis.speaker import ActiveSpeaker, SpeakerMatcher
+from stream.analysis.speakers import SpeakersAnalysis, summarise_speakers
 from stream.analysis.stages import VoiceStage
+from stream.analysis.voice_summary import VoiceAnalysis, summarise_voice
 from stream.analysis.voices import Turn, Voices
 from stream.core.config import Config
 from stream.vision.mouth import MouthSample
@@ -243,3 +246,108 @@ class VoiceTrack:
         self.timeline.clear()
         self.diarizer = new_diarizer(self.config, self.embedder, self.online)
         self.current = 0
+
+
+class VoiceTracks:
+    """A stream's audio tracks: their `VoiceTrack`s over one set of stream-wide `Voices`.
+
+    Args:
+        stages: gives each track its voice chain (`voice()`) and the voice-print model
+            (`speaker_embedder`, optional).
+        config: audio and diarization settings.
+        online: give speaker IDs as audio arrives (live).
+        keep_timeline: keep every decided report.
+    """
+
+    def __init__(self, stages: Any, config: Config, online: bool, keep_timeline: bool) -> None:
+        self.stages = stages
+        self.config = config
+        self.online = online
+        self.keep_timeline = keep_timeline
+        self.voices = Voices(config.diarization.link_min_share)
+        self.tracks: dict[str, VoiceTrack] = {}  # being analysed
+        self.ended: list[VoiceTrack] = []  # ended; their reports stay in the results
+
+    def add(self, track: str, offset: float = 0.0) -> VoiceTrack:
+        """The track's voice analysis (made on first use: loads its voice chain)."""
+        sp = self.tracks.get(track)
+        if sp is None:
+            embedder = getattr(self.stages, "speaker_embedder", None)
+            sp = VoiceTrack(
+                track,
+                self.stages.voice(),
+                self.config,
+                embedder,
+                self.voices,
+                self.online,
+                self.keep_timeline,
+                offset,
+            )
+            self.tracks[track] = sp
+        return sp
+
+    def end(self, track: str) -> None:
+        """Stop matching a track (its reports and turns stay in the results)."""
+        sp = self.tracks.pop(track, None)
+        if sp is not None:
+            self.ended.append(sp)
+
+    def drop(self, track: str) -> None:
+        """Forget a track (e.g. its analysis failed)."""
+        self.tracks.pop(track, None)
+
+    def add_mouths(self, t: float, faces: list[tuple[int, MouthSample]]) -> None:
+        """A video frame's mouths at analysis-clock time `t`, for every live track."""
+        for sp in list(self.tracks.values()):
+            for number, mouth in faces:
+                sp.add_mouth(t, number, mouth)
+
+    def decide(self, until: float) -> list[SpeakerUpdate]:
+        """Every live track's held reports up to `until`."""
+        return [u for sp in list(self.tracks.values()) for u in sp.decide(until)]
+
+    def all(self) -> list[VoiceTrack]:
+        return [*self.ended, *self.tracks.values()]
+
+    def turns(self) -> list[Turn]:
+        """Every track's diarized turns on the analysis clock, stream-wide numbers."""
+        return sorted(t for sp in self.all() for t in sp.turns())
+
+    def timeline(self) -> list[tuple[ProsodyReport, ActiveSpeaker]]:
+        """Every track's decided reports, in time order."""
+        return sorted((x for sp in self.all() for x in sp.timeline), key=lambda x: x[0].t)
+
+    def results(self) -> tuple[VoiceAnalysis | None, SpeakersAnalysis | None]:
+        """The voice summary and the diarized speakers of all tracks (None: no audio track,
+        not diarized)."""
+        tracks = self.all()
+        if not tracks:
+            return None, None
+        timeline = self.timeline()
+        a, d = self.config.audio, self.config.diarization
+        voice = summarise_voice(timeline, a.hop_s, a.denoise)
+        if not any(sp.diarizer is not None for sp in tracks):
+            return voice, None
+        turns = self.turns()
+        return voice, summarise_speakers(
+            timeline, turns, a.hop_s, self.voices.names, d.link_min_share
+        )
+
+    def renumber(self, c: Consolidation) -> None:
+        """Carry consolidated face numbers into the decided reports' matches."""
+        for sp in self.all():
+            sp.timeline = [(r, _renumber_active(a, c)) for r, a in sp.timeline]
+
+    def reset(self) -> None:
+        """Forget the reports, speakers and names (live tracks go on)."""
+        self.voices.reset()
+        self.ended.clear()
+        for sp in self.tracks.values():
+            sp.reset()
+
+
+def _renumber_active(a: ActiveSpeaker, c: Consolidation) -> ActiveSpeaker:
+    """A voice-to-face match with consolidated face numbers."""
+    face = None if a.face is None else c.number_at(a.face, a.t)
+    scores = {c.number_at(k, a.t): v for k, v in a.scores.items()}
+    return dataclasses.replace(a, face=face, scores=scores)
