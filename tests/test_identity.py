@@ -80,6 +80,7 @@ def _assert_one_id_per_person(
     assert m.missed <= allowed, (m.missed, allowed)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_offline_one_id_per_person(
     name: str, composites: dict[str, Path], config: Config, stages: Stages
@@ -96,6 +97,7 @@ def test_offline_one_id_per_person(
     assert firsts == sorted(firsts)
 
 
+@pytest.mark.integration
 def test_consolidation_joins_what_the_online_tracker_split(
     composites: dict[str, Path], config: Config, stages: Stages
 ) -> None:
@@ -120,6 +122,7 @@ def test_consolidation_joins_what_the_online_tracker_split(
     assert min(j["similarity"] for j in identity["joins"]) >= config.tracking.join_threshold
 
 
+@pytest.mark.integration
 def test_live_one_id_per_person(stages: Stages) -> None:
     """A composite played as the camera of a live session (online tracker only)."""
     scenario = SCENARIOS["2x2"]()
