@@ -36,6 +36,7 @@ _EXPORTS = {
     "Sample": "stream.api.results",
     "Source": "stream.api.results",
     "Tracklet": "stream.api.results",
+    "Turn": "stream.api.results",
     "EmotionStreamError": "stream.core.errors",
     "ConfigError": "stream.core.errors",
     "MediaError": "stream.core.errors",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -119,6 +120,10 @@ def test_analyzer_on_fake_stages_events_results_and_audio_chunks() -> None:
     assert prosody and any(e.report.get("speaking") for e in prosody)
     assert abs(an._audio["audio"].samples - 3.0) < 0.15  # the gap was filled with silence
     assert len(result.timeline()) == sum(f.analysed_frames for f in result.faces)
+    assert result.speakers and result.turns  # who spoke when (the fake voice prints)
+    assert {t.speaker_id for t in result.turns} == {sp.id for sp in result.speakers}
+    voices = [sp for p in result.participants for sp in p.speakers]
+    assert sorted(sp.id for sp in voices) == sorted(sp.id for sp in result.speakers)
     with pytest.raises(MediaError, match="float or int16"):
         stream.Analyzer(config=cfg, stages=FakeStages(cfg)).push_audio(
             np.zeros(10, np.int32), 48_000, 0.0
@@ -193,12 +198,15 @@ def test_without_pandas_the_error_names_the_extra(
 
 
 @pytest.mark.integration
-def test_no_faces_is_an_error_unless_allowed() -> None:
+def test_no_faces_is_an_error_unless_allowed(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(NoFacesError) as info:
         stream.analyze(NO_FACE, models=MODELS, voice=False)
     assert info.value.exit_code == 4
-    empty = stream.analyze(NO_FACE, models=MODELS, voice=False, allow_empty=True)
+    capsys.readouterr()
+    empty = stream.analyze(NO_FACE, models=MODELS, voice=False, allow_empty=True, progress=True)
     assert empty.faces == [] and empty.analysed_frames > 0
+    bar = capsys.readouterr().err
+    assert NO_FACE.name in bar and "%|" in bar, bar  # the progress bar in media seconds
 
 
 @pytest.mark.integration
@@ -271,7 +279,7 @@ def test_analyze_many_yields_results_and_writes_the_index(tmp_path: Path, config
     shutil.copy(NO_FACE, folder / NO_FACE.name)
     (folder / "broken.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
-    got = list(stream.analyze_many(folder, out=out, models=MODELS, voice=False))
+    got = list(stream.analyze_many(folder, out=out, models=MODELS, voice=False, workers=2))
     status = {r.path.name: r.status for r in got}
     print(status)
     assert status == {ONE_FACE.name: "ok", NO_FACE.name: "no_faces", "broken.mp4": "failed"}
@@ -289,3 +297,16 @@ def test_analyze_many_yields_results_and_writes_the_index(tmp_path: Path, config
         stream.analyze_many(tmp_path / "missing.mp4")
     with pytest.raises(ConfigError, match="workers"):
         stream.analyze_many(folder, workers=0)
+
+
+@pytest.mark.integration
+def test_analyze_many_on_ray_returns_the_analyses(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        got = list(stream.analyze_many([ONE_FACE], models=MODELS, voice=False, ray=True))
+    finally:
+        ray.shutdown()
+    assert [(r.status, r.path.name) for r in got] == [("ok", ONE_FACE.name)]
+    assert got[0].analysis is not None and [f.id for f in got[0].analysis.faces] == [1]

@@ -105,11 +105,13 @@ class Speaker:
     share_of_speech: float
     turns: int
     face_id: int | None
-    prosody: dict[str, Any]
+    face_link_share: float  # share of its speech matched to that face's mouth
+    prosody: dict[str, Any]  # medians: pitch_median_hz, energy_dbfs, speaking_rate_per_s, ...
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Speaker:
         known = {"id", "name", "speaking_s", "share_of_speech", "turns", "face_id"}
+        known |= {"face_name", "face_link_share"}
         return cls(
             id=int(d["id"]),
             name=str(d["name"]),
@@ -117,8 +119,18 @@ class Speaker:
             share_of_speech=float(d["share_of_speech"]),
             turns=int(d["turns"]),
             face_id=None if d.get("face_id") is None else int(d["face_id"]),
-            prosody={k: v for k, v in d.items() if k not in known and k != "face_name"},
+            face_link_share=float(d.get("face_link_share") or 0.0),
+            prosody={k: v for k, v in d.items() if k not in known},
         )
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A stretch of speech by one diarized speaker (who spoke when)."""
+
+    start_s: float
+    end_s: float
+    speaker_id: int
 
 
 @dataclass(frozen=True)
@@ -175,6 +187,7 @@ class Analysis:
         source: the input file or stream.
         faces: one entry per person's face, numbered by first appearance.
         speakers: diarized voices (empty without audio or with voice analysis off).
+        turns: who spoke when (diarized turns, in time order).
         participants: faces with their linked voices, then voices no face stands for.
         overall: expression totals across every face.
         complete: False when decoding failed part-way (`error` says why; results cover the
@@ -204,6 +217,10 @@ class Analysis:
         self.notice: str = str(doc["notice"])
         sp = doc.get("speakers") or {}
         self.speakers: list[Speaker] = [Speaker.from_dict(s) for s in sp.get("speakers", [])]
+        self.turns: list[Turn] = [
+            Turn(float(t["start_s"]), float(t["end_s"]), int(t["speaker"]))
+            for t in sp.get("turns", [])
+        ]
         tracklets: dict[int, list[Tracklet]] = {}
         for f in (doc.get("identity") or {}).get("faces", []):
             tracklets[int(f["id"])] = [

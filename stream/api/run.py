@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -16,6 +17,7 @@ from stream.analysis.summary import Analysis as _Internal
 from stream.api.results import Analysis
 from stream.core.config import Config, load_config
 from stream.core.errors import ConfigError, EmotionStreamError, MediaError, NoFacesError
+from stream.core.types import MediaInfo, VideoFrame
 from stream.offline import batch
 from stream.offline.analyze import analyze_file
 
@@ -91,6 +93,28 @@ def stages_for(config: Config) -> Stages:
         return _cached[1]
 
 
+def _shows(progress: bool | None) -> bool:
+    """Show a progress bar: when asked, or by default when stderr is a terminal."""
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def _frame_bar(frames: Iterable[VideoFrame], info: MediaInfo) -> Iterator[VideoFrame]:
+    """The frames, with a progress bar in media seconds (videos)."""
+    if info.kind != "video":
+        yield from frames
+        return
+    from tqdm.auto import tqdm
+
+    fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
+    total = round(info.duration, 1) or None
+    with tqdm(total=total, desc=info.path.name, leave=False, bar_format=fmt) as bar:
+        done = 0.0
+        for frame in frames:
+            bar.update(round(frame.t - done, 3))
+            done = frame.t
+            yield frame
+
+
 def _check(a: _Internal, path: Path, allow_partial: bool, allow_empty: bool) -> None:
     """The CLI's meanings: a decoding failure part-way, no faces (and no voices)."""
     if a.error and not allow_partial:
@@ -110,6 +134,7 @@ def analyze(
     provider: str | None = None,
     allow_partial: bool = False,
     allow_empty: bool = False,
+    progress: bool | None = None,
 ) -> Analysis:
     """Analyse a video, image or audio file, as `emotion-stream analyze PATH`.
 
@@ -126,6 +151,7 @@ def analyze(
             then False) instead of raising `MediaError`.
         allow_empty: return an analysis without faces or voices instead of raising
             `NoFacesError`.
+        progress: show a progress bar (default: when stderr is a terminal).
 
     Returns:
         The typed analysis.
@@ -140,7 +166,7 @@ def analyze(
     cfg = make_config(fps=fps, voice=voice, models=models, config=config, provider=provider)
     if not p.exists():
         raise MediaError(f"{p}: no such file")
-    a = analyze_file(p, cfg, stages_for(cfg))
+    a = analyze_file(p, cfg, stages_for(cfg), progress=_frame_bar if _shows(progress) else None)
     _check(a, p, allow_partial, allow_empty)
     return Analysis(a)
 
@@ -254,6 +280,7 @@ def analyze_many(
     models: str | Path | None = None,
     config: str | Path | Config | None = None,
     provider: str | None = None,
+    progress: bool | None = None,
 ) -> Iterator[FileAnalysis]:
     """Analyse many files, as `emotion-stream analyze PATHS --out DIR`; yields each file's
     result as it completes (not in input order). One bad file is reported (`status` failed)
@@ -273,6 +300,7 @@ def analyze_many(
         models: models folder (default `$EMOTION_STREAM_MODELS` or `models.dir`).
         config: TOML config file or loaded `Config`.
         provider: "auto", "cpu" or "cuda".
+        progress: show a progress bar over the files (default: when stderr is a terminal).
 
     Raises:
         MediaError: an input names nothing (before any file is analysed).
@@ -283,7 +311,18 @@ def analyze_many(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     cfg = make_config(fps=fps, voice=voice, models=models, config=config, provider=provider)
     files = batch.expand_inputs(items)
-    return _many(files, None if out is None else Path(out), workers, ray, cfg)
+    results = _many(files, None if out is None else Path(out), workers, ray, cfg)
+    return _files_bar(results, len(files)) if _shows(progress) else results
+
+
+def _files_bar(results: Iterator[FileAnalysis], total: int) -> Iterator[FileAnalysis]:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc="files", unit="file", leave=False) as bar:
+        for item in results:
+            bar.update(1)
+            bar.set_postfix_str(item.path.name[-30:])
+            yield item
 
 
 def _many(
