@@ -94,17 +94,22 @@ def mediapipe_poses(
     return poses
 
 
-def frames(clip: Path, mirror: bool = False) -> Iterator[tuple[int, float, U8]]:
-    """(index, media time, BGR image) of every frame, decoded as MediaPipe's child does."""
+def frames(clip: Path, mirror: bool = False, fps: float = 0.0) -> Iterator[tuple[int, float, U8]]:
+    """(index, media time, BGR image) of the frames, decoded as MediaPipe's child does; with
+    `fps`, only frames at least 1/fps apart (as `analyze --fps`)."""
     cap = cv2.VideoCapture(str(clip))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    rate = cap.get(cv2.CAP_PROP_FPS) or 30.0
     i = 0
+    next_t = 0.0
     while True:
         ok, bgr = cap.read()
         if not ok:
             break
-        img = cv2.flip(bgr, 1) if mirror else bgr
-        yield i, i / fps, np.asarray(img, np.uint8)
+        t = i / rate
+        if fps <= 0 or t >= next_t - 1e-6:
+            next_t = t + 1.0 / fps if fps > 0 else 0.0
+            img = cv2.flip(bgr, 1) if mirror else bgr
+            yield i, t, np.asarray(img, np.uint8)
         i += 1
     cap.release()
 
@@ -117,6 +122,7 @@ class PoseSeries:
     points: list[tuple[float, ...] | None]
     tracked: list[tuple[float, ...] | None]
     t: list[float]
+    index: list[int]
 
 
 def largest(det: object) -> int:
@@ -133,11 +139,12 @@ def our_poses(
 ) -> PoseSeries:
     """Head pose of the largest face on every frame: landmark fit on every frame (for the
     comparison) and the tracker fed landmarks only every `landmark_every_s` (as the product)."""
-    s = PoseSeries([], [], [], [])
+    s = PoseSeries([], [], [], [], [])
     prior: tuple[F32, F32] | None = None
     next_lm = 0.0
     for i, t, img in images:
         s.t.append(t)
+        s.index.append(i)
         det = detector(VideoFrame(img, t, i))
         if len(det) == 0:
             s.landmarks.append(None)
@@ -267,8 +274,9 @@ def script(
     while k < seconds - 3:
         what = rng.choice(["nod", "shake", "look", "still"])
         if what in ("nod", "shake"):
-            cycles = int(rng.integers(1, 4))
-            freq = float(rng.uniform(1.5, 2.8))
+            # a shake repeats (2-3 cycles: left, right, left, ...); a nod may be one cycle
+            cycles = int(rng.integers(1 if what == "nod" else 2, 4))
+            freq = float(rng.uniform(1.2, 2.5))
             amp = float(rng.uniform(5, 12))
             dur = cycles / freq
             m = (t >= k) & (t < k + dur)
