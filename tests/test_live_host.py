@@ -545,3 +545,17 @@ def test_cli_purpose_is_checked_and_refusal_exits_6(capsys: pytest.CaptureFixtur
     assert code == 2 and err.count("\n") == 1 and "printable" in err
     assert Refused(2, "http://b:8080/").exit_code == 6
     assert "worker http://b:8080/ has room" in str(Refused(2, "http://b:8080/"))
+
+
+@pytest.mark.parametrize("command", ["watch", "join"])
+def test_watch_and_join_take_the_cluster_flags(command: str) -> None:
+    from stream.cli import _live_session_config, build_parser
+
+    where = ["ws://janus:8188", "--room", "7"] if command == "join" else ["rtsp://cam/1"]
+    args = build_parser().parse_args(
+        [command, *where, "--purpose", "p", "--redis", "redis://10.0.0.5:6379/0",
+         "--worker-url", "https://w4.example.org"]
+    )  # fmt: skip
+    cfg = _live_session_config(args)
+    assert cfg.cluster.redis_url == "redis://10.0.0.5:6379/0"
+    assert cfg.cluster.worker_url == "https://w4.example.org"
