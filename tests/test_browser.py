@@ -1,10 +1,12 @@
 """End to end in a real browser: Debian's Chromium, headless, a clip as its fake camera.
 
 Drives the page over the DevTools protocol (no test-tool browser downloads): consent, camera (a
-2x2 gallery of four real faces) and microphone (a speech file), WebRTC to the server. Checks
-where the overlay draws each box against where that face is in the camera frame, at two window
-sizes and pixel ratios; the speaker strip showing pitch; the read-only viewer. Saves screenshots
-of the publisher page at both sizes and of the viewer page.
+3x3 gallery of nine real faces) and microphone (a speech file), WebRTC to the server. At five
+window sizes (laptops, a full-HD screen, a phone upright and on its side) the page must fit the
+viewport: the whole video and every box on its face (checked against where that face is in the
+camera frame), the notice visible, the side panel scrolling on its own, compact face rows that
+open on a click. Also the speaker strip showing pitch and the read-only viewer. Saves a
+screenshot of the publisher page at every size and of the viewer at two.
 """
 
 from __future__ import annotations
@@ -161,7 +163,14 @@ WAIT_GALLERY = """new Promise((resolve, reject) => {
         const v = document.getElementById('video'), c = document.getElementById('overlay');
         const vr = v.getBoundingClientRect(), cr = c.getBoundingClientRect();
         const page = r => ({x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height});
+        const box = sel => page(document.querySelector(sel).getBoundingClientRect());
+        const aside = document.querySelector('aside');
         resolve({
+          notice: box('.notice'), aside: box('aside'), stage: box('.stage'),
+          asideScroll: [aside.scrollHeight, aside.clientHeight, getComputedStyle(aside).overflowY],
+          pageSize: [document.documentElement.scrollWidth, document.documentElement.scrollHeight],
+          cardHeights: cards.map(el => el.getBoundingClientRect().height),
+          noticeText: document.querySelector('.notice').textContent,
           rects: window.__overlayRects, drawnFrame: window.__overlayVideoRect,
           boxes: o.lastFrame.faces.map(f => ({id: f.id, box: f.box})),
           video: page(vr), canvas: page(cr), fit: getComputedStyle(v).objectFit,
@@ -178,15 +187,30 @@ WAIT_GALLERY = """new Promise((resolve, reject) => {
   })();
 })"""
 
-#: Four people (identity photos), one per tile of a 2x2 gallery view, at different sizes and
+#: Nine people (identity photos), one per tile of a 3x3 gallery view, at different sizes and
 #: positions in their tiles so that a wrong scale or offset cannot land on the right spot.
 GALLERY = [
     ("face_recognition/obama.jpg", 0.62, (0.45, 0.50)),
     ("face_recognition/biden.jpg", 0.50, (0.60, 0.55)),
     ("openface/adams.jpg", 0.70, (0.50, 0.45)),
     ("openface/carell.jpg", 0.45, (0.40, 0.55)),
+    ("faceapijs/bbt_amy1.png", 0.60, (0.55, 0.50)),
+    ("faceapijs/bbt_howard1.png", 0.55, (0.45, 0.55)),
+    ("faceapijs/bbt_leonard1.png", 0.65, (0.50, 0.50)),
+    ("faceapijs/bbt_penny1.png", 0.50, (0.58, 0.48)),
+    ("faceapijs/bbt_raj1.png", 0.60, (0.42, 0.52)),
 ]
-FRAME_W, FRAME_H = 640, 480
+GRID = 3
+FRAME_W, FRAME_H = 960, 720
+#: (viewport width, height, device pixel ratio, mobile): laptops, a full-HD screen, a phone
+#: upright and on its side.
+SIZES = [
+    (1280, 800, 1.0, False),
+    (1440, 900, 1.0, False),
+    (1920, 1080, 1.0, False),
+    (390, 844, 3.0, True),
+    (844, 390, 3.0, True),
+]
 
 
 @contextlib.asynccontextmanager
@@ -231,13 +255,13 @@ async def chromium(profile: Path, *flags: str) -> AsyncIterator[DevTools]:
 
 
 def gallery_frame(stages: Stages) -> tuple[np.ndarray, np.ndarray]:
-    """A 640x480 2x2 gallery frame and the faces' boxes in it, normalised (x1, y1, x2, y2).
+    """A 960x720 3x3 gallery frame and the faces' boxes in it, normalised (x1, y1, x2, y2).
 
     Each tile is cut from a photo so that the face is `size` of the tile's height, centred at
     `centre` (fractions of the tile); the boxes come from the detector run on the composed frame.
     """
     det = stages.vision_models.detector
-    tw, th = FRAME_W // 2, FRAME_H // 2
+    tw, th = FRAME_W // GRID, FRAME_H // GRID
     frame = np.zeros((FRAME_H, FRAME_W, 3), np.uint8)
     for i, (name, size, (cx, cy)) in enumerate(GALLERY):
         img = imread(MEDIA / "identities" / name)
@@ -248,7 +272,7 @@ def gallery_frame(stages: Stages) -> tuple[np.ndarray, np.ndarray]:
         fx, fy = (x1 + x2) / 2 - cx * tw * s, (y1 + y2) / 2 - cy * th * s
         m = np.array([[1 / s, 0, -fx / s], [0, 1 / s, -fy / s]], np.float32)
         tile = cv2.warpAffine(img, m, (tw, th), flags=cv2.INTER_AREA, borderValue=(40, 40, 40))
-        r, c = divmod(i, 2)
+        r, c = divmod(i, GRID)
         frame[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
     found = det(VideoFrame(frame, 0.0))
     assert len(found.boxes) == len(GALLERY), found.boxes
@@ -269,6 +293,65 @@ def write_y4m(frame: np.ndarray, dst: Path, n: int = 30) -> None:
                 out.mux(pkt)
         for pkt in o.encode():
             out.mux(pkt)
+
+
+OPEN_CARD = """new Promise(resolve => {
+  const card = document.querySelector('#faces [data-face]');
+  const before = card.getBoundingClientRect().height;
+  card.querySelector('.row').click();
+  requestAnimationFrame(() => requestAnimationFrame(() => {
+    const after = card.getBoundingClientRect().height;
+    const details = getComputedStyle(card.querySelector('.details')).display !== 'none'
+      && card.querySelector('.dominant').textContent.startsWith('dominant');
+    const aside = document.querySelector('aside').getBoundingClientRect();
+    resolve({before, after, details, asideBottom: aside.bottom,
+             page: document.documentElement.scrollHeight});
+  }));
+})"""
+CLOSE_CARD = """new Promise(resolve => {
+  const card = document.querySelector('#faces [data-face]');
+  card.querySelector('.row').click();
+  requestAnimationFrame(() => resolve(card.getBoundingClientRect().height));
+})"""
+VIEWER_FIT = """new Promise(resolve => requestAnimationFrame(() => requestAnimationFrame(() => {
+  window.emotionStream.overlay.draw();
+  const st = document.querySelector('.stage').getBoundingClientRect();
+  resolve({frame: window.__overlayVideoRect, rects: (window.__overlayRects || []).length,
+    stage: {x: st.left, y: st.top, w: st.width, h: st.height},
+    page: [document.documentElement.scrollWidth, document.documentElement.scrollHeight]});
+})))"""
+
+
+def assert_fits(s: dict[str, Any], w: int, h: int) -> None:
+    """The page fits a w x h viewport: no page scroll, the whole video with every box in view,
+    the video using the space left, the notice in view, the side panel scrolling on its own
+    beside the video (below it on an upright phone), compact face rows."""
+    tol = 0.5
+    assert s["pageSize"][0] <= w and s["pageSize"][1] <= h, ("page scrolls", s["pageSize"])
+    fr = s["drawnFrame"]
+    assert fr["x"] >= -tol and fr["y"] >= -tol, fr
+    assert fr["x"] + fr["w"] <= w + tol and fr["y"] + fr["h"] <= h + tol, (fr, w, h)
+    for r in s["rects"]:  # every box inside the painted frame, so on screen
+        assert r["x"] >= fr["x"] - tol and r["y"] >= fr["y"] - tol, r
+        assert r["x"] + r["w"] <= fr["x"] + fr["w"] + tol, r
+        assert r["y"] + r["h"] <= fr["y"] + fr["h"] + tol, r
+    st = s["stage"]  # the frame fills the stage in one direction (scaled to the space left)
+    assert abs(fr["w"] - st["w"]) < 1.5 or abs(fr["h"] - st["h"]) < 1.5, (fr, st)
+    n = s["notice"]
+    assert n["h"] >= 8 and n["y"] >= 0 and n["y"] + n["h"] <= h and n["x"] + n["w"] <= w, n
+    assert "not feelings" in s["noticeText"]
+    a = s["aside"]
+    assert a["y"] + a["h"] <= h + tol and a["x"] + a["w"] <= w + tol, a
+    assert s["asideScroll"][2] == "auto"
+    beside = a["x"] >= st["x"] + st["w"] - tol
+    below = a["y"] >= st["y"] + st["h"] - tol
+    assert beside or (below and h > w), (a, st)
+    assert a["h"] >= 80, a  # room for a few rows
+    assert max(s["cardHeights"]) <= 60, s["cardHeights"]  # compact rows until opened
+    area = fr["w"] * fr["h"] / (w * h)
+    print(f"  fits {w}x{h}: frame {fr['w']:.0f}x{fr['h']:.0f} ({100 * area:.0f}% of the "
+          f"viewport), panel {a['w']:.0f}x{a['h']:.0f} {'beside' if beside else 'below'}, "
+          f"notice {n['h']:.0f} px tall, rows {max(s['cardHeights']):.0f} px")  # fmt: skip
 
 
 def contain(box: dict[str, float], fw: int, fh: int) -> tuple[float, float, float, float]:
@@ -325,9 +408,7 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
     write_y4m(frame, y4m)
     ARTIFACTS.mkdir(exist_ok=True)
     n = len(GALLERY)
-    # (viewport width, height, device pixel ratio): a wide window where the side panel is
-    # longer than the video, and a narrow one where the panel wraps below it.
-    sizes = [(1280, 900, 1.0), (800, 1000, 2.0)]
+    sizes = SIZES
 
     async def main() -> tuple[list[dict[str, Any]], dict[str, Any], bool, str, dict[str, Any]]:
         server = LiveServer(config.replace("live", port=0), stages.factory)
@@ -349,14 +430,14 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
                     "document.getElementById('start').click(); true",
                 )
                 seen = []
-                for w, h, dpr in sizes:
+                for w, h, dpr, mobile in sizes:
                     await cdp.call(
                         "Emulation.setDeviceMetricsOverride",
                         page,
                         width=w,
                         height=h,
                         deviceScaleFactor=dpr,
-                        mobile=False,
+                        mobile=mobile,
                     )
                     # Only a frame drawn after the resize counts.
                     await cdp.js(
@@ -366,6 +447,10 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
                     )
                     seen.append(await cdp.js(page, WAIT_GALLERY % (n, n)))
                     await cdp.screenshot(page, ARTIFACTS / f"browser-publisher-{w}x{h}.png")
+                # A click on a face row opens its details (history, actions, buttons) in place.
+                seen[-1]["opened"] = await cdp.js(page, OPEN_CARD)
+                await cdp.screenshot(page, ARTIFACTS / "browser-publisher-opened.png")
+                seen[-1]["opened"]["closed_again"] = await cdp.js(page, CLOSE_CARD)
                 voice = await cdp.js(page, WAIT_VOICE)
                 # The session's report so far, as the page's download links fetch it.
                 report = await cdp.js(
@@ -379,8 +464,18 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
                 link = await cdp.js(page, "document.querySelector('#share a').href")
                 viewer = await cdp.open(link)
                 viewed = await cdp.js(viewer, WAIT_FACE)
-                viewed["frame"] = await cdp.js(viewer, "window.__overlayVideoRect")
-                await cdp.screenshot(viewer, ARTIFACTS / "browser-viewer.png")
+                viewed["frames"] = []
+                for w, h, dpr, mobile in (sizes[0], sizes[3]):
+                    await cdp.call(
+                        "Emulation.setDeviceMetricsOverride",
+                        viewer,
+                        width=w,
+                        height=h,
+                        deviceScaleFactor=dpr,
+                        mobile=mobile,
+                    )
+                    viewed["frames"].append(await cdp.js(viewer, VIEWER_FIT))
+                    await cdp.screenshot(viewer, ARTIFACTS / f"browser-viewer-{w}x{h}.png")
             return (
                 seen,
                 viewed,
@@ -393,7 +488,7 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
 
     seen, viewed, consent_first, voice, got = asyncio.run(main())
     assert consent_first
-    for (w, h, dpr), s in zip(sizes, seen, strict=True):
+    for (w, h, dpr, _), s in zip(sizes, seen, strict=True):
         err = geometry_errors(s, truth)
         print(
             f"browser {w}x{h} @{dpr:g}x: video {s['video']['w']:.0f}x{s['video']['h']:.0f} at "
@@ -414,10 +509,23 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
         assert err["to_face"] < 0.1 * err["face_px"], err
         assert s["cards"] == sorted(s["cards"]) and len(s["cards"]) >= n
         assert "newest frame first" in s["metrics"] and "dropped" not in s["metrics"]
+        assert_fits(s, w, h)
+    opened = seen[-1]["opened"]
+    print(f"  a click opens a face row: {opened}")
+    assert opened["after"] > opened["before"] + 30 and opened["details"]
+    assert opened["closed_again"] == opened["before"]
+    assert opened["asideBottom"] <= sizes[-1][1] + 0.5 and opened["page"] <= sizes[-1][1]
     print(f"browser: viewer {viewed}; voice strip {voice!r}")
     print(f"screenshots in {ARTIFACTS}")
     assert "speaking" in voice and "Hz" in voice
-    assert viewed["frame"]["w"] > 100 and viewed["id"] >= 1
+    assert viewed["id"] >= 1
+    for (w, h, _, _), fit in zip((sizes[0], sizes[3]), viewed["frames"], strict=True):
+        print(f"viewer {w}x{h}: {fit}")
+        frame = fit["frame"]
+        assert frame["w"] > 0.6 * min(w, fit["stage"]["w"]) or frame["h"] > 0.9 * fit["stage"]["h"]
+        assert frame["x"] >= -0.5 and frame["y"] >= -0.5
+        assert frame["x"] + frame["w"] <= w + 0.5 and frame["y"] + frame["h"] <= h + 0.5
+        assert fit["page"][0] <= w and fit["page"][1] <= h
     # Reports download from the page while the session runs: the same writers as `analyze`.
     html, js = got["html"], got["json"]
     print(

@@ -177,7 +177,8 @@ export class Overlay {
     let bw, bh, frame;
     if (v) {
       // Cover exactly the video element's box, wherever the layout puts it.
-      bw = v.clientWidth; bh = v.clientHeight;
+      const vr = v.getBoundingClientRect();  // fractional sizes: clientWidth/Height round
+      bw = vr.width; bh = vr.height;
       Object.assign(c.style, { left: `${v.offsetLeft}px`, top: `${v.offsetTop}px`, width: `${bw}px`, height: `${bh}px` });
       const fit = getComputedStyle(v).objectFit || "contain";
       frame = contentRect(bw, bh, v.videoWidth || (ev && ev.width), v.videoHeight || (ev && ev.height), fit);
@@ -213,7 +214,9 @@ export class Overlay {
     if (!ev) return;
     ctx.save();
     ctx.beginPath(); ctx.rect(fr.x, fr.y, fr.w, fr.h); ctx.clip();  // nothing outside the frame
-    ctx.font = "600 14px system-ui, sans-serif";
+    // Labels scale with the painted frame (a phone shows a 9-face gallery in 370 px).
+    const fs = Math.max(9, Math.min(14, fr.w / 55)), lh = Math.round(fs * 1.6);
+    ctx.font = `600 ${fs.toFixed(1)}px system-ui, sans-serif`;
     const speakingIds = this.speakingFaces();
     for (const f of ev.faces) {
       const x1 = fr.x + f.box[0] * fr.w, y1 = fr.y + f.box[1] * fr.h;
@@ -221,20 +224,26 @@ export class Overlay {
       this.rects.push({ id: f.id, x: ox + x1, y: oy + y1, w: x2 - x1, h: y2 - y1 });
       const colour = f.excluded ? "#888" : faceColour(f.id);
       const speaking = !f.excluded && speakingIds.has(f.id);
-      ctx.lineWidth = speaking ? 6 : 3;
+      ctx.lineWidth = (speaking ? 6 : 3) * Math.max(0.6, fs / 14);
       ctx.strokeStyle = colour;
       ctx.setLineDash(f.excluded ? [6, 4] : []);
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
       ctx.setLineDash([]);
-      const text = (speaking ? "● " : "") + (f.excluded ? `${f.name} · excluded` : `${f.name} · ${f.label} ${Math.round(f.confidence * 100)}%`);
-      const tw = ctx.measureText(text).width + 10;
+      const expr = `${f.label} ${Math.round(f.confidence * 100)}%`;
+      let text = (speaking ? "● " : "") + (f.excluded ? `${f.name} · excluded` : `${f.name} · ${expr}`);
+      // Where the full label would run far past a small box, the box's colour names the face
+      // (as its row in the panel does) and the label keeps the expression and its confidence.
+      if (!f.excluded && ctx.measureText(text).width > Math.max(1.6 * (x2 - x1), 90)) {
+        text = (speaking ? "● " : "") + expr;
+      }
+      const tw = ctx.measureText(text).width + 2 * Math.round(fs / 3);
       // The label sits above the box, or inside its top edge when there is no room above.
-      const ty = y1 - 24 >= fr.y ? y1 - 24 : y1 + 2;
+      const ty = y1 - lh - 2 >= fr.y ? y1 - lh - 2 : y1 + 2;
       const tx = Math.max(fr.x, Math.min(x1 - 1.5, fr.x + fr.w - tw));
       ctx.fillStyle = "rgba(0,0,0,.65)";
-      ctx.fillRect(tx, ty, tw, 22);
+      ctx.fillRect(tx, ty, tw, lh);
       ctx.fillStyle = colour;
-      ctx.fillText(text, tx + 5, ty + 16);
+      ctx.fillText(text, tx + Math.round(fs / 3), ty + lh * 0.72);
       if (!f.excluded) {  // confidence bar under the box
         const bw2 = x2 - x1;
         const by = y2 + 8 <= fr.y + fr.h ? y2 + 2 : y2 - 8;
@@ -251,14 +260,26 @@ export class Overlay {
   updateCard(id) {
     const s = this.face(id);
     if (!s.card) {
+      // One compact row per face (name, expression, confidence); a click opens the details.
       const card = document.createElement("div");
-      card.className = "card";
+      card.className = "card face";
       card.dataset.face = String(id);
       card.style.setProperty("--c", faceColour(id));
-      card.innerHTML = `<header><span class="name"></span><span class="buttons"></span></header>
-        <div class="label"></div><div class="bar"><span></span></div>
-        <canvas width="300" height="36" title="last ${HISTORY_S} s: colour = shown expression, height = confidence"></canvas>
-        <div class="dominant"></div><div class="actions" title="facial actions (blendshape scores, 0-1; AU names where the mapping is established)"></div>`;
+      card.innerHTML = `<div class="row" role="button" tabindex="0" aria-expanded="false">
+          <span class="name"></span><span class="label"></span><span class="toggle" aria-hidden="true">▸</span>
+          <div class="bar"><span></span></div></div>
+        <div class="details"><div class="va"></div>
+        <canvas width="300" height="30" title="last ${HISTORY_S} s: colour = shown expression, height = confidence"></canvas>
+        <div class="dominant"></div><div class="actions" title="facial actions (blendshape scores, 0-1; AU names where the mapping is established)"></div>
+        <div class="buttons"></div></div>`;
+      const row = card.querySelector(".row");
+      const toggle = () => {
+        const open = card.classList.toggle("open");
+        row.setAttribute("aria-expanded", String(open));
+        if (open) this.sparkline(card.querySelector("canvas"), s.history);
+      };
+      row.addEventListener("click", toggle);
+      row.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); toggle(); } });
       if (this.send) {
         const rename = document.createElement("button");
         rename.textContent = "Rename";
@@ -286,19 +307,23 @@ export class Overlay {
     const label = card.querySelector(".label");
     const bar = card.querySelector(".bar > span");
     if (s.excluded) {
-      label.textContent = "excluded: no expression computed";
+      label.textContent = "excluded";
+      label.title = "excluded: no expression computed";
       bar.style.width = "0";
     } else if (f && f.label) {
-      label.textContent = `${f.label} ${Math.round(f.confidence * 100)}%  ·  valence ${f.valence.toFixed(2)}, arousal ${f.arousal.toFixed(2)}${f.va_estimated ? " (est.)" : ""}`;
+      label.textContent = `${f.label} ${Math.round(f.confidence * 100)}%`;
+      label.title = "shown expression and its confidence (not a feeling)";
+      card.querySelector(".va").textContent = `valence ${f.valence.toFixed(2)}, arousal ${f.arousal.toFixed(2)}${f.va_estimated ? " (est.)" : ""}`;
       bar.style.width = `${Math.round(f.confidence * 100)}%`;
       bar.style.background = LABEL_COLOURS[f.label];
     }
-    if (f && f.actions && !s.excluded) this.actionBars(card.querySelector(".actions"), f.actions);
+    const open = card.classList.contains("open");
+    if (open && f && f.actions && !s.excluded) this.actionBars(card.querySelector(".actions"), f.actions);
     if (s.dominant) {
       card.querySelector(".dominant").textContent =
         `dominant: ${headline(s.dominant, s.shares)} of ${(s.visible ?? 0).toFixed(1)} s`;
     }
-    this.sparkline(card.querySelector("canvas"), s.history);
+    if (open) this.sparkline(card.querySelector("canvas"), s.history);  // closed: nothing to paint
   }
 
   /** A few small bars: the AU-named facial actions (e.g. "AU12 smile"), 0-1. */

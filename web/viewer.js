@@ -12,8 +12,8 @@ ws.onclose = (e) => { $("status").textContent = `disconnected (${e.code}${e.reas
 ws.onmessage = (msg) => {
   const ev = JSON.parse(msg.data);
   if (ev.type === "frame") {
-    const c = $("overlay");
-    c.style.aspectRatio = `${ev.width} / ${ev.height}`;
+    // The stage takes the frame's shape where the layout lets it (a phone held upright).
+    document.querySelector(".stage").style.setProperty("--ar", `${ev.width} / ${ev.height}`);
     $("metrics").textContent = metricsText(ev.metrics);
   }
   if (ev.type === "session.started" && ev.purpose) $("status").textContent = `connected · purpose: ${ev.purpose}`;
