@@ -559,3 +559,11 @@ def test_watch_and_join_take_the_cluster_flags(command: str) -> None:
     cfg = _live_session_config(args)
     assert cfg.cluster.redis_url == "redis://10.0.0.5:6379/0"
     assert cfg.cluster.worker_url == "https://w4.example.org"
+
+
+def test_janus_display_names_are_printable_or_replaced() -> None:
+    from stream.live.janus import display_name
+
+    assert display_name({"id": 7, "display": " Alice "}) == "Alice"
+    for bad in (None, "", "evil\u202etxt", "a\x00b", 5, "x" * 65):
+        assert display_name({"id": 7, "display": bad}) == "Participant 7", bad

@@ -28,6 +28,7 @@ from websockets.typing import Subprotocol
 from stream.analysis.stages import StageSource
 from stream.core.config import Config
 from stream.live.events import Error
+from stream.live.protocol import printable
 from stream.live.source import TrackSink
 from stream.live.webrtc import answer_peer
 
@@ -216,6 +217,16 @@ class Participant:
     left: bool = False
 
 
+def display_name(publisher: dict[str, Any]) -> str:
+    """A publisher's display name as its faces are named: the name Janus relays (any text a
+    participant chose), or "Participant ID" when it is missing or not printable (controls,
+    bidi overrides: see `protocol.printable`)."""
+    try:
+        return printable(publisher.get("display"), "display name")
+    except ValueError:
+        return f"Participant {publisher['id']}"
+
+
 class JanusRoomBot:
     """Subscribes to every publisher of a VideoRoom and feeds their tracks to one session: the
     session's `MediaSource` (`start` joins the room, `close` leaves it).
@@ -347,9 +358,7 @@ class JanusRoomBot:
     async def _publishers(self, publishers: list[dict[str, Any]]) -> None:
         new = [p for p in publishers if int(p["id"]) not in self.participants]
         for p in new:
-            self.participants[int(p["id"])] = Participant(
-                int(p["id"]), str(p.get("display") or f"Participant {p['id']}")
-            )
+            self.participants[int(p["id"])] = Participant(int(p["id"]), display_name(p))
         results = await asyncio.gather(
             *(self._subscribe(self.participants[int(p["id"])]) for p in new),
             return_exceptions=True,
