@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stream.analysis.schedule import FixedSchedule
-from stream.analysis.stream import AudioBatcher, SpeakerUpdate, StreamAnalysis
+from stream.analysis.stream import StreamAnalysis
+from stream.analysis.voice import SpeakerUpdate, VoiceTrack
 from stream.api.results import Analysis
 from stream.api.run import make_config, public, stages_for
 from stream.core.config import Config
@@ -32,25 +33,25 @@ MAX_AUDIO_GAP_S = 10.0
 
 
 class _Track:
-    """Per video track: the analysis grid, the mouth-sampling grid and the frame schedule."""
+    """Per video track: the analysis grid and the mouth-sampling grid (what runs on an
+    analysed frame is planned by the stream's `FixedSchedule`, as for a file)."""
 
     def __init__(self, fps: float, config: Config) -> None:
         self.grid = FrameGrid(fps)
         self.read = FrameGrid(fps)
         self.mouths = FrameGrid(max(fps, config.audio.mouth_fps))
-        self.schedule = FixedSchedule(config.analyze.detect_fps, config.analyze.emotion_fps)
         self.received = 0
         self.dropped = 0
         self.size = (0, 0)
 
 
 class _Audio:
-    """Per audio track: its clock (first sample's time) and the samples fed so far."""
+    """Per audio track: its voice analysis and the seconds fed so far (its clock starts at
+    the first chunk's time: `voice.offset`)."""
 
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
+    def __init__(self, voice: VoiceTrack) -> None:
+        self.voice = voice
         self.samples = 0.0  # seconds fed
-        self.batches = AudioBatcher()
 
 
 class Analyzer:
@@ -98,8 +99,14 @@ class Analyzer:
         self.stages: StageSource = stages if stages is not None else stages_for(cfg)
         self.fps = cfg.analyze.fps
         self.name = name
+        a = cfg.analyze
         self._a = StreamAnalysis(
-            self.stages, self.fps, thumbnails=True, hold_voice=True, config=cfg
+            self.stages,
+            self.fps,
+            thumbnails=True,
+            hold_voice=True,
+            config=cfg,
+            schedule=lambda: FixedSchedule(a.detect_fps, a.emotion_fps),
         )
         self._tracks: dict[str, _Track] = {}
         self._audio: dict[str, _Audio] = {}
@@ -153,8 +160,7 @@ class Analyzer:
         self._last_t = max(self._last_t, float(t))
         if tr.grid.take(t):
             began = time.perf_counter()
-            detect, emotion_for = tr.schedule.plan(t, self._a.known_faces(track))
-            result = self._a.push_video(frame, track, detect=detect, emotion_for=emotion_for)
+            result = self._a.push_video(frame, track)  # the track's FixedSchedule plans it
             metrics = {
                 "analysed_fps": 0.0,
                 "received_frames": tr.received,
@@ -208,10 +214,9 @@ class Analyzer:
             raise MediaError(f"bad audio chunk: sample_rate {sample_rate}, t {t}")
         au = self._audio.get(track)
         if au is None:
-            self._a.add_speaker(track)
-            au = self._audio[track] = _Audio(float(t))
+            au = self._audio[track] = _Audio(self._a.add_voice(track, offset=float(t)))
             self._has_audio = True
-        lag = float(t) - (au.t0 + au.samples)
+        lag = float(t) - (au.voice.offset + au.samples)
         if lag > MAX_AUDIO_GAP_S:
             raise MediaError(
                 f"audio track {track} jumps {lag:.1f} s ahead (> {MAX_AUDIO_GAP_S:g} s of gap)"
@@ -223,12 +228,8 @@ class Analyzer:
         if not len(x):
             return []
         au.samples += len(x) / sample_rate
-        batch = au.batches.add(array_frame(x, int(sample_rate)))
-        return self._feed(track, au, batch) if batch else []
-
-    def _feed(self, track: str, au: _Audio, batch: list[Any]) -> list[Event]:
-        update = self._a.analyse_audio(track, batch)
-        return self._speaker_events(self._a.accept_voice(track, update, au.t0))
+        frame = array_frame(x, int(sample_rate))
+        return self._speaker_events(au.voice.push(frame, until=self._a.voice_until))
 
     def _speaker_events(self, updates: list[SpeakerUpdate]) -> list[Event]:
         out: list[Event] = []
@@ -267,8 +268,8 @@ class Analyzer:
         """
         if self.result is not None:
             return self.result
-        for track, au in self._audio.items():
-            self._feed(track, au, au.batches.add(None))
+        for au in self._audio.values():  # the end of input flushes each voice chain
+            au.voice.push(None, until=self._a.voice_until)
         self._a.finish(end_s)
         if self.config.tracking.consolidate:
             self._a.consolidate_identities()
