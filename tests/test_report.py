@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from fractions import Fraction
@@ -29,6 +30,7 @@ from stream.analysis.summary import Analysis
 from stream.core.config import Config
 from stream.core.types import VideoFrame
 from stream.offline.analyze import analyze_file
+from stream.vision.blendshapes import AU_NAMES
 
 from .conftest import MEDIA, ROOT, VIDEO, imread, read_labels
 
@@ -274,3 +276,69 @@ def test_photo_report_is_an_overview_only(config: Config, stages: Stages, tmp_pa
     assert len(a.faces) == 4
     assert html.count("<div class='card'>") == 4 and "Over time" not in html
     assert "expression · confidence" in html
+
+
+def print_pages(html_path: Path) -> list[str] | None:
+    """The report printed to PDF by Chromium (A4, as a user prints it), as text per page."""
+    if not Path(CHROMIUM).is_file() or not shutil.which("pdftotext"):
+        return None
+    pdf = html_path.with_suffix(".pdf")
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={pdf}",
+            html_path.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    shutil.copy(pdf, ARTIFACTS / f"{html_path.stem}.pdf")
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    return text.split("\f")
+
+
+@pytest.mark.integration
+def test_facial_actions_at_a_glance_and_printable(hamilton: Analysis, tmp_path: Path) -> None:
+    """Facial actions as one faces x signals table (shaded by intensity) before the per-face
+    timelines, not a screen of bars per face; on A4 the table is never cut across pages."""
+    a = hamilton
+    path = tmp_path / "report-hamilton-print.html"
+    report.write_html(a, path)
+    html = path.read_text("utf-8")
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot(path, ARTIFACTS / "report-hamilton-actions.png", 2600)
+    assert a.actions, "facial actions are on by default"
+    tables = re.findall(r"<table class='heat'>.*?</table>", html)
+    assert len(tables) == 1
+    heat = tables[0]
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(\d+)</td>(.*?)</tr>", heat)
+    names = {f.number: f.name for f in a.faces}
+    assert [r[0] for r in rows] == [names[n] for n in sorted(a.actions)]
+    for _, _, cells in rows:  # one shaded cell per AU-named signal, its value printed
+        values = re.findall(
+            r"<td style='background:rgba\(26,115,232,([\d.]+)\);[^']*'>([\d.]+)<", cells
+        )
+        assert len(values) == len(AU_NAMES)
+        for alpha, v in values:
+            assert float(alpha) == pytest.approx(min(1.0, float(v) / 0.6), abs=0.02)  # v rounded
+    assert html.index("<h2>Facial actions</h2>") < html.index("<h2>Faces</h2>")
+    assert "display:inline-block;height:8px" not in html  # the old bar list per face
+    lines_before = html[: html.index("<h2>Faces</h2>")].count("<tr>")
+    print(f"facial actions: {len(rows)} faces x {len(AU_NAMES)} signals in one table; "
+          f"{lines_before} table rows before the timelines")  # fmt: skip
+    pages = print_pages(path)
+    if pages is None:
+        pytest.skip("Chromium or pdftotext (poppler-utils) missing: print not checked")
+    print(f"printed: {len(pages)} A4 page(s)")
+    on = [i for i, p in enumerate(pages) if "highest peak" in p]
+    assert len(on) == 1, "the table's head is printed once"
+    page = pages[on[0]]
+    assert all(re.search(rf"^\s*{re.escape(r[0])}\s+{r[1]}\s", page, re.M) for r in rows), page
+    assert "Facial actions" in page  # the heading stays with its table

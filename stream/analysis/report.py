@@ -14,6 +14,7 @@ from stream.analysis.aggregate import FaceSummary, TimelinePoint
 from stream.analysis.summary import Analysis
 from stream.core.labels import LABELS, UNCERTAIN
 from stream.core.notices import EXPRESSIONS_NOT_FEELINGS, VOICE_NOTICE, face_name
+from stream.vision.blendshapes import AU_NAMES, AU_NOTES, NOT_MAPPED
 
 #: One colour per label, shared by every plot.
 COLOURS: dict[str, str] = {
@@ -476,9 +477,76 @@ flex:none}.tl>.who b{display:block;font-size:.85rem}.row{display:contents}
 .lanes div{overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
 table{border-collapse:collapse;font-size:.8rem}td,th{padding:2px 7px;text-align:right;
 border-bottom:1px solid #eee}th:first-child,td:first-child{text-align:left}
-@media print{body{margin:0;max-width:none;font-size:11px}h2{break-after:avoid}
-.grid{grid-template-columns:repeat(4,1fr)}}
+.note{color:#8a5300;font-size:.72rem;line-height:1.2;display:block}
+.tl>.who.noted{height:auto;min-height:66px}
+.scroll{overflow-x:auto;max-width:100%}
+.heat td{min-width:3.2em;font-variant-numeric:tabular-nums;border:1px solid #fff}
+.heat td.peak{color:#5f6368;white-space:nowrap}
+.heat th.v{vertical-align:bottom;text-align:center;font-weight:500;line-height:1.1;
+max-width:6.5em}.heat th.v small{color:#5f6368}.heat td:first-child{white-space:nowrap;
+max-width:14em;overflow:hidden;text-overflow:ellipsis}.heat tr{break-inside:avoid}
+.key{font-size:.72rem;margin:.3rem 0}
+@media print{@page{size:A4;margin:12mm}body{margin:0;max-width:none;font-size:10px;
+padding:0}h2{break-after:avoid}.grid{grid-template-columns:repeat(4,1fr)}
+.scroll{overflow:visible}table{width:100%;font-size:9px}td,th{padding:1px 3px}
+.heat td{min-width:0}tr,.card,.tl>*{break-inside:avoid}thead{display:table-header-group}
+.tl{grid-template-columns:110px 1fr}}
 """
+
+
+def _identity_notes(a: Analysis) -> dict[int, str]:
+    """Why a sub-second face stays a face of its own (whole-file consolidation's notes)."""
+    faces = (a.identity or {}).get("faces", [])
+    return {int(f["id"]): str(f["note"]) for f in faces if isinstance(f, dict) and f.get("note")}
+
+
+def _au_label(au: str) -> tuple[str, str]:
+    """("AU12", "smile") from "AU12_smile"."""
+    code, _, name = au.partition("_")
+    return code, name.replace("_", " ")
+
+
+def _heat_cell(v: float) -> str:
+    """A table cell shaded by intensity (0..1; full colour from 0.6 up), its value printed."""
+    alpha = min(1.0, max(v, 0.0) / 0.6)
+    ink = "#fff" if alpha > 0.55 else "#202124"
+    return f"<td style='background:rgba(26,115,232,{alpha:.2f});color:{ink}'>{v:.2f}</td>"
+
+
+def actions_heatmap(a: Analysis) -> str:
+    """Facial actions at a glance: one row per face, one column per AU-named signal, each cell
+    the face's mean intensity (shaded), with what the names mean and how far to trust them."""
+    if not a.actions:
+        return ""
+    esc = html.escape
+    names = {f.number: f.name for f in a.faces}
+    weak = {au for au, note in AU_NOTES.items() if "weak" in note or "not measured" in note}
+    head = "".join(
+        f"<th class='v' title='{esc(AU_NOTES[au])}'><span>{esc(_au_label(au)[1])}"
+        f"{' *' if au in weak else ''}<br><small>{esc(_au_label(au)[0])}</small></span></th>"
+        for au in AU_NAMES
+    )
+    rows = []
+    for n, st in sorted(a.actions.items()):
+        d = st.to_dict(False)
+        mean, peak = d["mean"], d["peak"]
+        assert isinstance(mean, dict) and isinstance(peak, dict)
+        cells = "".join(_heat_cell(float(mean.get(au, 0.0))) for au in AU_NAMES)
+        top = max(AU_NAMES, key=lambda au: float(peak.get(au, 0.0)))
+        rows.append(
+            f"<tr><td>{esc(names.get(n) or face_name(n))}</td><td>{d['samples']}</td>{cells}"
+            f"<td class='peak'>{esc(_au_label(top)[1])} {float(peak.get(top, 0.0)):.2f}</td></tr>"
+        )
+    key = "; ".join(f"{_au_label(au)[0]} {_au_label(au)[1]}: {AU_NOTES[au]}" for au in AU_NAMES)
+    missing = "; ".join(f"{k}: {v}" for k, v in NOT_MAPPED.items())
+    return (
+        "<section class='actions'><h2>Facial actions</h2><p class='meta'>Mean intensity "
+        "(0–1, darker is stronger) of MediaPipe blendshapes under approximate AU names, per "
+        "face: facial actions, not emotions. * weak or unvalidated mapping.</p>"
+        "<div class='scroll'><table class='heat'><thead><tr><th>face</th><th>samples</th>"
+        f"{head}<th>highest peak</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        f"<p class='meta key'>{esc(key)}. Not offered: {esc(missing)}.</p></section>"
+    )
 
 
 def _face_card(a: Analysis, f: FaceSummary) -> str:
@@ -491,6 +559,9 @@ def _face_card(a: Analysis, f: FaceSummary) -> str:
     else:
         dom = f"{esc(f.dominant)} {100 * f.dominant_share:.0f}%"
         detail = f"uncertain {100 * f.uncertain_share:.0f}% · {f.visible_s:.1f} s visible"
+        note = _identity_notes(a).get(f.number)
+        if note:
+            detail += f"<br><span class='note'>{esc(note)}</span>"
     return (
         f"<div class='card'>{_thumb(a, f)}<div><div class='name'>{esc(f.name)}</div>"
         f"<div class='dom'>{dom}</div><div class='meta'>{detail}</div>"
@@ -563,7 +634,7 @@ def render_html(a: Analysis) -> str:
             + "<br>".join(esc(x) for x in voice_lines(a))
             + f"</div><div class='meta'>{esc(VOICE_NOTICE)}</div></div>{axis}</div>"
         )
-    parts.append(speakers_report.speakers_html(a, span) + speakers_report.actions_html(a))
+    parts.append(speakers_report.speakers_html(a, span) + actions_heatmap(a))
     parts.append(
         "<h2>Faces</h2>"
         + _legend()
@@ -573,10 +644,13 @@ def render_html(a: Analysis) -> str:
         f"<span style='color:{_VA_COLOURS[1]}'>arousal</span> "
         f"({'estimated, ' if a.va_estimated else ''}−1 to +1).</div><div class='tl'>"
     )
+    notes = _identity_notes(a)
     for f in a.faces:
+        note = f"<br><span class='note'>{esc(notes[f.number])}</span>" if f.number in notes else ""
         parts.append(
-            f"<div class='who'>{_thumb(a, f)}<div><b>{esc(f.name)}</b>{esc(f.headline())}"
-            f"<br><span class='meta'>visible {f.visible_s:.1f} s</span></div></div>"
+            f"<div class='who{' noted' if note else ''}'>{_thumb(a, f)}<div><b>{esc(f.name)}</b>"
+            f"{esc(f.headline())}"
+            f"<br><span class='meta'>visible {f.visible_s:.1f} s</span>{note}</div></div>"
             f"<div>{_face_strips(a, f, span)}</div>"
         )
     parts.append(f"{axis}</div>")
