@@ -81,14 +81,15 @@ def test_user_errors_carry_no_internal_frames(tmp_path: Path) -> None:
     broken.write_bytes(b"not a video")
     with pytest.raises(ConfigError):  # checked before any model loads
         stream.analyze(broken, fps=-1)
-    with pytest.raises(MediaError) as info:
-        stream.analyze(broken, models=MODELS)
+    with pytest.raises(MediaError) as info:  # not ModelError: the file is read before models
+        stream.analyze(broken, models=tmp_path)
     frames = traceback.extract_tb(info.value.__traceback__)
     where = [Path(f.filename).parent.name for f in frames]
     print("traceback frames:", [(Path(f.filename).name, f.name) for f in frames])
     assert not {"offline", "analysis", "core", "vision", "voice"} & set(where), where
 
 
+@pytest.mark.integration
 def test_a_missing_model_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as info:
         stream.analyze(ONE_FACE, models=tmp_path)

@@ -20,6 +20,7 @@ from stream.core.errors import ConfigError, EmotionStreamError, MediaError, NoFa
 from stream.core.types import MediaInfo, VideoFrame
 from stream.offline import batch
 from stream.offline.analyze import analyze_file
+from stream.offline.media import probe
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -166,6 +167,7 @@ def analyze(
     cfg = make_config(fps=fps, voice=voice, models=models, config=config, provider=provider)
     if not p.exists():
         raise MediaError(f"{p}: no such file")
+    probe(p)  # an unreadable file fails before the models load
     a = analyze_file(p, cfg, stages_for(cfg), progress=_frame_bar if _shows(progress) else None)
     _check(a, p, allow_partial, allow_empty)
     return Analysis(a)
