@@ -85,7 +85,9 @@ def test_canonical_face_from_the_bundle(face: CanonicalFace) -> None:
 
 
 @pytest.mark.parametrize("ypr", [(0, 0, 0), (25, 0, 0), (-20, 10, 0), (5, -15, 10), (0, 0, -20)])
-def test_landmark_fit_recovers_a_projected_pose(face: CanonicalFace, ypr: tuple) -> None:
+def test_landmark_fit_recovers_a_projected_pose(
+    face: CanonicalFace, ypr: tuple[float, float, float]
+) -> None:
     lm = project(face, *ypr)
     got = LandmarkPose(face)(lm, W, H)
     assert got.source == "landmarks"
