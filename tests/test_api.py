@@ -96,6 +96,18 @@ def test_a_missing_model_is_a_model_error(tmp_path: Path) -> None:
     assert info.value.exit_code == 5
 
 
+def test_ray_missing_is_a_config_error_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    results = stream.analyze_many(tmp_path, ray=True, models=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"emotion-stream\[ray\]") as info:
+        next(results)
+    where = [Path(f.filename).parent.name for f in traceback.extract_tb(info.value.__traceback__)]
+    assert "api" in where and "offline" not in where, where
+
+
 def test_analyzer_on_fake_stages_events_results_and_audio_chunks() -> None:
     """The Analyzer over the fake models (milliseconds): two people in, typed events and a
     typed result out; audio as int16 stereo chunks with a gap filled with silence."""

@@ -313,8 +313,16 @@ def analyze_many(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     cfg = make_config(fps=fps, voice=voice, models=models, config=config, provider=provider)
     files = batch.expand_inputs(items)
-    results = _many(files, None if out is None else Path(out), workers, ray, cfg)
+    results = _clean(_many(files, None if out is None else Path(out), workers, ray, cfg))
     return _files_bar(results, len(files)) if _shows(progress) else results
+
+
+def _clean(items: Iterator[R]) -> Iterator[R]:
+    """`public` for a generator: user errors while iterating lose their internal frames."""
+    try:
+        yield from items
+    except EmotionStreamError as exc:
+        raise exc.with_traceback(None) from None
 
 
 def _files_bar(results: Iterator[FileAnalysis], total: int) -> Iterator[FileAnalysis]:
