@@ -207,6 +207,9 @@ class AudioConfig:
     enabled: bool = True
     denoise: bool = True
     atten_lim_db: float = 100.0
+    agc_target_db: float = -18.0
+    agc_max_gain_db: float = 36.0
+    min_retention_db: float = -10.0
     window_s: float = 2.0
     hop_s: float = 0.25
     pitch_hop_s: float = 0.04
@@ -219,6 +222,11 @@ class AudioConfig:
 
     def __post_init__(self) -> None:
         _check(0 < self.atten_lim_db <= 100, "audio.atten_lim_db", "must be in (0, 100]")
+        _check(-40 <= self.agc_target_db <= -6, "audio.agc_target_db", "must be in [-40, -6]")
+        ok = 0 <= self.agc_max_gain_db <= 60
+        _check(ok, "audio.agc_max_gain_db", "must be in [0, 60] (0 turns the gain off)")
+        ok = -60 <= self.min_retention_db <= 0
+        _check(ok, "audio.min_retention_db", "must be in [-60, 0] dB")
         _check(0.5 <= self.window_s <= 30, "audio.window_s", "must be in [0.5, 30] seconds")
         _check(0.05 <= self.hop_s <= self.window_s, "audio.hop_s", "must be in [0.05, window_s]")
         _check(0.01 <= self.pitch_hop_s <= 0.1, "audio.pitch_hop_s", "must be in [0.01, 0.1]")

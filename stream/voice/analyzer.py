@@ -1,8 +1,9 @@
 """Per-speaker voice analysis: audio frames in, voice activity and prosody reports out.
 
 Chain: any PyAV audio frame (live 48 kHz Opus frames of any size, or decoded file audio) ->
-48 kHz mono float -> DeepFilterNet3 (optional) -> 16 kHz -> Silero VAD + CREPE pitch + energy
--> rolling-window prosody.
+48 kHz mono float -> automatic gain (quiet recordings reach the models at a working level) ->
+DeepFilterNet3 (optional) -> 16 kHz -> Silero VAD + CREPE pitch + energy (the gain taken off
+again: energies are the recording's own level) -> rolling-window prosody.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy.typing as npt
 from stream.core.config import AudioConfig
 from stream.models.runtime import SessionFactory
 from stream.voice.denoise import DeepFilter
+from stream.voice.level import LevelNormaliser, Retention
 from stream.voice.pitch import CrepePitch
 from stream.voice.prosody import HopFeatures, ProsodyReport, ProsodyWindow
 from stream.voice.resample import Resampler, array_frame
@@ -24,6 +26,7 @@ from stream.voice.vad import CHUNK, SileroVad, VadStep
 
 F32 = npt.NDArray[np.float32]
 DF_DELAY_S = 0.03  # DeepFilterNet3's algorithmic delay
+HOLD_MARGIN_DB = 5.0  # retention may fall this much further once speech has started
 ENERGY_HOP_S = 0.02  # energy (and prosody hop) spacing; pitch may be sparser
 
 
@@ -60,11 +63,14 @@ class VoiceAnalyzer:
         self.to16k = Resampler(16_000)
         self.raw16k = Resampler(16_000)  # voice prints read the audio before denoising
         self._raw = np.zeros(0, np.float32)
+        self.level = LevelNormaliser(48_000, s.agc_target_db, s.agc_max_gain_db)
         self.denoiser = DeepFilter(s.atten_lim_db) if s.denoise else None
         self.vad = SileroVad(factory.get(vad_model), s.vad_on, s.vad_off, s.vad_hangover_s)
         self.pitch = CrepePitch(factory.get(pitch_model), s.pitch_hop_s)
         self.window = ProsodyWindow(s.window_s, s.hop_s)
         self.offset = DF_DELAY_S if self.denoiser is not None else 0.0
+        self.retention = Retention(self.denoiser.frame) if self.denoiser is not None else None
+        self.min_retention_db = s.min_retention_db
         self._audio = np.zeros(0, np.float32)  # recent 16 kHz audio for energy
         self._audio_t0 = 0.0
         self._vad: deque[VadStep] = deque()  # decisions not yet older than every pending hop
@@ -84,13 +90,16 @@ class VoiceAnalyzer:
 
     def feed48k(self, samples: F32) -> VoiceUpdate:
         """Feed 48 kHz mono float32 samples."""
-        clean = self.denoiser.process(samples) if self.denoiser is not None else samples
+        scaled = self.level.process(samples)
+        clean = self.denoiser.process(scaled) if self.denoiser is not None else scaled
+        if self.retention is not None:
+            self.retention.add(scaled, clean)
         if self.denoiser is not None and len(samples):
             self._raw = np.concatenate([self._raw, self.raw16k(array_frame(samples, 48_000))])
         if len(clean) == 0:
             return VoiceUpdate([], [], [])
         s16 = self.to16k(array_frame(clean, 48_000))
-        steps = self.vad.process(s16)
+        steps = self.vad.process(s16, self._foreground if self.retention is not None else None)
         self._vad.extend(steps)
         self._audio = np.concatenate([self._audio, s16])
         times, f0, conf = self.pitch.process(s16)
@@ -100,7 +109,8 @@ class VoiceAnalyzer:
         end_t = self._audio_t0 + len(self._audio) / 16000
         while self._next_energy_t + ENERGY_HOP_S / 2 <= end_t:
             t = self._next_energy_t
-            self._energy.append((t, self._energy_db(t)))
+            gain = self.level.gain_db_at(t - self.offset)
+            self._energy.append((t, self._energy_db(t) - gain))
             self._next_energy_t = round(t + ENERGY_HOP_S, 6)
         self._trim_audio()
         hops = []
@@ -130,6 +140,14 @@ class VoiceAnalyzer:
             (s16, self._raw) if self.denoiser is None else (self._raw, self._raw[:0])
         )
         return VoiceUpdate(shifted, hops, self.window.add(hops), voice16)
+
+    def _foreground(self, t: float) -> bool:
+        """Whether the denoiser kept enough of the sound up to `t` for it to be foreground:
+        `min_retention_db` to start speech, 10 dB less to hold it (quiet syllables and
+        breaths inside speech in a noisy room keep less)."""
+        assert self.retention is not None
+        hold = HOLD_MARGIN_DB if self.vad.speaking else 0.0
+        return self.retention.at(t) >= self.min_retention_db - hold
 
     def _trim_audio(self) -> None:
         extra = len(self._audio) - 16000 * 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +50,14 @@ class SileroVad:
         self._speech = False
         self._quiet_since = 0.0
 
-    def process(self, samples: F32) -> list[VadStep]:
-        """Feed 16 kHz samples (any count); returns one step per completed 32 ms chunk."""
+    def process(
+        self, samples: F32, foreground: Callable[[float], bool] | None = None
+    ) -> list[VadStep]:
+        """Feed 16 kHz samples (any count); returns one step per completed 32 ms chunk.
+
+        `foreground(t)` (optional) says whether the chunk ending at stream time t is foreground
+        sound; where it is not, speech neither starts nor holds (the probability is kept).
+        """
         buf = np.concatenate([self._pending, np.asarray(samples, np.float32)])
         n = len(buf) // CHUNK
         steps = []
@@ -62,10 +69,16 @@ class SileroVad:
             )
             self._context = chunk[-CONTEXT:]
             prob = float(np.asarray(out).ravel()[0])
-            steps.append(VadStep(self._t, prob, self._decide(prob)))
+            fg = foreground is None or foreground(self._t + CHUNK / 16000)
+            steps.append(VadStep(self._t, prob, self._decide(prob if fg else 0.0)))
             self._t += CHUNK / 16000
         self._pending = buf[n * CHUNK :].copy()
         return steps
+
+    @property
+    def speaking(self) -> bool:
+        """The current decision (speech started and not yet ended)."""
+        return self._speech
 
     def _decide(self, prob: float) -> bool:
         if prob >= self.on:
