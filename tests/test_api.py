@@ -73,6 +73,24 @@ def test_options_are_the_cli_options() -> None:
         make_config(config="/nonexistent.toml")
 
 
+def test_models_are_reused_across_analysis_rates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.api import run
+
+    loads: list[Config] = []
+
+    def load(cfg: Config) -> object:
+        loads.append(cfg)
+        return object()
+
+    monkeypatch.setattr(run, "_cached", None)
+    monkeypatch.setattr(run, "Stages", load)
+    base = make_config(models="/m")
+    first = run.stages_for(base)
+    assert run.stages_for(make_config(config=base, fps=3)) is first  # only the rate differs
+    assert run.stages_for(make_config(config=base, voice=False)) is not first
+    assert len(loads) == 2
+
+
 def test_user_errors_carry_no_internal_frames(tmp_path: Path) -> None:
     with pytest.raises(MediaError) as info:
         stream.analyze(tmp_path / "missing.mp4")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -81,16 +82,22 @@ def _path(p: str | Path | None) -> Path | None:
 
 
 _lock = threading.Lock()
-_cached: tuple[Config, Stages] | None = None
+_cached: tuple[list[Any], Stages] | None = None
+
+
+def _models_key(config: Config) -> list[Any]:
+    """What loaded models depend on: every section but `analyze` (rates are per stream)."""
+    return [getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "analyze"]
 
 
 def stages_for(config: Config) -> Stages:
-    """The loaded models for `config`: loaded once and kept while the config stays the same
-    (repeated `analyze` calls in a notebook do not reload them)."""
+    """The loaded models for `config`: loaded once and kept while the settings they depend on
+    stay the same (repeated `analyze` calls in a notebook, at any fps, do not reload them)."""
     global _cached
+    key = _models_key(config)
     with _lock:
-        if _cached is None or _cached[0] != config:
-            _cached = (config, Stages(config))
+        if _cached is None or _cached[0] != key:
+            _cached = (key, Stages(config))
         return _cached[1]
 
 
