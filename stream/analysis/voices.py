@@ -40,6 +40,10 @@ class Voices:
             self._ids[key] = len(self._ids) + 1
         return self._ids[key]
 
+    def track_of(self, voice: int) -> str | None:
+        """The audio track a stream-wide speaker number belongs to."""
+        return next((track for (track, _), n in self._ids.items() if n == voice), None)
+
     def heard(self, voice: int, face: int | None) -> int | None:
         """Count one report of `voice` matched to `face` (None: no face); returns the face the
         voice is linked to so far."""
