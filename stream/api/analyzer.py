@@ -60,7 +60,8 @@ class Analyzer:
     Frames are analysed on the file schedule: `fps` frames per second of their timestamps
     (others are skipped, or only track mouths while audio is pushed), detection and expression
     at `analyze.detect_fps` / `analyze.emotion_fps`. Push video and audio in time order,
-    interleaved (audio is matched to the faces whose mouths move with it).
+    interleaved (audio is matched to the faces whose mouths move with it). One Analyzer is one
+    stream: push from one thread at a time.
 
         with stream.Analyzer(fps=10) as an:
             for image, t in my_camera():
