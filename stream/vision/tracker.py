@@ -373,6 +373,19 @@ class IdentityTracker:
                 assigned[d] = ident
                 confident.add(d)
 
+        # A tentative face whose good view clearly matches the identity it interrupted is that
+        # identity (it never stays tentative for want of evidence that it is someone else).
+        for d, ident in list(assigned.items()):
+            other = self.identities.get(ident.interrupts) if not ident.confirmed else None
+            if other is None or other.key in taken or d not in embeddings or not qualities[d].ok:
+                continue
+            gallery = other.gallery_array()
+            if len(gallery) and self.appearance(embeddings[d], gallery) >= c.keep_after_change:
+                assigned[d] = other
+                taken.add(other.key)
+                confident.add(d)
+                del self.identities[ident.key]
+
         # 4. Update identities.
         ids = np.full(n, -1, dtype=np.int64)
         for d, ident in assigned.items():
