@@ -146,6 +146,9 @@ def test_analyzer_on_fake_stages_events_results_and_audio_chunks() -> None:
     prosody = [e for e in events if isinstance(e, Prosody)]
     print(f"{len(frames)} frame events, {len(prosody)} prosody events; {result}")
     assert len(frames) == 30  # 30 fps in, 10 fps analysed (mouths sampled in between)
+    last = frames[-1]  # frames received up to its time (30 fps from t = 0), rate measured
+    assert last.metrics["received_frames"] == round(last.media_t * 30) + 1
+    assert last.metrics["analysed_fps"] > 0
     assert {f["id"] for e in frames for f in e.faces} == {1, 2}
     assert [f.id for f in result.faces] == [1, 2] and result.source.kind == "video"
     assert prosody and any(e.report.get("speaking") for e in prosody)
