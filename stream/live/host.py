@@ -94,7 +94,6 @@ class SessionHost:
         self.sessions: dict[str, LiveSession] = {}
         self.cluster = Cluster(config, self.sessions)  # Redis directory and relay, if configured
         self.save_reports: Path | None = None  # --save-reports: write each session's reports
-        self.closed: list[dict[str, Any]] = []  # summary events of the sessions closed so far
 
     @property
     def capacity(self) -> int:
@@ -143,8 +142,6 @@ class SessionHost:
         log.info("session %s ended: %s, %d face(s) seen", session.id, reason, faces)
         await self.cluster.detach(session)
         reports.save_quietly(session, self.save_reports)
-        if summary is not None:
-            self.closed.append(summary)
         return summary
 
     # -- viewers ---------------------------------------------------------------------------
