@@ -257,7 +257,10 @@ def test_consolidation_folds_a_short_face_into_the_track_it_interrupts() -> None
     r = consolidate([*views[:2], _view(3, 3, 4.0, 4.2, [0.1, 0.0, 1.0]), views[3], c], 1.1, 0.05)
     short = next(n for n, trs in r.people.items() if trs[0].key == 3)
     assert "looks unlike it" in r.note(short), r.to_dict()
-    assert r.to_dict()["faces"][short - 1]["note"].startswith("seen 0.2 s")
-    # A short face in a free place (nobody's track broken) stays, and says so.
+    assert r.to_dict()["faces"][short - 1]["note"].startswith("brief, kept apart")
+    # A short face in a free place (nobody's track broken) stays, and says so; so does one seen
+    # twice briefly (0.4 s on screen over 10 s).
     r = consolidate([views[0], _view(6, 5, 20.0, 20.4, b)], 0.66, 0.05)
     assert "no other face was missing" in r.note(2) and not r.note(1)
+    r = consolidate([views[0], _view(6, 5, 20.0, 20.2, b), _view(7, 5, 30.0, 30.2, b)], 0.66, 0.05)
+    assert "no other face was missing" in r.note(2)

@@ -15,8 +15,8 @@ own embedding gallery; `stream.vision.tracker.Tracklet`). Here they are clustere
   time but not the other: either could be the same person, not both);
 * a group without any embedding stays as it is.
 
-Then short groups are *folded*: a group seen for less than `fold_s` (a blink, a turn, a hand
-over the face, a blurred frame that the online tracker could not match) that lies in a gap of
+Then short groups are *folded*: a group on screen for less than `fold_s` in all (a blink, a
+turn, a hand over the face, a blurred frame the online tracker could not match) in a gap of
 another group's track (that group ends at most `fold_gap_s` before it and resumes at most
 `fold_gap_s` after it) is that group's person when appearance allows: it resembles that group
 at least as much as any other group that could be there. A sub-second face that stays apart
@@ -251,13 +251,12 @@ def _fold_short(
         va, vb = np.asarray(sums[a], np.float64), np.asarray(sums[b], np.float64)
         return float(va @ vb) / (counts[a] * counts[b])
 
-    short = sorted(
-        (g for g in range(len(groups)) if alive[g] and span(g)[1] - span(g)[0] < fold_s),
-        key=lambda g: span(g)[1] - span(g)[0],
-    )
+    def seen(g: int) -> float:  # time on screen: a face seen twice briefly is brief too
+        return sum(tr.last_t - tr.first_t for tr in groups[g])
+
+    short = sorted((g for g in range(len(groups)) if alive[g] and seen(g) < fold_s), key=seen)
     for g in short:
         t0, t1 = span(g)
-        seen = f"seen {t1 - t0:.1f} s"
         key = min(groups[g], key=lambda tr: tr.first_t).key
         interrupted = [
             o
@@ -269,7 +268,7 @@ def _fold_short(
             and any(0 <= tr.first_t - t1 <= gap_s for tr in groups[o])
         ]
         if not interrupted:
-            notes[key] = f"{seen}, kept apart: no other face was missing just before and after"
+            notes[key] = "brief, kept apart: no other face was missing just before and after it"
             continue
         compatible = [o for o in range(len(groups)) if o != g and alive[o] and not conflict[g, o]]
         sims = {o: sim(g, o) for o in compatible}
@@ -283,7 +282,7 @@ def _fold_short(
             target = ranked[0] if top is not None and top >= best_other else None
             similarity = top if top is not None else float("nan")
         if target is None:
-            notes[key] = f"{seen}, kept apart: it broke another face's track but looks unlike it"
+            notes[key] = "brief, kept apart: it broke another face's track but looks unlike it"
             continue
         first, second = sorted((target, g), key=lambda k: span(k)[0])
         joins.append(

@@ -52,6 +52,7 @@ def summary_lines(a: Analysis) -> list[str]:
     else:
         lines.append(f"{info.path.name}: image {info.width}x{info.height}")
     width = max((len(f.name) for f in a.faces), default=6)
+    notes = _identity_notes(a)
     for f in a.faces:
         if info.kind == "image":
             pts = a.timelines.get(f.number, [])
@@ -61,6 +62,7 @@ def summary_lines(a: Analysis) -> list[str]:
         lines.append(
             f"{f.name:<{width}}  dominant: {f.headline(1)}"
             f"  visible {f.visible_s:.1f} s{_runner_up(f)}"
+            + (f"  [{notes[f.number]}]" if f.number in notes else "")
         )
     o = a.overall
     if a.faces:
@@ -495,9 +497,20 @@ padding:0}h2{break-after:avoid}.grid{grid-template-columns:repeat(4,1fr)}
 
 
 def _identity_notes(a: Analysis) -> dict[int, str]:
-    """Why a sub-second face stays a face of its own (whole-file consolidation's notes)."""
+    """Why each sub-second face stays a face of its own: whole-file consolidation's note, or
+    what is known when it has none."""
     faces = (a.identity or {}).get("faces", [])
-    return {int(f["id"]): str(f["note"]) for f in faces if isinstance(f, dict) and f.get("note")}
+    out = {int(f["id"]): str(f["note"]) for f in faces if isinstance(f, dict) and f.get("note")}
+    if a.info.kind == "image":
+        return out
+    for f in a.faces:
+        if f.visible_s < 1.0 and f.number not in out:
+            out[f.number] = (
+                "brief, kept apart: no other face matched it in appearance"
+                if a.identity and a.identity.get("consolidated")
+                else "brief: identities not consolidated (live, or tracking.consolidate off)"
+            )
+    return out
 
 
 def _au_label(au: str) -> tuple[str, str]:
