@@ -39,10 +39,12 @@ async function start() {
   $("live").classList.remove("hidden");
   document.body.classList.add("running");  // one screen: video and panel fit the viewport
   $("video").srcObject = stream;
-  $("video").addEventListener("loadedmetadata", (e) => {
+  const shape = (e) => {
     const v = e.target;  // the stage takes the camera's shape where the layout lets it
     if (v.videoWidth) v.parentElement.style.setProperty("--ar", `${v.videoWidth} / ${v.videoHeight}`);
-  });
+  };
+  $("video").addEventListener("loadedmetadata", shape);
+  $("video").addEventListener("resize", shape);  // the camera changed resolution
 
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}/ws`);
