@@ -293,8 +293,8 @@ class BehaviourConfig:
     cone_pitch_centre_deg: float = -5.0
     drop_min_s: float = 2.0
     eye_hold_s: float = 0.6
-    nod_min_deg: float = 3.0
-    shake_min_deg: float = 4.0
+    nod_min_deg: float = 2.5
+    shake_min_deg: float = 3.0
     max_swing_s: float = 0.8
     posture: bool = True
     posture_live: bool = False
