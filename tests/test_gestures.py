@@ -142,7 +142,8 @@ def test_turned_photos_and_still_controls(config: Config, factory: SessionFactor
                 still_minutes += len(still) / 600
     print(
         f"turned photos: recall {hits}/{total} = {hits / total:.2f}, "
-        f"false alarms {false / minutes:.2f}/min; still controls {still_false / still_minutes:.2f}/min"
+        f"false alarms {false / minutes:.2f}/min; "
+        f"still controls {still_false / still_minutes:.2f}/min"
     )
     assert hits / total >= 0.5
     assert false / minutes <= 2.0 and still_false == 0
