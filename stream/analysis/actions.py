@@ -1,4 +1,9 @@
-"""Facial actions of a stream: per-face means and timelines of the AU-named blendshapes."""
+"""Facial actions of a stream: per-face means and timelines of the AU-named blendshapes.
+
+Means and peaks are running totals over the whole session; the AU timeline is kept in typed
+columns on the same time-resolution ladder as expression timelines (`stream.analysis.ladder`):
+full resolution for the recent window, coarser buckets (means of their samples) further back.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stream.analysis.ladder import DEFAULT_LADDER, Ladder, Series
 from stream.vision.blendshapes import AU_NAMES, AU_NOTES, BLENDSHAPES, NOT_MAPPED, au_vector
 
 F32 = np.ndarray
@@ -13,30 +19,42 @@ F32 = np.ndarray
 
 @dataclass
 class FaceActionStats:
-    """Running statistics of one face's smoothed blendshape scores."""
+    """Running statistics of one face's smoothed blendshape scores (and its AU timeline)."""
 
     sums: np.ndarray = field(default_factory=lambda: np.zeros(len(BLENDSHAPES)))
     peaks: np.ndarray = field(default_factory=lambda: np.zeros(len(BLENDSHAPES)))
     count: int = 0
-    timeline: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (t, AU vector)
+    ladder: Ladder = DEFAULT_LADDER
+    series: Series | None = None  # (t, AU vector) samples, each weighing the same
 
     def add(self, t: float, scores: np.ndarray, keep: bool) -> None:
         self.sums += scores
-        self.peaks = np.maximum(self.peaks, scores)
+        np.maximum(self.peaks, scores, out=self.peaks)
         self.count += 1
         if keep:
-            self.timeline.append((t, au_vector(scores)))
+            if self.series is None:
+                self.series = Series(len(AU_NAMES), 0, self.ladder)
+            self.series.add(t, 1.0, au_vector(scores))
+
+    @property
+    def timeline(self) -> list[tuple[float, np.ndarray]]:
+        """The kept (t, AU vector) samples in time order (made now from the columns)."""
+        if self.series is None:
+            return []
+        self.series.compact()
+        t, _, _, v = self.series.columns()
+        return list(zip(t.tolist(), v, strict=True))
 
     def mean(self) -> np.ndarray:
         return self.sums / max(self.count, 1)
 
     def at(self, t: float, max_gap: float = 0.5) -> np.ndarray | None:
-        """The AU vector recorded nearest before `t` (within `max_gap` seconds)."""
-        times = [p[0] for p in self.timeline]
-        i = int(np.searchsorted(times, t, side="right")) - 1
-        if 0 <= i < len(times) and t - times[i] <= max_gap:
-            return self.timeline[i][1]
-        return None
+        """The AU vector recorded nearest before `t` (within `max_gap` seconds, or within its
+        bucket where the timeline is coarser)."""
+        if self.series is None:
+            return None
+        i = self.series.nearest_before(t, max_gap)
+        return None if i is None else self.series.values(i)
 
     def to_dict(self, raw: bool) -> dict[str, object]:
         m = self.mean()

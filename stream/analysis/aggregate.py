@@ -18,6 +18,15 @@ Definitions (also in the README):
 * *Headline*: the dominant label and its share; when "uncertain" holds at least
   `UNCERTAIN_NOTE` (20%) of the time, its share is named next to it ("neutral 11% · uncertain 79%"),
   so that a headline never claims more certainty than the data has.
+
+Summaries (visible time, shares, dominant, mean probabilities and valence/arousal) come from
+running totals, exact over the whole session. Timelines (CSV, HTML, `Analysis.timelines`) are
+kept per face in typed column arrays (`stream.analysis.ladder.Series`, ~100 bytes a sample)
+on a time-resolution ladder: full resolution for the last 10 minutes, 1-second buckets back to
+1 hour, 10-second buckets before that (and at most `MAX_TIMELINE` points a face), so a live
+session's memory stays bounded while its timeline still spans the whole session; a merged
+point keeps the visible time it stands for, its bucket's prevailing label and the
+time-weighted means of its values.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from stream.analysis.ladder import DEFAULT_LADDER, Ladder, Series
 from stream.core.labels import LABELS, UNCERTAIN
 from stream.core.notices import face_name
 from stream.core.types import F32, FaceSample
@@ -54,19 +65,44 @@ class TimelinePoint:
     sample: FaceSample
 
 
-#: Most timeline points kept per face (about 2 h at 10 fps); beyond it, neighbouring points are
-#: merged pairwise (each keeps the first sample and both intervals), so memory stays bounded in
-#: long live sessions while the timeline still spans the whole session.
-MAX_TIMELINE = 65_536
+#: Most timeline points kept per face after the ladder (see the module docstring); beyond it
+#: the older half of a face's points is merged pairwise, so even a days-long session or a high
+#: frame rate stays bounded (~3.4 MB a face) while the timeline still spans the whole session.
+MAX_TIMELINE = 32_768
+
+_STATE = {s: i for i, s in enumerate(ALL_STATES)}
+#: Timeline columns: confidence, smoothed probabilities, raw probabilities, valence/arousal, box.
+_CONF, _PROBS, _RAW, _VA, _BOX = 0, slice(1, 9), slice(9, 17), slice(17, 19), slice(19, 23)
+_WIDTH = 23
 
 
-def _halve(points: list[TimelinePoint]) -> list[TimelinePoint]:
-    out = [
-        TimelinePoint(a.t, a.dt + b.dt, a.sample)
-        for a, b in zip(points[::2], points[1::2], strict=False)
-    ]
-    if len(points) % 2:
-        out.append(points[-1])
+def _row(s: FaceSample) -> F32:
+    row = np.empty(_WIDTH, np.float32)
+    row[_CONF] = s.confidence
+    row[_PROBS] = s.probs
+    row[_RAW] = s.raw_probs
+    row[_VA] = s.valence_arousal
+    row[_BOX] = s.box
+    return row
+
+
+def _points(number: int, series: Series) -> list[TimelinePoint]:
+    """The kept points of one face as `TimelinePoint`s (made on demand from the columns)."""
+    t, dt, cat, v = series.columns()
+    conf = v[:, _CONF].tolist()
+    boxes = v[:, _BOX].astype(np.float64).tolist()
+    out = []
+    for i in range(len(t)):
+        sample = FaceSample(
+            number,
+            ALL_STATES[cat[i]],
+            conf[i],
+            v[i, _PROBS],
+            v[i, _RAW],
+            v[i, _VA],
+            (boxes[i][0], boxes[i][1], boxes[i][2], boxes[i][3]),
+        )
+        out.append(TimelinePoint(float(t[i]), float(dt[i]), sample))
     return out
 
 
@@ -76,10 +112,11 @@ class _FaceAcc:
     last_t: float
     visible: float = 0.0
     label_time: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ALL_STATES, 0.0))
-    prob_sum: F32 = field(default_factory=lambda: np.zeros(8, np.float32))
-    va_sum: F32 = field(default_factory=lambda: np.zeros(2, np.float32))
+    # float64: float32 sums lose whole percents of an 8-hour session (ulp 0.002 at 2e4).
+    prob_sum: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(8))
+    va_sum: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
     samples: int = 0
-    timeline: list[TimelinePoint] = field(default_factory=list)
+    timeline: Series | None = None
 
 
 @dataclass(frozen=True)
@@ -180,7 +217,9 @@ class Aggregator:
         nominal_dt: interval credited to the last analysed frame (1 / analysis fps).
         max_gap_s: longest interval one analysed frame may stand for.
         supported: [8] mask of labels the models output (unsupported get mean probability None).
-        keep_timeline: keep every sample for timelines (offline reports); off for long sessions.
+        keep_timeline: keep timelines (reports); off: summaries only.
+        ladder: how timelines coarsen with age (default: `DEFAULT_LADDER` capped at
+            `MAX_TIMELINE` points a face; `ladder.FULL` keeps every sample).
     """
 
     def __init__(
@@ -189,11 +228,15 @@ class Aggregator:
         max_gap_s: float,
         supported: np.ndarray,
         keep_timeline: bool = True,
+        ladder: Ladder | None = None,
     ) -> None:
+        if not (nominal_dt > 0 and max_gap_s > 0):
+            raise ValueError(f"nominal_dt and max_gap_s must be > 0, got {nominal_dt}, {max_gap_s}")
         self.nominal_dt = nominal_dt
         self.max_gap_s = max_gap_s
         self.supported = supported
         self.keep_timeline = keep_timeline
+        self.ladder = ladder or Ladder(DEFAULT_LADDER.steps, MAX_TIMELINE)
         self.names: dict[int, str] = {}
         self._faces: dict[int, _FaceAcc] = {}
         self._pending: dict[str, tuple[float, list[FaceSample]]] = {}
@@ -225,20 +268,28 @@ class Aggregator:
             acc.last_t = t
             acc.visible += dt
             acc.label_time[s.label] += dt
-            acc.prob_sum += np.float32(dt) * s.raw_probs
-            acc.va_sum += np.float32(dt) * s.valence_arousal
+            acc.prob_sum += dt * s.raw_probs.astype(np.float64)
+            acc.va_sum += dt * s.valence_arousal.astype(np.float64)
             acc.samples += 1
             if self.keep_timeline:
-                acc.timeline.append(TimelinePoint(t, dt, s))
-                if len(acc.timeline) > MAX_TIMELINE:
-                    acc.timeline = _halve(acc.timeline)
+                if acc.timeline is None:
+                    acc.timeline = Series(_WIDTH, len(ALL_STATES), self.ladder)
+                acc.timeline.add(t, dt, _row(s), _STATE[s.label])
 
     def name_of(self, number: int) -> str:
         return self.names.get(number) or face_name(number)
 
     def timeline(self, number: int) -> list[TimelinePoint]:
+        """The face's timeline points in time order (made now from the compact columns)."""
         acc = self._faces.get(number)
-        return list(acc.timeline) if acc else []
+        if acc is None or acc.timeline is None:
+            return []
+        acc.timeline.compact()
+        return _points(number, acc.timeline)
+
+    def timeline_bytes(self) -> int:
+        """Bytes held by every face's timeline columns."""
+        return sum(a.timeline.nbytes() for a in self._faces.values() if a.timeline is not None)
 
     def faces(self) -> list[FaceSummary]:
         """Per-face summaries, by face number."""
