@@ -570,6 +570,8 @@ class LiveSession:
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()
+            elif pending is not None and not pending.cancelled():
+                pending.exception()  # e.g. the source's end, met as the session stops: seen
 
     def _publish_speaker(self, u: SpeakerUpdate) -> None:
         face = u.active.face
