@@ -10,7 +10,6 @@ import numpy as np
 
 from stream.analysis.speaker import ActiveSpeaker
 from stream.analysis.voice_summary import ProsodyMedians
-from stream.voice.diarize import Segment
 from stream.voice.prosody import ProsodyReport
 
 
@@ -172,10 +171,3 @@ def summarise_speakers(
         )
     turns = [Turn(s, e, sp) for s, e, sp in segs]
     return SpeakersAnalysis(stats, turns, speech, reports=by)
-
-
-def global_segments(
-    segments: list[Segment], offset: float, ids: dict[int, int]
-) -> list[tuple[float, float, int]]:
-    """A track's diarized turns on the analysis clock with stream-wide speaker numbers."""
-    return [(s.start + offset, s.end + offset, ids[s.speaker]) for s in segments]

@@ -41,8 +41,6 @@ def _library() -> Any:
                 ctypes.POINTER(ctypes.c_float),
                 ctypes.POINTER(ctypes.c_float),
             ]
-            lib.df_set_atten_lim.restype = None
-            lib.df_set_atten_lim.argtypes = [ctypes.c_void_p, ctypes.c_float]
             lib.df_free.restype = None
             lib.df_free.argtypes = [ctypes.c_void_p]
             _lib = lib
@@ -73,9 +71,6 @@ class DeepFilter:
         self._pending = np.zeros(0, np.float32)
         self._out = np.zeros(self.frame, np.float32)
         self.lsnr = 0.0
-
-    def set_atten_lim(self, db: float) -> None:
-        self._lib.df_set_atten_lim(self._st, float(db))
 
     def process(self, samples: F32) -> F32:
         """Denoise a chunk; returns the denoised samples of every completed 10 ms frame."""

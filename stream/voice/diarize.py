@@ -303,27 +303,6 @@ def _absorb_short(runs: list[tuple[int, int, int]], min_len: float) -> list[tupl
     return runs
 
 
-def regions_from_steps(steps: list[VadStep], min_gap_s: float = 0.3) -> list[tuple[float, float]]:
-    """Speech regions from VAD decisions (gaps shorter than `min_gap_s` are bridged)."""
-    out: list[tuple[float, float]] = []
-    start: float | None = None
-    for s in steps:
-        if s.speech and start is None:
-            start = s.t
-        elif not s.speech and start is not None:
-            out.append((start, s.t))
-            start = None
-    if start is not None and steps:
-        out.append((start, steps[-1].t + STEP_S))
-    merged: list[tuple[float, float]] = []
-    for r in out:
-        if merged and r[0] - merged[-1][1] < min_gap_s:
-            merged[-1] = (merged[-1][0], r[1])
-        else:
-            merged.append(r)
-    return merged
-
-
 # -- the streaming diarizer ------------------------------------------------------------------
 @dataclass
 class Diarizer:
@@ -511,10 +490,13 @@ def diarization_error(
     hypothesis: list[tuple[float, float, str]],
     collar: float = 0.25,
     step: float = 0.01,
+    skip_overlap: bool = False,
 ) -> dict[str, float]:
     """Diarization error rate (NIST style): missed speech, false alarm and speaker confusion
     over the reference speech time, with the best one-to-one speaker mapping and `collar`
-    seconds around every reference boundary not scored. Overlapped speech is scored."""
+    seconds around every reference boundary not scored. Overlapped speech is scored unless
+    `skip_overlap`. `right` is the share of speech found (reference and hypothesis both
+    speaking) that went to the mapped speaker."""
     end = max([e for _, e, _ in reference + hypothesis], default=0.0)
     n = int(np.ceil(end / step)) + 1
     t = (np.arange(n) + 0.5) * step
@@ -530,6 +512,11 @@ def diarization_error(
             m[names.index(x), (t >= s) & (t < e)] = True
         return names, m[:, scored]
 
+    if skip_overlap:
+        count = np.zeros(n, np.int64)
+        for s, e, _ in reference:
+            count += (t >= s) & (t < e)
+        scored &= count <= 1
     _, ref = matrix(reference)
     _, hyp = matrix(hypothesis)
     nref, nhyp = ref.sum(axis=0), hyp.sum(axis=0)
@@ -544,6 +531,7 @@ def diarization_error(
         "miss": miss / max(total, 1.0),
         "false_alarm": fa / max(total, 1.0),
         "confusion": conf / max(total, 1.0),
+        "right": matched / max(float(np.minimum(nref, nhyp).sum()), 1.0),
         "speech_s": total * step,
     }
 

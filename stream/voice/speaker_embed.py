@@ -104,14 +104,3 @@ class SpeakerEmbedder:
             (emb,) = self.session.run(None, {self.input: batch})[:1]
             out[idx] = emb
         return out
-
-    def embed_utterance(self, audio: F32, partial_s: float = 1.6, step_s: float = 1 / 1.3) -> F32:
-        """[256] embedding of a whole utterance: the re-normalised mean of partial windows."""
-        mels = mel_spectrogram(normalise_volume(audio))
-        size, step = round(partial_s * 100), max(1, round(step_s * 100))
-        if len(mels) <= size:
-            windows = [mels]
-        else:
-            windows = [mels[s : s + size] for s in range(0, len(mels) - size + 1, step)]
-        e: F32 = self.embed_mels(windows).mean(axis=0).astype(np.float32)
-        return (e / np.float32(max(float(np.linalg.norm(e)), 1e-9))).astype(np.float32)
