@@ -8,6 +8,7 @@ bench/README.md.
 
     EMOTION_STREAM_MODELS=../shared/models python bench/bench_live.py [--quick]
     python bench/bench_live.py --minutes 10        # one stream for 10 minutes: latency growth
+    python bench/bench_live.py --minutes 10 --memory-profile heap.jsonl  # + where the bytes go
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ TARGET_FPS = 10.0
 #: Four concurrent streams: latency stays bounded and the streams share the CPU fairly.
 TARGET_MULTI_P95_MS = 1000.0
 TARGET_FAIRNESS = 0.7
+#: Long run: the server's memory levels off (bounded timelines, see stream/analysis/ladder.py).
+TARGET_RSS_MB_PER_MIN = 0.3
 
 FPS = 30
 CLOCK_RATE = 90_000
@@ -151,10 +154,14 @@ class Snapshot:
 class ServerProcess:
     """`emotion-stream serve --port 0` in a subprocess, its output in a log file."""
 
-    def __init__(self, models: str, log: IO[bytes]) -> None:
+    def __init__(self, models: str, log: IO[bytes], heap: Path | None = None) -> None:
         self.log = log
         cmd = [*cli_command(), "serve", "--port", "0", "--models", models]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", ENV_MODELS: models}
+        if heap is not None:  # the same server under tracemalloc, a heap diff every minute
+            profiled = [sys.executable, "-m", "bench.bench_soak", "serve-profiled", str(heap)]
+            cmd = [*profiled, "--interval", "60", "--nframes", "3", "--", *cmd[-5:]]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.port = 0
@@ -619,7 +626,7 @@ async def measure(
             print(
                 f"  {m + 1:>6} {s.fps:>5.1f} {s.p50_ms:>6.0f} {s.p95_ms:>6.0f} {s.max_ms:>6.0f}"
                 f" {s.drop_pct:>5.1f} {s.glass_to_receive_ms:>6.0f} {s.receive_to_event_ms:>7.0f}"
-                f" {ids:>9} {srv:>7.0f} {cli:>7.0f} {other:>6.0f} {snaps[-1].server_rss_mb:>7.0f}",
+                f" {ids:>9} {srv:>7.0f} {cli:>7.0f} {other:>6.0f} {snaps[-1].server_rss_mb:>7.1f}",
                 flush=True,
             )
             result.minutes.append(
@@ -628,6 +635,7 @@ async def measure(
                     "server_cpu_pct": srv,
                     "client_cpu_pct": cli,
                     "other_cpu_pct": other,
+                    "rss_mb": snaps[-1].server_rss_mb,
                     "minute": m + 1,
                 }
             )
@@ -750,6 +758,56 @@ def stage_recovery_line(records: Sequence[StreamRecord]) -> str:
     )
 
 
+def rss_growth(run: RunResult) -> float:
+    """Server RSS growth in MB per minute after warm-up: a linear fit over minutes 2.. (the
+    first minute fills caches, arenas and the first timeline chunks)."""
+    pts = [(m["minute"], m["rss_mb"]) for m in run.minutes if m["minute"] >= 2]
+    if len(pts) < 3:
+        return math.nan
+    return float(np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)[0])
+
+
+def rss_growth_line(run: RunResult) -> str:
+    rss = [m["rss_mb"] for m in run.minutes]
+    if not rss:
+        return "server RSS: no per-minute samples"
+    return (
+        f"server RSS {rss[0]:.1f} -> {rss[-1]:.1f} MB over {len(rss)} min; growth after"
+        f" warm-up (fit over minutes 2..) {rss_growth(run):+.3f} MB/min"
+    )
+
+
+def print_heap_profile(path: Path, top: int = 8) -> None:
+    """The server's heap diffs per minute (from `--memory-profile`), growing sites first."""
+    if not path.exists():
+        print(f"\nNo heap profile at {path}")
+        return
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    print(f"\nServer heap per minute (tracemalloc, {path}):")
+    for r in rows:
+        print(
+            f"  min {r['from_min']:.1f}-{r['to_min']:.1f}: RSS {r['rss_mb']:.1f} MB"
+            f" ({r['rss_mb_per_min'] * 1e3:+.0f} KB/min), traced"
+            f" {r['traced_mb_per_min'] * 1e3:+.0f} KB/min, tracemalloc's own"
+            f" {r['tracemalloc_own_mb_per_min'] * 1e3:+.0f} KB/min"
+        )
+        for site in r["sites"][:top]:
+            if abs(site["bytes_per_min"]) >= 1024:
+                print(
+                    f"    {site['bytes_per_min'] / 1e3:+8.1f} KB/min  {site['site']:<40}"
+                    f" {site['code'][:60]}"
+                )
+    if len(rows) > 2:
+        later = rows[1:]
+        sites: dict[str, float] = {}
+        for r in later:
+            for site in r["sites"]:
+                sites[site["site"]] = sites.get(site["site"], 0.0) + site["bytes_per_min"]
+        print("  mean over minutes 2..:")
+        for k, v in sorted(sites.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {v / len(later) / 1e3:+8.1f} KB/min  {k}")
+
+
 def build_checks(runs: Sequence[RunResult]) -> list[Check]:
     """The targets for the runs that were made."""
     checks: list[Check] = []
@@ -757,6 +815,16 @@ def build_checks(runs: Sequence[RunResult]) -> list[Check]:
         if run.streams == 1:
             s = run.stats[0]
             what = f"1 stream x {FACES} faces" + (" (long run)" if run.minutes else "")
+            if run.minutes:
+                checks.append(
+                    Check(
+                        f"{what}: server RSS growth after warm-up",
+                        rss_growth(run),
+                        TARGET_RSS_MB_PER_MIN,
+                        "MB/min",
+                        False,
+                    )
+                )
             checks += [
                 Check(f"{what}: p50 glass->event", s.p50_ms, TARGET_P50_MS, "ms", False),
                 Check(f"{what}: p95 glass->event", s.p95_ms, TARGET_P95_MS, "ms", False),
@@ -800,6 +868,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="write every frame event (and each stream's glass times) as JSON lines",
     )
+    p.add_argument(
+        "--memory-profile",
+        type=Path,
+        metavar="FILE",
+        help="run the server under tracemalloc and write a heap diff per minute (JSON lines):"
+        " growing allocation sites in bytes/min (slows the server)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.window = min(args.window, 8.0)
@@ -827,7 +902,7 @@ async def run_all(args: argparse.Namespace, models: str) -> int:
         " this process"
     )
     with tempfile.NamedTemporaryFile(prefix="bench-live-server-", suffix=".log") as log:
-        server = ServerProcess(models, log)
+        server = ServerProcess(models, log, args.memory_profile)
         runs: list[RunResult] = []
         records: list[StreamRecord] = []
         try:
@@ -861,6 +936,7 @@ async def run_all(args: argparse.Namespace, models: str) -> int:
                         f"  linear fit of glass->event latency vs time: "
                         f"{run.slope_ms_per_min:+.2f} ms/min"
                     )
+                    print(f"  {rss_growth_line(run)}")
                 codecs = sorted({r.codec for r in records[-n:]})
                 print(f"  negotiated codec {', '.join(codecs)}", flush=True)
                 await asyncio.sleep(2.0)  # let the server close the sessions
@@ -879,6 +955,8 @@ async def run_all(args: argparse.Namespace, models: str) -> int:
         )
         for ln in bad[-10:]:
             print(f"  | {ln}")
+    if args.memory_profile is not None:
+        print_heap_profile(args.memory_profile)
     checks = build_checks(runs)
     print_checks(checks)
     print(f"  benchmark wall time {time.perf_counter() - t_start:.1f} s")

@@ -158,12 +158,12 @@ def print_profile_row(row: dict[str, Any]) -> None:
             print(f"    {s['bytes_per_min'] / 1e3:+9.1f} KB/min  {s['site']:<42} {s['code'][:70]}")
 
 
-def serve_profiled(out: Path, interval_s: float, argv: Sequence[str]) -> int:
-    """Run the CLI (`emotion-stream ARGS`) with tracemalloc on, writing a heap diff every
-    `interval_s` wall seconds to `out` (JSON lines) until it exits."""
+def serve_profiled(out: Path, interval_s: float, nframes: int, argv: Sequence[str]) -> int:
+    """Run the CLI (`emotion-stream ARGS`) with tracemalloc on (`nframes` deep), writing a heap
+    diff every `interval_s` wall seconds to `out` (JSON lines) until it exits."""
     from stream.cli import main as cli_main
 
-    prof = HeapProfile()
+    prof = HeapProfile(nframes=nframes)
     prof.start()
     t0 = time.monotonic()
     stop = threading.Event()
@@ -277,7 +277,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     frames = FrameSource(args.fps, args.faces)
     end = args.hours * 3600.0
     total = int(end * args.fps)
-    prof = HeapProfile(top=args.top) if args.profile else None
+    prof = HeapProfile(nframes=args.nframes, top=args.top) if args.profile else None
     if prof is not None:
         prof.start()
     sim = {"t": 0.0}
@@ -421,6 +421,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="tracemalloc diff every MIN simulated minutes (slows the run ~2x)",
     )  # fmt: skip
     p.add_argument("--top", type=int, default=15, help="allocation sites per profile diff")
+    p.add_argument("--nframes", type=int, default=3, help="traceback depth of the profile")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     return p.parse_args(argv)
 
@@ -429,12 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve-profiled"]:
         out, rest = Path(argv[1]), argv[2:]
-        interval = 60.0
-        if rest[:1] == ["--interval"]:
-            interval, rest = float(rest[1]), rest[2:]
+        opts = {"--interval": 60.0, "--nframes": 3.0}
+        while rest[:1] and rest[0] in opts:
+            opts[rest[0]], rest = float(rest[1]), rest[2:]
         if rest[:1] == ["--"]:
             rest = rest[1:]
-        return serve_profiled(out, interval, rest)
+        return serve_profiled(out, opts["--interval"], int(opts["--nframes"]), rest)
     args = parse_args(argv)
     voice = (
         "no audio" if args.no_audio else f"one diarized room track, {args.audio_frame_s:g} s frames"
