@@ -82,7 +82,10 @@ async def run_live(
         except BaseException:
             await host.close(session, "source failed")
             raise
-        base = open_urls(config.live.host, server.port, server.tls is not None)[-1].rstrip("/")
+        base = open_urls(config.live.host, server.port, server.tls is not None)[-1]
+        if server.cluster.enabled and server.cluster.url:  # how browsers reach this worker
+            base = server.cluster.url
+        base = base.rstrip("/")
         note = sys.stderr if out is sys.stdout else sys.stdout
         print(f"emotion-stream: {what} (purpose: {purpose!r})", file=note, flush=True)
         print(
