@@ -343,7 +343,7 @@ class Page:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in self.ws:
                 ev = json.loads(raw)
-                if ev["type"] == "answer":
+                if ev["type"] == "answer" and self.pc.signalingState == "have-local-offer":
                     await self.pc.setRemoteDescription(RTCSessionDescription(ev["sdp"], "answer"))
                 await self.feed.send(ev)
         self.feed.close_code = self.ws.close_code or 1000
@@ -567,3 +567,41 @@ def test_janus_display_names_are_printable_or_replaced() -> None:
     assert display_name({"id": 7, "display": " Alice "}) == "Alice"
     for bad in (None, "", "evil\u202etxt", "a\x00b", 5, "x" * 65):
         assert display_name({"id": 7, "display": bad}) == "Participant 7", bad
+
+
+def test_reset_and_a_new_offer_replace_the_media_quietly(cfg: Config) -> None:
+    """After reset, a second offer replaces the session's peer: the first is closed without a
+    peer_closed error, and frames come from the new camera (other people)."""
+
+    @bounded(60)
+    async def main() -> tuple[Feed, int, int]:
+        server = await _server(cfg)
+        page = Page(f"ws://127.0.0.1:{server.port}/ws", "reset test")
+        second = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            await page.start()
+            await page.feed.until(has_faces(3), 20)
+            await page.send({"type": "reset"})
+            await page.feed.until(lambda evs: evs[-1]["type"] == "session.reset", 10)
+            at = len(page.feed.events)
+            second.addTrack(FakeCamera([FakeFace(5, (100, 60, 200, 180))]))  # one other person
+            await second.setLocalDescription(await second.createOffer())
+            await page.send({"type": "offer", "sdp": second.localDescription.sdp})
+            answered = lambda evs: any(e["type"] == "answer" for e in evs[at:])  # noqa: E731
+            await page.feed.until(answered, 10)
+            answer = next(e for e in page.feed.events[at:] if e["type"] == "answer")
+            await second.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            one_face = lambda evs: sum(len(e.get("faces", ())) == 1 for e in evs[at:]) >= 3  # noqa: E731
+            await page.feed.until(one_face, 20)
+            return page.feed, at, len(next(iter(server.sessions.values())).tracks)
+        finally:
+            await page.close()
+            await second.close()
+            await server.shutdown()
+
+    feed, at, tracks = main()
+    errors = [e["code"] for e in feed.of("error")]
+    print(f"after reset: {len(feed.events) - at} events; errors {errors}; tracks {tracks}")
+    assert errors == [] and tracks == 1  # the old peer's track is gone, closed quietly
+    after = [e for e in feed.events[at:] if e["type"] == "frame" and e["faces"]]
+    assert after and {f["id"] for e in after[-3:] for f in e["faces"]} == {1}
