@@ -13,7 +13,9 @@ Routes (one port):
 
   POST /whip, DELETE /whip/ID              WHIP ingest (RFC 9725; whip.py)
 
-Only GET and HEAD are answered (405 otherwise) except on /whip. Requests whose Host is neither
+Every session opens and closes through the process's `SessionHost` (host.py), whatever its
+source; this module is the HTTP and WebSocket side of it. Only GET and HEAD are answered (405
+otherwise) except on /whip. Requests whose Host is neither
 an IP literal, `localhost` nor listed in `live.allowed_hosts` get 403 (DNS rebinding), and so do
 WebSocket handshakes from a browser page of another origin than the server's own unless listed in
 `live.allowed_origins`. Pages carry a Content-Security-Policy whose frame-ancestors are the
