@@ -41,7 +41,7 @@ _O, _Z, _NS = (
     7 + len(_PLAIN) + len(_OPTIONAL) + len(FEATURES),
 )
 WIDTH = _NS + 1
-CHUNK = 1024  # rows gathered as Python tuples before they become one float64 block
+CHUNK = 256  # rows gathered as Python tuples before they become one float64 block
 
 
 def _f(x: float | None) -> float:
