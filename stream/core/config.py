@@ -298,9 +298,9 @@ class BehaviourConfig:
     max_swing_s: float = 0.8
     posture: bool = True
     posture_live: bool = False
-    posture_model: str = "pose_landmark_lite"
-    posture_fps: float = 2.0
-    posture_crop_side: float = 4.0
+    posture_model: str = "pose_landmark_full"
+    posture_fps: float = 1.0
+    posture_crop_side: float = 5.0
 
     def __post_init__(self) -> None:
         _check(0 <= self.pose_tau_s <= 2, "behaviour.pose_tau_s", "must be in [0, 2] seconds")

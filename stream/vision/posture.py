@@ -1,7 +1,9 @@
 """Upper-body posture from BlazePose (pose_landmark_lite/full.onnx), where it is visible.
 
 The person crop is placed from the face box (head-and-shoulders framing: centre
-`crop_down` face heights below the face centre, side `crop_side` face heights), or, while the
+`crop_down` face heights below the face centre, side `crop_side` face heights: 2 and 5, the
+tightest that put the shoulders where they are on our clips; tighter crops pull them up to
+the chin), or, while the
 last result was good, from the last landmarks as MediaPipe tracks (centred between the
 shoulders and the face). Each cue has a visibility gate and is None ("not visible") when its
 landmarks are not seen, never a guess:
@@ -9,8 +11,12 @@ landmarks are not seen, never a guess:
 - lean: log of the face's size against this person's running median (> 0: nearer the
   camera, "leaning in"; < 0: "leaning back"); needs only the face.
 - shoulders_raised: the neck gap (shoulder line to the ears) shorter than this person's median
-  by `raise_share` of the shoulder width; needs both shoulders.
-- hand_to_face: a hand point within the face box widened by a quarter; needs a visible hand.
+  by `raise_share` of the shoulder width; needs both shoulders visible, below the chin and
+  1.3 face widths apart (on face-only crops the model puts guessed shoulders at the chin).
+- hand_to_face: two hand points within the face box (widened by a quarter to the sides and
+  above, not below the chin); needs a wrist seen with visibility >= `wrist_min` (0.8: on
+  face-only crops the lite model guesses hands at the chin with up to about 0.7) and two
+  visible hand points.
 - activity: mean visible wrist speed in face heights per second ("gesturing").
 """
 
@@ -60,7 +66,7 @@ class PoseModel:
         crop_down: crop centre below the face centre, in face heights.
     """
 
-    def __init__(self, session: Any, crop_side: float = 4.0, crop_down: float = 1.5) -> None:
+    def __init__(self, session: Any, crop_side: float = 5.0, crop_down: float = 2.0) -> None:
         if not 2 <= crop_side <= 8 or not 0 <= crop_down <= 4:
             raise ValueError("crop_side must be in [2, 8] and crop_down in [0, 4] face heights")
         self.session = session
@@ -148,6 +154,7 @@ class PostureTracker:
         visibility_min: landmark visibility for a point to count.
         raise_share: neck-gap shortening (share of shoulder width) that is "shoulders raised".
         baseline_n: samples in the running medians.
+        wrist_min: wrist visibility a hand-to-face call needs.
     """
 
     def __init__(
@@ -157,9 +164,10 @@ class PostureTracker:
         visibility_min: float = 0.5,
         raise_share: float = 0.08,
         baseline_n: int = 120,
+        wrist_min: float = 0.8,
     ) -> None:
-        if not 0 < presence_min < 1 or not 0 < visibility_min < 1:
-            raise ValueError("presence_min and visibility_min must be in (0, 1)")
+        if not (0 < presence_min < 1 and 0 < visibility_min < 1 and 0 < wrist_min < 1):
+            raise ValueError("presence_min, visibility_min and wrist_min must be in (0, 1)")
         if raise_share <= 0 or baseline_n < 3:
             raise ValueError("raise_share must be > 0 and baseline_n >= 3")
         self.model = model
@@ -167,6 +175,7 @@ class PostureTracker:
         self.visibility_min = visibility_min
         self.raise_share = raise_share
         self.baseline_n = baseline_n
+        self.wrist_min = wrist_min
         self._people: dict[int, _Person] = {}
 
     def update(self, face: int, t: float, image: U8, box: F32, bgr: bool = True) -> PostureSample:
@@ -199,6 +208,10 @@ class PostureTracker:
             return PostureSample(False, lean, None, None, None)
         vm = self.visibility_min
         shoulders = lm.visible(SH_L, vm) and lm.visible(SH_R, vm)
+        if shoulders:  # real shoulders sit below the chin and wider than the face
+            sh = lm.points[[SH_L, SH_R]]
+            wide = float(abs(sh[0, 0] - sh[1, 0])) >= 1.3 * (x2 - x1)
+            shoulders = wide and bool(np.all(sh[:, 1] > y2))
         raised = None
         if shoulders:
             sw = float(np.linalg.norm(lm.points[SH_L] - lm.points[SH_R]))
@@ -217,17 +230,19 @@ class PostureTracker:
             p.crop = None
         hands = [i for i in HAND if lm.visible(i, vm)]
         hand_to_face = None
-        if hands:
-            mx, my = 0.25 * (x2 - x1), 0.25 * fh
+        # the lite model guesses hands at the chin of face-only crops with wrist visibility
+        # up to about 0.7 (measured); a real hand on the face scored 0.87
+        wrist = lm.visible(WR_L, self.wrist_min) or lm.visible(WR_R, self.wrist_min)
+        if wrist and len(hands) >= 2:
+            mx = 0.25 * (x2 - x1)
             pts = lm.points[hands]
-            hand_to_face = bool(
-                np.any(
-                    (pts[:, 0] > x1 - mx)
-                    & (pts[:, 0] < x2 + mx)
-                    & (pts[:, 1] > y1 - my)
-                    & (pts[:, 1] < y2 + my)
-                )
+            on_face = (
+                (pts[:, 0] > x1 - mx)
+                & (pts[:, 0] < x2 + mx)
+                & (pts[:, 1] > y1 - 0.25 * fh)
+                & (pts[:, 1] < y2)  # not below the chin, where arms at rest are guessed
             )
+            hand_to_face = bool(on_face.sum() >= 2)
         wr = lm.points[[WR_L, WR_R]] / fh
         seen = np.array([lm.visible(WR_L, vm), lm.visible(WR_R, vm)])
         p.wrists.append((t, wr, seen))

@@ -1,0 +1,200 @@
+"""Upper-body posture (BlazePose) with its visibility gates, gaze/attention/blinks, and the
+per-face behaviour summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream.analysis.behaviour import BehaviourSummary
+from stream.core.config import Config
+from stream.core.types import VideoFrame
+from stream.models.runtime import SessionFactory
+from stream.vision.detect import YuNetDetector
+from stream.vision.gaze import EYES, BlinkCounter, GazeTracker, eye_state
+from stream.vision.gestures import HeadGesture
+from stream.vision.headpose import HeadPose
+from stream.vision.posture import (
+    HAND,
+    SH_L,
+    SH_R,
+    PoseLandmarks,
+    PoseModel,
+    PostureSample,
+    PostureTracker,
+    _Person,
+)
+
+from .compose_heads import frames, largest
+from .conftest import MEDIA, VIDEO, imread
+
+BOX = np.array([100, 50, 200, 170], np.float32)  # a face 120 px high
+
+
+class _NoSession:
+    def get_inputs(self) -> list[object]:
+        class _I:
+            name = "input_1"
+
+        return [_I()]
+
+
+def _person() -> _Person:
+    from collections import deque
+
+    return _Person(deque(maxlen=50), deque(maxlen=50), deque(maxlen=8))
+
+
+def _lm(presence: float = 0.99, shoulders: bool = True, hand: bool = False) -> PoseLandmarks:
+    pts = np.zeros((33, 2), np.float32)
+    vis = np.zeros(33, np.float32)
+    pts[0] = (150, 120)  # nose
+    pts[7], pts[8] = (120, 110), (180, 110)  # ears
+    vis[[0, 7, 8]] = 0.99
+    pts[SH_L], pts[SH_R] = (240, 260), (60, 260)
+    vis[[SH_L, SH_R]] = 0.95 if shoulders else 0.1
+    if hand:
+        pts[list(HAND)] = (150, 160)  # at the mouth
+        vis[list(HAND)] = 0.9
+    return PoseLandmarks(pts, vis, presence, 1.0)
+
+
+def test_posture_cues_are_gated_by_visibility() -> None:
+    tr = PostureTracker(PoseModel(_NoSession()))
+    p = _person()
+    s = tr.cues(p, 0.0, _lm(presence=0.1), BOX)
+    assert not s.visible and s.shoulders_raised is None and s.hand_to_face is None
+    s = tr.cues(p, 0.1, _lm(shoulders=False), BOX)
+    assert s.visible and s.shoulders_raised is None  # not visible, not "no"
+    assert s.hand_to_face is None and s.activity is None  # no hand seen
+    for i in range(6):
+        s = tr.cues(p, 0.2 + i / 10, _lm(), BOX)
+    assert s.shoulders_raised is False and s.lean is not None and abs(s.lean) < 1e-6
+    raised = _lm()
+    raised.points[[SH_L, SH_R], 1] -= 40  # shoulders up toward the ears
+    assert tr.cues(p, 1.0, raised, BOX).shoulders_raised is True
+    assert tr.cues(p, 1.1, _lm(hand=True), BOX).hand_to_face is True
+    nearer = BOX + np.array([-30, -30, 30, 30], np.float32)
+    s = tr.cues(p, 1.2, _lm(), nearer)
+    assert s.lean is not None and s.lean > 0.1 and s.lean_word == "leaning in"
+
+
+def test_gaze_adds_the_eyes_to_the_head_and_attention_follows_the_cone() -> None:
+    g = GazeTracker(cone_yaw_deg=20, cone_pitch_deg=15, cone_pitch_centre_deg=0, drop_min_s=1.0)
+    assert g.attention(0, 0) == 1.0 and g.attention(40, 0) == 0.0
+    assert 0 < g.attention(25, 0) < 1
+    lm = np.zeros((478, 3), np.float32)
+    for outer, inner, up, low, iris in EYES:
+        cx = 100.0 if outer == 33 else 200.0
+        lm[outer, :2] = (cx - 15 if outer == 33 else cx + 15, 100)
+        lm[inner, :2] = (cx + 15 if outer == 33 else cx - 15, 100)
+        lm[up, :2], lm[low, :2] = (cx, 95), (cx, 105)
+        lm[iris, :2] = (cx + 6, 100)  # both irises toward the image's right
+    e = eye_state(lm)
+    assert e.yaw > 10 and abs(e.pitch) < 1 and 0.3 < e.openness < 0.4
+    s, eye, _ = g.update(1, 0.0, HeadPose(5, 0, 0, "smoothed"), lm)
+    assert eye is not None and s.eyes and abs(s.x - (5 + e.yaw)) < 1e-6
+    s, _, _ = g.update(1, 2.0, HeadPose(5, 0, 0, "smoothed"))  # eyes too old: head only
+    assert not s.eyes and s.x == 5
+
+
+def test_attention_drops_need_the_configured_time() -> None:
+    g = GazeTracker(drop_min_s=2.0)
+    away, toward = HeadPose(60, 0, 0, "smoothed"), HeadPose(0, 0, 0, "smoothed")
+    drops = []
+    for i in range(100):
+        t = i / 10
+        head = away if 1 <= t < 2.5 or 4 <= t < 7 else toward
+        drops += g.update(1, t, head)[2]
+    assert [(round(d.start, 1), round(d.end, 1)) for d in drops] == [(4.0, 7.0)]
+    assert drops[0].to_json()["behaviour"] == "looking away"
+    g.update(2, 0.0, away)
+    g.update(2, 3.0, away)
+    assert [d.face for d in g.flush()] == [2]
+    with pytest.raises(ValueError):
+        GazeTracker(cone_yaw_deg=0)
+
+
+def test_blink_rate_counts_events_when_dense_and_estimates_when_sparse() -> None:
+    dense = BlinkCounter(min_s=10)
+    for i in range(30 * 30):  # 30 s at 30 Hz, a 0.2 s blink every 4 s
+        t = i / 30
+        dense.add(t, 0.05 if (t % 4) < 0.2 else 0.3)
+    assert dense.method == "events" and abs((dense.rate_per_min() or 0) - 15) < 1.5
+    sparse = BlinkCounter(min_s=10)
+    for i in range(2 * 300):  # 300 s at 2 Hz of the same eyes
+        t = i / 2 + 0.013 * i
+        sparse.add(t, 0.05 if (t % 4) < 0.2 else 0.3)
+    rate = sparse.rate_per_min()
+    print(f"blink rate, dense events: {dense.rate_per_min():.1f}/min; sparse estimate: {rate}")
+    assert sparse.method == "occupancy" and rate is not None and 5 < rate < 30
+    assert BlinkCounter().rate_per_min() is None
+
+
+def test_behaviour_summary_shares_and_counts() -> None:
+    b = BehaviourSummary(max_gap_s=0.5)
+    f = b.face(3)
+    g = GazeTracker()
+    for i in range(101):
+        t = i / 10
+        head = HeadPose(50 if t >= 7 else 0, 0, 0, "smoothed")
+        gaze, _, drops = g.update(3, t, head)
+        lean = 0.2 if t < 5 else 0.0
+        f.add_frame(t, head, gaze, PostureSample(True, lean, None, False, 0.5))
+        for d in drops:
+            f.add_drop(d)
+    for d in g.flush():
+        f.add_drop(d)
+    f.add_gesture(HeadGesture(3, "nod", 1.0, 1.5, 2, 6.0))
+    s = b.summary()["3"]
+    print(s)
+    assert s["attention_share"] == pytest.approx(0.7, abs=0.02)
+    assert s["looking_away_drops"] == 1 and s["nods"] == 1 and s["shakes"] == 0
+    assert s["leaning_in_share"] == pytest.approx(0.5, abs=0.02)
+    assert s["shoulders_raised_share"] is None  # never visible: no share, not 0
+    assert s["hand_to_face_share"] == 0.0 and s["gesture_activity"] == 0.5
+    assert b.attention_now({}) is None
+
+
+@pytest.mark.integration
+def test_pose_on_real_frames_and_a_face_only_crop(config: Config, factory: SessionFactory) -> None:
+    spec = factory.store.manifest[config.models.detector]
+    det = YuNetDetector(factory.get(spec.name), spec, config.detection)
+    for name in ("pose_landmark_lite", "pose_landmark_full"):
+        tracker = PostureTracker(PoseModel(factory.get(name)))
+        # the Pexels clip: shoulders at the frame's bottom, a hand over the mouth at 7 s
+        seen = {}
+        for _, t, im in frames(VIDEO / "pyfeat_WolfgangLanger_Pexels.mp4", fps=2.0):
+            if t > 8.0:
+                break
+            d = det(VideoFrame(im, t))
+            s = tracker.update(1, t, im, d.boxes[largest(d)])
+            seen[round(t, 1)] = s
+        print(name, {t: (s.shoulders_raised, s.hand_to_face) for t, s in seen.items()})
+        assert sum(s.visible for s in seen.values()) >= 0.85 * len(seen)
+        assert seen[7.0].hand_to_face is True
+        # head-and-shoulders framing (fer_woman2): the shoulders are seen
+        tracker.reset()
+        shoulders = []
+        for _, t, im in frames(VIDEO / "fer_woman2.mp4", fps=2.0):
+            d = det(VideoFrame(im, t))
+            shoulders.append(tracker.update(2, t, im, d.boxes[largest(d)]).shoulders_raised)
+        seen_share = sum(s is not None for s in shoulders) / len(shoulders)
+        raised_share = sum(s is True for s in shoulders) / len(shoulders)
+        print(
+            f"{name}: shoulders judged on {seen_share:.0%} of fer_woman2, raised {raised_share:.0%}"
+        )
+        if name == "pose_landmark_full":  # lite puts these shoulders at the chin: gated off
+            assert seen_share >= 0.7 and raised_share <= 0.2
+        # a face-only picture (JAFFE, the face fills it): nothing below the face is visible
+        face_only = imread(
+            MEDIA
+            / "expressions"
+            / "jaffe"
+            / sorted(p.name for p in (MEDIA / "expressions" / "jaffe").iterdir())[0]
+        )
+        d = det(VideoFrame(face_only, 0.0))
+        tracker.reset()
+        s = tracker.update(9, 0.0, face_only, d.boxes[largest(d)])
+        print(name, "face-only:", s.to_json())
+        assert s.shoulders_raised is None and s.activity is None and s.hand_to_face is None
