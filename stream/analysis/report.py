@@ -492,6 +492,8 @@ max-width:14em;overflow:hidden;text-overflow:ellipsis}.heat tr{break-inside:avoi
 padding:0}h2{break-after:avoid}.grid{grid-template-columns:repeat(4,1fr)}
 .scroll{overflow:visible}table{width:100%;font-size:9px}td,th{padding:1px 3px}
 .heat td{min-width:0}tr,.card,.tl>*{break-inside:avoid}thead{display:table-header-group}
+section.speakers,.tl>.who+div{break-inside:avoid}h2,.legend{break-after:avoid}
+.tl .note{display:none}
 .tl{grid-template-columns:110px 1fr}}
 """
 
