@@ -261,8 +261,11 @@ class HourRow:
 
 
 def soak_config(fps: float) -> Config:
-    """The default config with the simulated frame rate as the session's analysed rate."""
+    """The default config with the simulated frame rate as the session's analysed rate (and
+    one analysed frame standing for up to 1 / fps: below 2 fps the default 0.5 s would not
+    count the whole visible time)."""
     c = load_config()
+    c = c.replace("analyze", max_gap_s=max(c.analyze.max_gap_s, 1.0 / fps))
     return c.replace("live", max_fps=fps)
 
 

@@ -104,6 +104,15 @@ def test_compaction_leaves_aggregates_unchanged_and_keeps_weighted_means() -> No
         assert np.allclose(mean(b), expected, atol=1e-5)
         assert np.allclose(mean(a), expected, atol=1e-5)
         print(f"face {f.number}: {len(a)} points -> {len(b)}; {f.headline()}")
+    # rebuilt from the merged points (as identity consolidation renumbers): the same totals
+    rebuilt = Aggregator(0.1, 0.5, np.ones(8, bool), ladder=small)
+    for f in laddered.faces():
+        for p in laddered.timeline(f.number):
+            rebuilt.add_point(p.t, p.dt, p.sample, p.states)
+    for x, y in zip(rebuilt.faces(), full.faces(), strict=True):
+        assert x.visible_s == pytest.approx(y.visible_s, abs=1e-6) and x.dominant == y.dominant
+        assert x.shares == pytest.approx(y.shares, abs=1e-5)
+        assert x.mean_probabilities == pytest.approx(y.mean_probabilities, abs=1e-5)
 
 
 def test_series_merges_buckets_by_time_with_the_prevailing_category() -> None:

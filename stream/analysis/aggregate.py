@@ -63,6 +63,9 @@ class TimelinePoint:
     t: float
     dt: float
     sample: FaceSample
+    #: Seconds of each state (`ALL_STATES` order) the point stands for: a merged point of the
+    #: ladder may hold several labels; None: all of `dt` is `sample.label`.
+    states: tuple[float, ...] | None = None
 
 
 #: Most timeline points kept per face after the ladder (see the module docstring); beyond it
@@ -89,6 +92,7 @@ def _row(s: FaceSample) -> F32:
 def _points(number: int, series: Series) -> list[TimelinePoint]:
     """The kept points of one face as `TimelinePoint`s (made on demand from the columns)."""
     t, dt, cat, v = series.columns()
+    states = series.category_times().astype(np.float64).tolist()
     conf = v[:, _CONF].tolist()
     boxes = v[:, _BOX].astype(np.float64).tolist()
     out = []
@@ -102,7 +106,7 @@ def _points(number: int, series: Series) -> list[TimelinePoint]:
             v[i, _VA],
             (boxes[i][0], boxes[i][1], boxes[i][2], boxes[i][3]),
         )
-        out.append(TimelinePoint(float(t[i]), float(dt[i]), sample))
+        out.append(TimelinePoint(float(t[i]), float(dt[i]), sample, tuple(states[i])))
     return out
 
 
@@ -260,21 +264,39 @@ class Aggregator:
             self._commit(pt, dt, ps)
         self._pending.clear()
 
-    def _commit(self, t: float, dt: float, samples: list[FaceSample]) -> None:
+    def add_point(
+        self, t: float, dt: float, sample: FaceSample, states: tuple[float, ...] | None = None
+    ) -> None:
+        """Record one timeline point of another aggregator (e.g. renumbered): exactly `dt`
+        seconds (`max_gap_s` does not cap it), split over the states as `states` says (a merged
+        point's `TimelinePoint.states`). Points of one face come in time order."""
+        self._commit(t, dt, [sample], states)
+
+    def _commit(
+        self,
+        t: float,
+        dt: float,
+        samples: list[FaceSample],
+        states: tuple[float, ...] | None = None,
+    ) -> None:
         for s in samples:
             acc = self._faces.get(s.number)
             if acc is None:
                 acc = self._faces[s.number] = _FaceAcc(first_t=t, last_t=t)
             acc.last_t = t
             acc.visible += dt
-            acc.label_time[s.label] += dt
+            if states is None:
+                acc.label_time[s.label] += dt
+            else:
+                for state, seconds in zip(ALL_STATES, states, strict=True):
+                    acc.label_time[state] += seconds
             acc.prob_sum += dt * s.raw_probs.astype(np.float64)
             acc.va_sum += dt * s.valence_arousal.astype(np.float64)
             acc.samples += 1
             if self.keep_timeline:
                 if acc.timeline is None:
                     acc.timeline = Series(_WIDTH, len(ALL_STATES), self.ladder)
-                acc.timeline.add(t, dt, _row(s), _STATE[s.label])
+                acc.timeline.add(t, dt, _row(s), _STATE[s.label], states)
 
     def name_of(self, number: int) -> str:
         return self.names.get(number) or face_name(number)
