@@ -75,7 +75,8 @@ class VoiceAnalyzer:
         self._audio_t0 = 0.0
         self._vad: deque[VadStep] = deque()  # decisions not yet older than every pending hop
         self._pitch: deque[tuple[float, float, float]] = deque()  # (t, f0, confidence)
-        self._energy: deque[tuple[float, float]] = deque()  # (t, dBFS) waiting for VAD, pitch
+        # (t, dBFS, spectral tilt dB) waiting for VAD and pitch
+        self._energy: deque[tuple[float, float, float]] = deque()
         self._next_energy_t = 0.0
 
     def feed(self, frame: av.AudioFrame | None) -> VoiceUpdate:
@@ -110,14 +111,15 @@ class VoiceAnalyzer:
         while self._next_energy_t + ENERGY_HOP_S / 2 <= end_t:
             t = self._next_energy_t
             gain = self.level.gain_db_at(t - self.offset)
-            self._energy.append((t, self._energy_db(t) - gain))
+            energy, tilt = self._energy_tilt(t)
+            self._energy.append((t, energy - gain, tilt))
             self._next_energy_t = round(t + ENERGY_HOP_S, 6)
         self._trim_audio()
         hops = []
         vad_end = self._vad[-1].t + CHUNK / 16000 if self._vad else -1.0
         pitch_end = self._pitch[-1][0] if self._pitch else -1.0
         while self._energy and self._energy[0][0] < vad_end and self._energy[0][0] <= pitch_end:
-            t, energy = self._energy.popleft()
+            t, energy, tilt = self._energy.popleft()
             while len(self._pitch) > 1 and abs(self._pitch[1][0] - t) <= abs(self._pitch[0][0] - t):
                 self._pitch.popleft()  # keep the pitch estimate nearest to t in front
             _, hz, c = self._pitch[0]
@@ -130,6 +132,7 @@ class VoiceAnalyzer:
                     c,
                     step.speech if step else False,
                     step.prob if step else 0.0,
+                    tilt,
                 )
             )
         keep_from = (self._energy[0][0] if self._energy else vad_end) - 0.1
@@ -155,12 +158,18 @@ class VoiceAnalyzer:
             self._audio = self._audio[extra:]
             self._audio_t0 += extra / 16000
 
-    def _energy_db(self, t: float) -> float:
+    def _energy_tilt(self, t: float) -> tuple[float, float]:
+        """Energy (dBFS) of the 20 ms around `t`, and its spectral balance: the energy of
+        1-5 kHz over that of 50 Hz-1 kHz in dB (the alpha ratio; a pressed, loud voice puts
+        more energy high). Both on the audio as the models see it (the gain not yet removed)."""
         c = round((t - self._audio_t0) * 16000)
-        seg = self._audio[max(0, c - 160) : max(0, c + 160)]
+        seg = self._audio[max(0, c - 160) : max(0, c + 160)].astype(np.float64)
         if len(seg) == 0:
-            return -100.0
-        return float(10 * np.log10(max(float(np.mean(seg.astype(np.float64) ** 2)), 1e-10)))
+            return -100.0, 0.0
+        energy = float(10 * np.log10(max(float(np.mean(seg**2)), 1e-10)))
+        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 320)) ** 2  # 50 Hz bins
+        low, high = float(spec[1:20].sum()), float(spec[20:101].sum())
+        return energy, float(10 * np.log10(max(high, 1e-12) / max(low, 1e-12)))
 
     def _step_at(self, t: float) -> VadStep | None:
         """The VAD decision covering time `t` (chunks are 32 ms, in order)."""

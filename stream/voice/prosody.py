@@ -29,6 +29,7 @@ class HopFeatures:
     confidence: float
     speech: bool
     speech_prob: float
+    tilt_db: float = 0.0  # spectral balance: 1-5 kHz over 50 Hz-1 kHz energy, dB
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class ProsodyReport:
     mean_pause_s: float | None
     z: dict[str, float | None] = field(default_factory=dict)
     vocal_arousal_heuristic: float | None = None
+    #: spectral balance of the speech (median alpha ratio, dB) and the energy range of its
+    #: speech (90th - 10th percentile, dB): level-independent activation cues
+    tilt_db: float | None = None
+    energy_range_db: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def r(x: float | None, n: int = 3) -> float | None:
@@ -73,6 +78,8 @@ class ProsodyReport:
             "mean_pause_s": r(self.mean_pause_s),
             "z": {k: r(v, 2) for k, v in self.z.items()},
             "vocal_arousal_heuristic": r(self.vocal_arousal_heuristic, 2),
+            "spectral_balance_db": r(self.tilt_db, 1),
+            "energy_range_db": r(self.energy_range_db, 1),
         }
 
 
@@ -153,7 +160,7 @@ class ProsodyWindow:
         hop_s = (hops[-1].t - hops[0].t) / max(len(hops) - 1, 1) if len(hops) > 1 else 0.02
         speech_ratio = float(speech.mean()) if len(hops) else 0.0
         voiced = speech & (conf >= 0.5) & (f0 >= F0_MIN) & (f0 <= F0_MAX)
-        f0_med = f0_range = f0_var = voicing = rate = None
+        f0_med = f0_range = f0_var = voicing = rate = tilt = e_range = None
         if voiced.sum() >= 5:
             v = f0[voiced]
             f0_med = float(np.median(v))
@@ -167,6 +174,12 @@ class ProsodyWindow:
             speech_s = speech.sum() * hop_s
             if speech_s >= 0.3:
                 rate = _syllable_peaks(energy, speech, hop_s) / speech_s
+                e = energy[speech]
+                e_range = float(np.percentile(e, 90) - np.percentile(e, 10))
+                # Spectral balance of the louder half of the speech (the vowels, not the hiss
+                # of pauses between words).
+                tilts = np.array([h.tilt_db for h in hops], np.float64)[speech]
+                tilt = float(np.median(tilts[e >= np.median(e)]))
         else:
             energy_db = float(10 * np.log10(max(float((10 ** (energy / 10.0)).mean()), 1e-12)))
         # Pauses: silent runs between speech inside the window.
@@ -210,4 +223,6 @@ class ProsodyWindow:
             mean_pause_s=float(np.mean(runs)) if runs else None,
             z=z,
             vocal_arousal_heuristic=arousal,
+            tilt_db=tilt,
+            energy_range_db=e_range,
         )
