@@ -198,3 +198,49 @@ def test_pose_on_real_frames_and_a_face_only_crop(config: Config, factory: Sessi
         s = tracker.update(9, 0.0, face_only, d.boxes[largest(d)])
         print(name, "face-only:", s.to_json())
         assert s.shoulders_raised is None and s.activity is None and s.hand_to_face is None
+
+
+@pytest.mark.integration
+def test_behaviour_signals_and_summary_on_a_real_clip(
+    config: Config, factory: SessionFactory
+) -> None:
+    """The per-stream object the pipeline calls, on 6 s of a real clip at 10 fps with facial
+    actions every 0.5 s, and the JSON summary built from it."""
+    from stream.vision.blendshapes import FaceActionModel
+    from stream.vision.signals import BehaviourSignals, FaceInput, event_json
+
+    spec = factory.store.manifest[config.models.detector]
+    det = YuNetDetector(factory.get(spec.name), spec, config.detection)
+    act = FaceActionModel(
+        factory.get(config.actions.landmarks_model), factory.get(config.actions.blendshapes_model)
+    )
+    signals = BehaviourSignals.from_config(config, factory)
+    assert signals.posture is not None  # on for files by default
+    assert BehaviourSignals.from_config(config, factory, live=True).posture is None
+    summary = BehaviourSummary()
+    next_lm, prior, postures, sources = 0.0, None, 0, set()
+    for _, t, im in frames(VIDEO / "fer_woman2.mp4", fps=10.0):
+        if t > 6.0:
+            break
+        d = det(VideoFrame(im, t))
+        k = largest(d)
+        lms = None
+        if t >= next_lm:
+            fa = act(im, d.boxes[k], d.landmarks[k][:2], prior, bgr=True)
+            prior, lms, next_lm = (d.boxes[k], fa.landmarks), fa.landmarks, t + 0.5
+        fs = signals.update(t, im, [FaceInput(1, d.boxes[k], d.landmarks[k], lms)])
+        summary.add(t, fs)
+        one = fs.faces[1]
+        js = one.to_json()
+        assert {"head", "gaze", "attention", "looking_away"} <= set(js)
+        postures += one.posture is not None
+        sources.add(one.raw_pose.source)
+        for e in fs.gestures + fs.drops:
+            assert event_json(e)["type"] in ("gesture", "attention_drop")
+    summary.add_events(signals.flush())
+    s = summary.summary()["1"]
+    print("fer_woman2, 6 s:", s, "pose sources", sorted(sources), "posture calls", postures)
+    assert sources == {"landmarks", "flow"}
+    assert 5 <= postures <= 7  # once per second
+    assert s["attention_share"] is not None and s["attention_share"] > 0.5
+    assert s["posture_visible_share"] is not None

@@ -11,6 +11,7 @@ from stream.vision.gaze import AttentionDrop, BlinkCounter, GazeSample
 from stream.vision.gestures import HeadGesture
 from stream.vision.headpose import HeadPose
 from stream.vision.posture import PostureSample
+from stream.vision.signals import FrameSignals
 
 
 @dataclass
@@ -36,7 +37,9 @@ class FaceBehaviour:
     activity_n: int = 0
     yaw_sum: float = 0.0
     pitch_sum: float = 0.0
+    posture_hold_s: float = 2.0
     _last_t: float | None = None
+    _posture: tuple[float, PostureSample] | None = None
 
     def add_frame(
         self,
@@ -47,6 +50,10 @@ class FaceBehaviour:
     ) -> None:
         """One analysed frame of this face."""
         dt = 0.0 if self._last_t is None else min(max(t - self._last_t, 0.0), self.max_gap_s)
+        if posture is not None:
+            self._posture = (t, posture)
+        elif self._posture is not None and 0 <= t - self._posture[0] <= self.posture_hold_s:
+            posture = self._posture[1]  # posture runs a few times a second: it stands until then
         self._last_t = t
         self.seen_s += dt
         self.attending_s += dt * gaze.attention
@@ -123,6 +130,22 @@ class BehaviourSummary:
         if fb is None:
             fb = self.faces[number] = FaceBehaviour(number, self.max_gap_s)
         return fb
+
+    def add(self, t: float, frame: FrameSignals) -> None:
+        """One analysed frame's signals (and the events that ended on it)."""
+        for number, fs in frame.faces.items():
+            fb = self.face(number)
+            fb.add_frame(t, fs.pose, fs.gaze, fs.posture)
+            if fs.eyes is not None:
+                fb.add_eyes(t, fs.eyes.openness)
+        self.add_events(frame)
+
+    def add_events(self, frame: FrameSignals) -> None:
+        """Gestures and attention drops (also those of `BehaviourSignals.flush`)."""
+        for g in frame.gestures:
+            self.face(g.face).add_gesture(g)
+        for d in frame.drops:
+            self.face(d.face).add_drop(d)
 
     def attention_now(self, samples: dict[int, GazeSample]) -> float | None:
         """The call's attention on one frame: mean over its faces (None without faces)."""
