@@ -245,3 +245,22 @@ def test_behaviour_signals_and_summary_on_a_real_clip(
     share = s["attention_share"]
     assert isinstance(share, float) and share > 0.5
     assert s["posture_visible_share"] is not None
+
+
+def test_behaviour_rows_and_identity_joins() -> None:
+    b = BehaviourSummary()
+    g = GazeTracker()
+    for n, (t0, yaw) in {1: (0.0, 0.0), 2: (10.0, 50.0)}.items():
+        for i in range(21):
+            t = t0 + i / 10
+            head = HeadPose(yaw, -3.0, 1.0, "smoothed")
+            b.face(n).add_frame(t, head, g.update(n, t, head)[0])
+        b.face(n).add_gesture(HeadGesture(n, "nod", t0 + 1, t0 + 1.5, 2, 5.0))
+    row = b.face(1).row_at(1.05)
+    assert row is not None and row["head_pitch"] == -3.0 and row["attention"] == 1.0
+    assert b.face(1).row_at(-1) is None
+    b.join({2: 1})
+    assert list(b.faces) == [1]
+    s = b.summary()["1"]
+    assert s["nods"] == 2 and s["attention_share"] == pytest.approx(0.5, abs=0.03)
+    assert b.face(1).row_at(10.5) is not None

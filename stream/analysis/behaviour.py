@@ -5,6 +5,7 @@ gaze, gestures, posture); behaviour words only ("looking away", "nodding", "lean
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from stream.vision.gaze import AttentionDrop, BlinkCounter, GazeSample
@@ -12,6 +13,9 @@ from stream.vision.gestures import HeadGesture
 from stream.vision.headpose import HeadPose
 from stream.vision.posture import PostureSample
 from stream.vision.signals import FrameSignals
+
+#: Per-frame CSV columns kept by `FaceBehaviour.rows` (after the time).
+ROW_FIELDS = ("head_yaw", "head_pitch", "head_roll", "attention", "gaze_x", "gaze_y", "lean")
 
 
 @dataclass
@@ -38,6 +42,8 @@ class FaceBehaviour:
     yaw_sum: float = 0.0
     pitch_sum: float = 0.0
     posture_hold_s: float = 2.0
+    keep_rows: bool = True  # keep per-frame rows for the CSV and the report's lanes
+    rows: list[tuple[float, ...]] = field(default_factory=list)  # see ROW_FIELDS
     _last_t: float | None = None
     _posture: tuple[float, PostureSample] | None = None
 
@@ -59,6 +65,12 @@ class FaceBehaviour:
         self.attending_s += dt * gaze.attention
         self.yaw_sum += dt * pose.yaw
         self.pitch_sum += dt * pose.pitch
+        if self.keep_rows:
+            nan = float("nan")
+            lean = posture.lean if posture is not None and posture.lean is not None else nan
+            self.rows.append(
+                (t, pose.yaw, pose.pitch, pose.roll, gaze.attention, gaze.x, gaze.y, lean)
+            )
         if posture is not None and posture.visible:
             self.posture_s += dt
             if posture.lean is not None:
@@ -73,6 +85,32 @@ class FaceBehaviour:
             if posture.activity is not None:
                 self.activity_sum += posture.activity
                 self.activity_n += 1
+
+    def row_at(self, t: float) -> dict[str, float] | None:
+        """The CSV cells of the last row at or before `t` (None before the first)."""
+        i = bisect.bisect_right(self.rows, (t, float("inf"))) - 1
+        if i < 0:
+            return None
+        return dict(zip(ROW_FIELDS, self.rows[i][1:], strict=True))
+
+    def merge(self, other: FaceBehaviour) -> None:
+        """Fold another tracklet of the same person into this one (identity consolidation)."""
+        for name in (
+            "seen_s", "attending_s", "posture_s", "leaning_in_s", "leaning_back_s",
+            "shoulders_seen_s", "shoulders_raised_s", "hands_seen_s", "hand_to_face_s",
+            "activity_sum", "yaw_sum", "pitch_sum",
+        ):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.activity_n += other.activity_n
+        self.drops = sorted(self.drops + other.drops, key=lambda d: d.start)
+        self.gestures = sorted(self.gestures + other.gestures, key=lambda g: g.start)
+        self.rows = sorted(self.rows + other.rows)
+        b, o = self.blinks, other.blinks
+        b.samples, b.shut, b.events = b.samples + o.samples, b.shut + o.shut, b.events + o.events
+        firsts = [x for x in (b.first, o.first) if x is not None]
+        lasts = [x for x in (b.last, o.last) if x is not None]
+        b.first = min(firsts) if firsts else None
+        b.last = max(lasts) if lasts else None
 
     def add_eyes(self, t: float, openness: float) -> None:
         self.blinks.add(t, openness)
@@ -119,17 +157,33 @@ class FaceBehaviour:
 class BehaviourSummary:
     """`FaceBehaviour` of every face of a stream or file, plus the call's attention."""
 
-    def __init__(self, max_gap_s: float = 0.5) -> None:
+    def __init__(self, max_gap_s: float = 0.5, keep_rows: bool = True) -> None:
         if max_gap_s <= 0:
             raise ValueError("max_gap_s must be > 0")
         self.max_gap_s = max_gap_s
+        self.keep_rows = keep_rows
         self.faces: dict[int, FaceBehaviour] = {}
 
     def face(self, number: int) -> FaceBehaviour:
         fb = self.faces.get(number)
         if fb is None:
-            fb = self.faces[number] = FaceBehaviour(number, self.max_gap_s)
+            fb = self.faces[number] = FaceBehaviour(
+                number, self.max_gap_s, keep_rows=self.keep_rows
+            )
         return fb
+
+    def join(self, mapping: dict[int, int]) -> None:
+        """Apply identity consolidation: face `old` becomes `mapping[old]` (merged)."""
+        for old, new in sorted(mapping.items()):
+            if old == new or old not in self.faces:
+                continue
+            fb = self.faces.pop(old)
+            target = self.faces.get(new)
+            if target is None:
+                fb.face = new
+                self.faces[new] = fb
+            else:
+                target.merge(fb)
 
     def add(self, t: float, frame: FrameSignals) -> None:
         """One analysed frame's signals (and the events that ended on it)."""
