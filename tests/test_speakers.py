@@ -267,3 +267,43 @@ def test_live_events_carry_facial_actions_and_speaker_ids(config: Config) -> Non
     print(f"live: {len(actions)} face entries with facial actions; voices {sorted(voices)}")
     assert actions and "AU12_smile" in actions[-1]
     assert voices and voices <= {"Caller", "Speaker 1", "Speaker 2", "Speaker 3"}
+
+
+def test_every_turn_of_a_call_gets_an_estimated_vocal_activation(
+    tmp_path: Path, config: Config, stages: Stages
+) -> None:
+    """Audio-only analyze of a composed call: per speaker, turns with an activation value (all
+    of at least 0.8 s), a summary, the CSV column and the HTML lanes."""
+    from stream.analysis import report
+
+    from .compose_calls import compose_call
+
+    call = compose_call("two", ["e03", "e08"], turns=8, turn_s=(1.5, 3.0), seed=11)
+    path = tmp_path / "call.wav"
+    _encode(call.audio, path)
+    a = analyze_file(path, config, stages=stages)
+    assert a.speakers is not None and a.speakers.speakers
+    for x in a.speakers.speakers:
+        values = [t.arousal for t in x.voice_turns]
+        print(
+            f"{x.name}: {len(x.voice_turns)} turns, activation "
+            + " ".join("-" if v is None else f"{v:+.2f}" for v in values)
+            + f"; median {x.activation.median}, high {x.activation.high_share:.0%}, "
+            f"low {x.activation.low_share:.0%}"
+        )
+        assert all(
+            t.arousal is not None and -1 <= t.arousal <= 1
+            for t in x.voice_turns
+            if t.end - t.start >= 0.8
+        )
+    d = json.loads(json.dumps(a.to_dict()))
+    sp0 = d["speakers"]["speakers"][0]
+    assert sp0["vocal_activation"]["label"] == "estimated vocal activation"
+    assert {"start", "end", "arousal"} <= set(sp0["voice_turns"][0])
+    rows = list(csv.DictReader(report.csv_text(a).splitlines()))
+    assert any(r["estimated_vocal_activation"] for r in rows)
+    html = report.render_html(a)
+    assert (
+        "estimated vocal activation" in html.lower()
+        and "emotion" not in sp0["vocal_activation"]["label"]
+    )

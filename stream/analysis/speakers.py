@@ -10,7 +10,21 @@ import numpy as np
 
 from stream.analysis.speaker import ActiveSpeaker
 from stream.analysis.voice_summary import ProsodyMedians
+from stream.voice.activation import SpeakerActivation, TurnCues
 from stream.voice.prosody import ProsodyReport
+
+#: Activation at or above HIGH (at or below -HIGH) counts as high (low) activation.
+HIGH = 0.33
+#: A turn stands out when it is this far from the speaker's median activation.
+STANDOUT = 0.4
+#: Same-speaker segments closer than this make one turn for the activation estimate.
+JOIN_GAP_S = 1.0
+ACTIVATION_LABEL = "estimated vocal activation"
+ACTIVATION_NOTE = (
+    "How energised the voice sounds (-1 calm .. +1 activated), per turn of at least 0.8 s, "
+    "from pitch range, spectral balance, energy range and speaking rate, blended with the "
+    "speaker's own baseline as it forms. Not an emotion."
+)
 
 
 def speaker_label(number: int) -> str:
@@ -28,6 +42,54 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class VoiceTurn:
+    """One turn of a speaker (same-speaker segments joined across short pauses) and its
+    estimated vocal activation (None: shorter than 0.8 s or nothing measured)."""
+
+    start: float
+    end: float
+    arousal: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        a = None if self.arousal is None else round(self.arousal, 3)
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "arousal": a}
+
+
+@dataclass(frozen=True)
+class ActivationSummary:
+    """A speaker's estimated vocal activation over its turns."""
+
+    median: float | None
+    high_share: float  # of the speaker's valued speech time at >= HIGH
+    low_share: float  # ... at <= -HIGH
+    standout: tuple[VoiceTurn, ...]  # turns far from the speaker's median, largest first
+
+    @staticmethod
+    def of(turns: list[VoiceTurn]) -> ActivationSummary:
+        valued = [t for t in turns if t.arousal is not None]
+        if not valued:
+            return ActivationSummary(None, 0.0, 0.0, ())
+        arousal = [t.arousal for t in valued if t.arousal is not None]
+        time = sum(t.end - t.start for t in valued)
+        med = float(np.median(arousal))
+        high = sum(t.end - t.start for t in valued if (t.arousal or 0.0) >= HIGH)
+        low = sum(t.end - t.start for t in valued if (t.arousal or 0.0) <= -HIGH)
+        far = [t for t in valued if abs((t.arousal or 0.0) - med) >= STANDOUT]
+        far.sort(key=lambda t: -abs((t.arousal or 0.0) - med))
+        return ActivationSummary(med, high / time, low / time, tuple(far[:3]))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "label": ACTIVATION_LABEL,
+            "median": None if self.median is None else round(self.median, 3),
+            "share_high": round(self.high_share, 3),
+            "share_low": round(self.low_share, 3),
+            "standout_turns": [t.to_dict() for t in self.standout],
+            "note": ACTIVATION_NOTE,
+        }
+
+
+@dataclass(frozen=True)
 class SpeakerStats(ProsodyMedians):
     """One diarized speaker over the stream."""
 
@@ -38,6 +100,10 @@ class SpeakerStats(ProsodyMedians):
     turns: int
     face: int | None  # the linked face (mouth matching), None: never seen speaking
     face_share: float  # share of the speaker's matched speech time on that face
+    voice_turns: tuple[VoiceTurn, ...] = ()
+    activation: ActivationSummary = field(
+        default_factory=lambda: ActivationSummary(None, 0.0, 0.0, ())
+    )
 
     def to_dict(self, face_names: dict[int, str]) -> dict[str, object]:
         return {
@@ -50,7 +116,16 @@ class SpeakerStats(ProsodyMedians):
             "face_name": face_names.get(self.face) if self.face is not None else None,
             "face_link_share": round(self.face_share, 3),
             **self.prosody_dict(),
+            "vocal_activation": self.activation.to_dict(),
+            "voice_turns": [t.to_dict() for t in self.voice_turns],
         }
+
+    def arousal_at(self, t: float) -> float | None:
+        """The estimated activation of the speaker's turn covering media time `t`."""
+        for turn in self.voice_turns:
+            if turn.start <= t <= turn.end:
+                return turn.arousal
+        return None
 
 
 @dataclass(frozen=True)
@@ -157,6 +232,12 @@ def summarise_speakers(
     for sp in sorted(seg_time):
         reps = by.get(sp, [])
         face, share = links.get(sp, (None, 0.0))
+        scorer = SpeakerActivation()
+        own = [r for r, _ in timeline if r.speaking]
+        vturns = tuple(
+            VoiceTurn(a, b, scorer.score(TurnCues.of(own, a, b)))
+            for a, b in _join(segs, sp, JOIN_GAP_S)
+        )
         stats.append(
             SpeakerStats(
                 number=sp,
@@ -166,8 +247,27 @@ def summarise_speakers(
                 turns=seg_turns[sp],
                 face=face,
                 face_share=share,
+                voice_turns=vturns,
+                activation=ActivationSummary.of(list(vturns)),
                 **ProsodyMedians.of(reps),
             )
         )
     turns = [Turn(s, e, sp) for s, e, sp in segs]
     return SpeakersAnalysis(stats, turns, speech, reports=by)
+
+
+def _join(
+    segs: list[tuple[float, float, int]], speaker: int, gap: float
+) -> list[tuple[float, float]]:
+    """The speaker's segments (all segments in time order), joined where the speaker goes on
+    after a pause shorter than `gap` with nobody else speaking in between."""
+    out: list[tuple[float, float]] = []
+    prev: int | None = None
+    for a, b, sp in segs:
+        if sp == speaker:
+            if out and prev == speaker and a - out[-1][1] < gap:
+                out[-1] = (out[-1][0], max(out[-1][1], b))
+            else:
+                out.append((a, b))
+        prev = sp
+    return out

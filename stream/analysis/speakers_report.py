@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from stream.analysis.speakers import speaker_label
+from stream.analysis.speakers import ACTIVATION_NOTE, speaker_label
 from stream.core.notices import face_name
 from stream.vision.blendshapes import AU_NAMES, AU_NOTES, NOT_MAPPED
 
@@ -17,7 +17,12 @@ if TYPE_CHECKING:
     from stream.analysis.summary import Analysis
 
 #: CSV columns added by this module (after report.py's own).
-CSV_FIELDS = ["speaker_id", "speaker_name", *[f"au_{n}" for n in AU_NAMES]]
+CSV_FIELDS = [
+    "speaker_id",
+    "speaker_name",
+    "estimated_vocal_activation",
+    *[f"au_{n}" for n in AU_NAMES],
+]
 _COLOURS = ("#1a73e8", "#e8710a", "#188038", "#a142f4", "#d93025", "#12b5cb", "#f9ab00", "#5f6368")
 
 
@@ -43,6 +48,12 @@ def speaker_lines(a: Analysis) -> list[str]:
     for x in s.speakers:
         parts = [f"speaking {x.speaking_s:.1f} s ({100 * x.share:.1f}%)", f"{x.turns} turn(s)"]
         parts += x.prosody_parts()
+        act = x.activation
+        if act.median is not None:
+            parts.append(
+                f"estimated vocal activation {act.median:+.2f} (high {100 * act.high_share:.0f}%"
+                f", low {100 * act.low_share:.0f}% of turns' time)"
+            )
         if x.face is not None:
             parts.append(f"= {faces.get(x.face) or face_name(x.face)}")
         elif a.faces:
@@ -82,6 +93,7 @@ def csv_cells(a: Analysis, number: int, t: float) -> dict[str, object]:
         if sp is not None and linked.get(sp) == number:
             row["speaker_id"] = sp
             row["speaker_name"] = _name(a, sp)
+            row["estimated_vocal_activation"] = _arousal(a, sp, t)
     return row
 
 
@@ -113,9 +125,32 @@ def speaker_rows(a: Analysis) -> list[dict[str, object]]:
                 "energy_dbfs": fmt(report.energy_dbfs, 1),
                 "speaking_rate_per_s": fmt(report.rate_per_s, 2),
                 "vocal_arousal_heuristic": fmt(report.vocal_arousal_heuristic, 2),
+                "estimated_vocal_activation": _arousal(a, sp, report.t),
             }
         )
     return rows
+
+
+def _arousal(a: Analysis, sp: int, t: float) -> str:
+    """The estimated activation of speaker `sp`'s turn at `t`, as a CSV cell."""
+    assert a.speakers is not None
+    for x in a.speakers.speakers:
+        if x.number == sp:
+            v = x.arousal_at(t)
+            return "" if v is None else f"{v:.3f}"
+    return ""
+
+
+def activation_colour(v: float | None) -> str:
+    """Grey for no value; blue (calm, -1) through pale (0) to red (activated, +1)."""
+    if v is None:
+        return "#c8c8c8"
+    v = max(-1.0, min(1.0, v))
+    if v >= 0:
+        r, g, b = 235, round(235 - 180 * v), round(235 - 200 * v)
+    else:
+        r, g, b = round(235 + 200 * v), round(235 + 120 * v), 235
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _name(a: Analysis, sp: int) -> str:
@@ -134,16 +169,27 @@ def speakers_html(a: Analysis, span: float) -> str:
     colour = {x.number: _COLOURS[i % len(_COLOURS)] for i, x in enumerate(s.speakers)}
     lanes = []
     for i, x in enumerate(s.speakers):
+        # One lane per speaker on the report's time axis: who speaks when (the speaker's
+        # colour, a thin bar) and each turn's estimated vocal activation (blue calm .. red
+        # activated, grey: under 0.8 s).
         bars = "".join(
-            f'<rect x="{1000 * t.start / span:.1f}" y="{i * 18 + 2}" '
-            f'width="{max(1000 * (t.end - t.start) / span, 0.5):.1f}" height="14" '
-            f'fill="{colour[x.number]}"><title>{escape(x.name)} {t.start:.1f}-{t.end:.1f} s'
-            "</title></rect>"
+            f'<rect x="{1000 * t.start / span:.1f}" y="{i * 22 + 16}" '
+            f'width="{max(1000 * (t.end - t.start) / span, 0.5):.1f}" height="3" '
+            f'fill="{colour[x.number]}"></rect>'
             for t in s.turns
             if t.speaker == x.number
         )
+        for t in x.voice_turns:
+            value = "no value (under 0.8 s)" if t.arousal is None else f"{t.arousal:+.2f}"
+            bars += (
+                f'<rect x="{1000 * t.start / span:.1f}" y="{i * 22 + 2}" '
+                f'width="{max(1000 * (t.end - t.start) / span, 0.5):.1f}" height="13" '
+                f'fill="{activation_colour(t.arousal)}" stroke="{colour[x.number]}" '
+                f'stroke-width="0.5"><title>{escape(x.name)} {t.start:.1f}-{t.end:.1f} s: '
+                f"estimated vocal activation {value}</title></rect>"
+            )
         lanes.append(bars)
-    h = 18 * len(s.speakers) + 4
+    h = 22 * len(s.speakers) + 4
     svg = (
         f'<svg viewBox="0 0 1000 {h}" preserveAspectRatio="none" width="100%" height="{h}" '
         f'role="img" aria-label="who speaks when">{"".join(lanes)}</svg>'
@@ -160,16 +206,20 @@ def speakers_html(a: Analysis, span: float) -> str:
             f'<tr><td><span style="color:{colour[x.number]}">&#9632;</span> {escape(x.name)}</td>'
             f"<td>{x.speaking_s:.1f} s</td><td>{100 * x.share:.0f}%</td><td>{x.turns}</td>"
             f"<td>{v(x.f0_median_hz, '.0f')} Hz</td><td>{v(x.energy_dbfs, '.0f')} dBFS</td>"
-            f"<td>{v(x.rate_per_s, '.1f')}/s</td><td>{escape(face)}</td></tr>"
+            f"<td>{v(x.rate_per_s, '.1f')}/s</td>"
+            f"<td>{v(x.activation.median, '+.2f')}</td>"
+            f"<td>{100 * x.activation.high_share:.0f}% / {100 * x.activation.low_share:.0f}%</td>"
+            f"<td>{escape(face)}</td></tr>"
         )
     return (
         '<section class="speakers"><h2>Speakers</h2>'
         f"<p>{len(s.speakers)} speaker(s) estimated from voice prints; "
-        f"{s.speech_s:.1f} s of speech.</p>{svg}"
+        f"{s.speech_s:.1f} s of speech. One lane per speaker: each turn coloured by its "
+        "<b>estimated vocal activation</b> (blue calm, red activated, grey under 0.8 s); "
+        f"{escape(ACTIVATION_NOTE)}</p>{svg}"
         "<table><tr><th>Speaker</th><th>Speaking</th><th>Share</th><th>Turns</th>"
-        "<th>Pitch</th><th>Energy</th><th>Rate</th><th>Face</th></tr>"
-        + "".join(rows)
-        + "</table></section>"
+        "<th>Pitch</th><th>Energy</th><th>Rate</th><th>Est. vocal activation</th>"
+        "<th>High / low</th><th>Face</th></tr>" + "".join(rows) + "</table></section>"
     )
 
 
