@@ -264,3 +264,20 @@ def test_behaviour_rows_and_identity_joins() -> None:
     s = b.summary()["1"]
     assert s["nods"] == 2 and s["attention_share"] == pytest.approx(0.5, abs=0.03)
     assert b.face(1).row_at(10.5) is not None
+
+
+def test_posture_calls_are_spread_over_faces_within_the_stream_cap() -> None:
+    from stream.core.config import BehaviourConfig
+    from stream.vision.signals import BehaviourSignals
+
+    cfg = BehaviourConfig(posture_fps=1.0, posture_max_per_s=2.0)
+    sig = BehaviourSignals(cfg, None, None, None, PostureTracker(PoseModel(_NoSession())))  # type: ignore[arg-type]
+    calls: dict[int, list[float]] = {}
+    for i in range(100):  # 10 s at 10 fps, 9 faces
+        t = i / 10
+        for n in sig._posture_due(t, list(range(1, 10))):
+            calls.setdefault(n, []).append(t)
+    total = sum(len(v) for v in calls.values())
+    assert 19 <= total <= 21 and set(calls) == set(range(1, 10))  # 2 per second, all faces
+    one = {n for i in range(30) for n in sig._posture_due(10 + i / 10, [1])}
+    assert one == {1}

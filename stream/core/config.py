@@ -300,6 +300,7 @@ class BehaviourConfig:
     posture_live: bool = False
     posture_model: str = "pose_landmark_full"
     posture_fps: float = 1.0
+    posture_max_per_s: float = 2.0
     posture_crop_side: float = 5.0
 
     def __post_init__(self) -> None:
@@ -316,6 +317,8 @@ class BehaviourConfig:
         _check(0.1 <= self.max_swing_s <= 3, "behaviour.max_swing_s", "must be in [0.1, 3] s")
         _check(bool(self.posture_model), "behaviour.posture_model", "must name a manifest entry")
         _check(0 < self.posture_fps <= 30, "behaviour.posture_fps", "must be in (0, 30] per face")
+        ok = 0 < self.posture_max_per_s <= 60
+        _check(ok, "behaviour.posture_max_per_s", "must be in (0, 60] per second")
         ok = 2 <= self.posture_crop_side <= 8
         _check(ok, "behaviour.posture_crop_side", "must be in [2, 8] face heights")
 

@@ -97,6 +97,7 @@ class BehaviourSignals:
         self.gestures = gestures
         self.posture = posture
         self._posture_last: dict[int, float] = {}
+        self._posture_any = -math.inf
 
     @classmethod
     def from_config(cls, config: Config, factory: Any, live: bool = False) -> BehaviourSignals:
@@ -143,16 +144,18 @@ class BehaviourSignals:
         return out
 
     def _posture_due(self, t: float, numbers: list[int]) -> set[int]:
-        """At most one face per frame, each at most `posture_fps` per media second, the
-        longest-waiting first."""
+        """At most one face per frame, each at most `posture_fps` and all together at most
+        `posture_max_per_s` per media second, the longest-waiting first."""
         if self.posture is None or not numbers:
             return set()
+        if t - self._posture_any < 1.0 / self.config.posture_max_per_s - 1e-6:
+            return set()  # the stream's pose calls per second are spent
         period = 1.0 / self.config.posture_fps
         due = [n for n in numbers if t - self._posture_last.get(n, -math.inf) >= period - 1e-6]
         if not due:
             return set()
         pick = min(due, key=lambda n: self._posture_last.get(n, -math.inf))
-        self._posture_last[pick] = t
+        self._posture_last[pick] = self._posture_any = t
         return {pick}
 
     def flush(self) -> FrameSignals:
@@ -166,6 +169,7 @@ class BehaviourSignals:
         if self.posture is not None:
             self.posture.reset()
         self._posture_last.clear()
+        self._posture_any = -math.inf
 
 
 def event_json(e: HeadGesture | AttentionDrop) -> dict[str, object]:
