@@ -189,6 +189,17 @@ def test_speakers_link_to_faces_on_a_two_tile_video(
     # Facial actions were computed for both faces and reach the reports.
     assert {side[n] for n in a.actions} == {"left", "right"}
     assert a.to_dict()["facial_actions"]["faces"][0]["samples"] > 10
+    # One participant per linked face + voice; unlinked voices stay their own participants.
+    people = a.to_dict()["participants"]
+    print("participants: " + "; ".join(f"{p['name']} (speaker {p['speaker_id']})" for p in people))
+    both = [p for p in people if p["face_id"] is not None and p["speaker_id"] is not None]
+    assert {side[p["face_id"]] for p in both} == {"left", "right"}
+    assert all(p["expression"] and p["vocal_activation"] for p in both)
+    voices_only = [p for p in people if p["face_id"] is None]
+    assert len(both) + len(voices_only) == len(a.speakers.speakers)
+    from stream.analysis import report
+
+    assert "Participants" in report.render_html(a)
 
 
 def _auc(pos: list[float], neg: list[float]) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
+from stream.analysis.participants import participants
 from stream.analysis.speakers import ACTIVATION_NOTE, speaker_label
 from stream.core.notices import face_name
 from stream.vision.blendshapes import AU_NAMES, AU_NOTES, NOT_MAPPED
@@ -219,7 +220,42 @@ def speakers_html(a: Analysis, span: float) -> str:
         f"{escape(ACTIVATION_NOTE)}</p>{svg}"
         "<table><tr><th>Speaker</th><th>Speaking</th><th>Share</th><th>Turns</th>"
         "<th>Pitch</th><th>Energy</th><th>Rate</th><th>Est. vocal activation</th>"
-        "<th>High / low</th><th>Face</th></tr>" + "".join(rows) + "</table></section>"
+        "<th>High / low</th><th>Face</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + participants_html(a)
+        + "</section>"
+    )
+
+
+def participants_html(a: Analysis) -> str:
+    """One row per participant: a face and its linked voice together, others on their own."""
+    people = participants(a.faces, a.speakers)
+    if not any(p.speaker is not None for p in people):
+        return ""
+    rows = []
+    for p in people:
+        f, sp = p.face, p.speaker
+        face = (
+            f"{escape(f.name or face_name(f.number))}, seen {f.visible_s:.1f} s, mostly "
+            f"{escape(f.dominant)} ({100 * f.dominant_share:.0f}%)"
+            if f is not None
+            else "no face linked"
+        )
+        voice = "not heard (no voice linked)"
+        if sp is not None:
+            act = sp.activation
+            level = "no value" if act.median is None else f"{act.median:+.2f}"
+            voice = (
+                f"{escape(sp.name)}, speaking {sp.speaking_s:.1f} s, estimated vocal activation "
+                f"{level} (high {100 * act.high_share:.0f}%, low {100 * act.low_share:.0f}%)"
+            )
+        rows.append(f"<tr><td><b>{escape(p.name)}</b></td><td>{face}</td><td>{voice}</td></tr>")
+    return (
+        "<h3>Participants</h3><p>A face and the voice matched to its mouth are one person; "
+        "faces and voices never matched stay separate. Expressions shown are not feelings; "
+        "vocal activation is not an emotion.</p><table><tr><th>Participant</th>"
+        "<th>Face (shown expression)</th><th>Voice</th></tr>" + "".join(rows) + "</table>"
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from stream import __version__
 from stream.analysis.actions import FaceActionStats, actions_notes
 from stream.analysis.aggregate import FaceSummary, OverallSummary, TimelinePoint
+from stream.analysis.participants import participants
 from stream.analysis.speakers import SpeakersAnalysis
 from stream.analysis.voice_summary import VoiceAnalysis
 from stream.core.labels import LABELS
@@ -85,6 +86,8 @@ class Analysis:
                 else None
             ),
             "facial_actions": self.actions_dict(),
+            # A face and the voice linked to it as one person; unlinked ones stay apart.
+            "participants": [p.to_dict() for p in participants(self.faces, self.speakers)],
         }
 
     def actions_dict(self) -> dict[str, object] | None:
