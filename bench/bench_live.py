@@ -158,9 +158,9 @@ class ServerProcess:
         self.log = log
         cmd = [*cli_command(), "serve", "--port", "0", "--models", models]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", ENV_MODELS: models}
-        if heap is not None:  # the same server under tracemalloc, a heap diff every minute
+        if heap is not None:  # the server under tracemalloc (1 frame: cheapest), a diff a minute
             profiled = [sys.executable, "-m", "bench.bench_soak", "serve-profiled", str(heap)]
-            cmd = [*profiled, "--interval", "60", "--nframes", "3", "--", *cmd[-5:]]
+            cmd = [*profiled, "--interval", "60", "--nframes", "1", "--", *cmd[-5:]]
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
