@@ -10,8 +10,6 @@ from stream.core.config import AudioConfig
 from stream.models.runtime import SessionFactory
 from stream.voice.activation import (
     CUES,
-    INTERCEPT,
-    MODEL,
     SpeakerActivation,
     TurnCues,
     absolute_logit,
@@ -20,6 +18,7 @@ from stream.voice.activation import (
     matrix,
     predict,
 )
+from stream.voice.activation_model import INTERCEPT, MODEL
 from stream.voice.analyzer import VoiceAnalyzer
 from stream.voice.prosody import ProsodyReport
 from stream.voice.resample import array_frame
@@ -84,7 +83,7 @@ def test_the_baseline_takes_part_once_formed() -> None:
 @pytest.mark.integration
 def test_emodb_speaker_independent_auc(factory: SessionFactory) -> None:
     rows: list[tuple[str, int, dict[str, float | None]]] = []
-    valued = 0
+    valued = per_hop = 0
     clips = sorted(AUDIO.glob("emodb_*.wav"))
     for path in clips:
         code = path.stem[len("emodb_") :]
@@ -96,6 +95,7 @@ def test_emodb_speaker_independent_auc(factory: SessionFactory) -> None:
         reports += va.feed(None).reports
         cues = TurnCues.of(reports, 0.0, len(x) / 16000)
         valued += SpeakerActivation().score(cues) is not None
+        per_hop += any(r.activation is not None for r in reports)  # live prosody events
         if code[5] in HIGH | LOW:
             rows.append((code[:2], int(code[5] in HIGH), cues.values))
     x_all = matrix([r[2] for r in rows])
@@ -128,6 +128,7 @@ def test_emodb_speaker_independent_auc(factory: SessionFactory) -> None:
         )
         + f", b {refit['b']:.2f}"
     )
-    assert valued == len(clips)
+    print(f"per-hop estimated activation in {per_hop} of {len(clips)} clips")
+    assert valued == len(clips) and per_hop >= 0.9 * len(clips)
     assert float(np.nanmean(list(per.values()))) >= 0.8
     assert min(per.values()) >= 0.5

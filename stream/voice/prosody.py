@@ -2,7 +2,9 @@
 
 Every feature is also given as a z-score against the speaker's own running baseline. The
 "vocal arousal" value is a heuristic (the mean of the energy, pitch, pitch-variability and rate
-z-scores), not a trained emotion model: no emotion label is derived from audio.
+z-scores), not a trained emotion model: no emotion label is derived from audio. The "estimated
+vocal activation" of a window blends the calibrated absolute model (activation_model.py) with
+that heuristic once the speaker's baseline has formed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from stream.voice.activation_model import MIN_TURN_S, absolute_logit
+
 #: Human voice range accepted for f0 (Hz); outside it a frame counts as unvoiced.
 F0_MIN, F0_MAX = 50.0, 1000.0
+#: Baseline windows (a hop each) after which baseline and absolute model weigh the same.
+BASELINE_FULL = 120
 FEATURES = ("f0_median_hz", "f0_range_st", "f0_var_st", "energy_dbfs", "rate_per_s")
 
 
@@ -55,6 +61,8 @@ class ProsodyReport:
     #: speech (90th - 10th percentile, dB): level-independent activation cues
     tilt_db: float | None = None
     energy_range_db: float | None = None
+    #: estimated vocal activation of the window's speech, -1..1 (None: under 0.8 s of speech)
+    activation: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def r(x: float | None, n: int = 3) -> float | None:
@@ -80,6 +88,7 @@ class ProsodyReport:
             "vocal_arousal_heuristic": r(self.vocal_arousal_heuristic, 2),
             "spectral_balance_db": r(self.tilt_db, 1),
             "energy_range_db": r(self.energy_range_db, 1),
+            "estimated_vocal_activation": r(self.activation, 3),
         }
 
 
@@ -207,6 +216,15 @@ class ProsodyWindow:
         parts = [z[k] for k in ("energy_dbfs", "f0_median_hz", "f0_var_st", "rate_per_s")]
         known = [p for p in parts if p is not None]
         arousal = float(np.mean(known)) if known and speech_ratio >= 0.3 else None
+        activation = None
+        if speech.sum() * hop_s >= MIN_TURN_S:
+            cues = {"f0_range_st": f0_range, "f0_var_st": f0_var, "tilt_db": tilt}
+            logit = absolute_logit({**cues, "energy_range_db": e_range, "rate_per_s": rate})
+            if logit is not None:
+                if arousal is not None:  # the speaker's baseline weighs in as it forms
+                    w = 0.5 * min(1.0, self._baseline["energy_dbfs"].n / BASELINE_FULL)
+                    logit = (1 - w) * logit + w * 1.5 * arousal
+                activation = float(2 / (1 + math.exp(-logit)) - 1)
         return ProsodyReport(
             t=t,
             window_s=self.window_s,
@@ -225,4 +243,5 @@ class ProsodyWindow:
             vocal_arousal_heuristic=arousal,
             tilt_db=tilt,
             energy_range_db=e_range,
+            activation=activation,
         )
