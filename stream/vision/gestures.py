@@ -9,8 +9,8 @@ a single glance to the side and back is not a shake (two swings).
 
 Feed it the unsmoothed pose (`HeadPoseTracker.raw`): smoothing flattens quick swings. At 10
 analysed frames per second a 2.5 Hz nod has four samples per cycle, and between landmark
-passes the flow-followed pose shows about 0.6-0.9 of a quick change (measured against
-MediaPipe), so the thresholds are low and the strength is an underestimate.
+passes the flow-followed pose shows about 0.8-1.0 of a quick change (measured against
+MediaPipe on three clips), so the thresholds are low and the strength may be underestimated.
 
 Events are reported when the gesture ends (no further swing within `max_swing_s`), so live
 they come at most that late. Words: "nodding", "shaking the head" (behaviour, not agreement).
