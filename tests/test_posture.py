@@ -281,3 +281,50 @@ def test_posture_calls_are_spread_over_faces_within_the_stream_cap() -> None:
     assert 19 <= total <= 21 and set(calls) == set(range(1, 10))  # 2 per second, all faces
     one = {n for i in range(30) for n in sig._posture_due(10 + i / 10, [1])}
     assert one == {1}
+
+
+@pytest.mark.integration
+def test_eyes_agree_with_mediapipe_blendshapes(config: Config, factory: SessionFactory) -> None:
+    """Our eye turn and openness (from landmarks) against MediaPipe's eyeLook/eyeBlink scores
+    of the same landmark pass, on two clips with clear faces at 5 fps."""
+    from stream.vision.blendshapes import INDEX, FaceActionModel
+
+    spec = factory.store.manifest[config.models.detector]
+    det = YuNetDetector(factory.get(spec.name), spec, config.detection)
+    act = FaceActionModel(
+        factory.get(config.actions.landmarks_model), factory.get(config.actions.blendshapes_model)
+    )
+
+    def bs(b: np.ndarray, *names: str) -> float:
+        return float(np.mean([b[INDEX[n]] for n in names]))
+
+    pooled = []
+    for name in ("fer_woman2.mp4", "pyfeat_WolfgangLanger_Pexels.mp4"):
+        rows = []
+        prior = None
+        for _, t, im in frames(VIDEO / name, fps=5.0):
+            d = det(VideoFrame(im, t))
+            k = largest(d)
+            fa = act(im, d.boxes[k], d.landmarks[k][:2], prior, bgr=True)
+            prior = (d.boxes[k], fa.landmarks)
+            e, b = eye_state(fa.landmarks), fa.scores
+            right = bs(b, "eyeLookOutLeft", "eyeLookInRight") - bs(
+                b, "eyeLookInLeft", "eyeLookOutRight"
+            )  # toward the image's right
+            up = bs(b, "eyeLookUpLeft", "eyeLookUpRight") - bs(
+                b, "eyeLookDownLeft", "eyeLookDownRight"
+            )
+            rows.append(
+                (e.yaw, e.pitch, e.openness, right, up, bs(b, "eyeBlinkLeft", "eyeBlinkRight"))
+            )
+        r = np.array(rows)
+        ry = np.corrcoef(r[:, 0], r[:, 3])[0, 1]
+        rp = np.corrcoef(r[:, 1], r[:, 4])[0, 1]
+        ro = np.corrcoef(r[:, 2], r[:, 5])[0, 1]
+        print(f"{name}: eye yaw r={ry:.2f}, eye pitch r={rp:.2f}, openness vs eyeBlink r={ro:.2f}")
+        assert ry >= 0.8 and ro <= -0.8
+        pooled.append(r)
+    p = np.concatenate(pooled)
+    rp = np.corrcoef(p[:, 1], p[:, 4])[0, 1]
+    print(f"pooled eye pitch r={rp:.2f}")
+    assert rp >= 0.6
