@@ -37,6 +37,7 @@ _EXPORTS = {
     "Source": "stream.api.results",
     "Tracklet": "stream.api.results",
     "Turn": "stream.api.results",
+    "VoiceTurn": "stream.api.results",
     "EmotionStreamError": "stream.core.errors",
     "ConfigError": "stream.core.errors",
     "MediaError": "stream.core.errors",

@@ -9,6 +9,7 @@ from stream.api.results import Source as Source
 from stream.api.results import Speaker as Speaker
 from stream.api.results import Tracklet as Tracklet
 from stream.api.results import Turn as Turn
+from stream.api.results import VoiceTurn as VoiceTurn
 from stream.api.run import FileAnalysis as FileAnalysis
 from stream.api.run import analyze as analyze
 from stream.api.run import analyze_many as analyze_many

@@ -156,8 +156,9 @@ def test_analyzer_on_fake_stages_events_results_and_audio_chunks() -> None:
     assert len(result.timeline()) == sum(f.analysed_frames for f in result.faces)
     assert result.speakers and result.turns  # who spoke when (the fake voice prints)
     assert {t.speaker_id for t in result.turns} == {sp.id for sp in result.speakers}
-    voices = [sp for p in result.participants for sp in p.speakers]
-    assert sorted(sp.id for sp in voices) == sorted(sp.id for sp in result.speakers)
+    voices = [p.speaker.id for p in result.participants if p.speaker is not None]
+    assert sorted(voices) == sorted(sp.id for sp in result.speakers)  # each voice once
+    assert {p.face.id for p in result.participants if p.face} == {1, 2}
     with pytest.raises(MediaError, match="float or int16"):
         stream.Analyzer(config=cfg, stages=FakeStages(cfg)).push_audio(
             np.zeros(10, np.int32), 48_000, 0.0
@@ -183,7 +184,7 @@ def test_typed_result_and_the_same_json_as_the_cli(
     face = a.face(1)
     assert face.dominant in face.shares and abs(sum(face.shares.values()) - 1) < 1e-3
     assert face.visible_s > 2.0 and face.tracklets and face.tracklets[0].from_s < 0.5
-    assert [p.face for p in a.participants] == a.faces
+    assert [p.face for p in a.participants] == a.faces  # no voice: each face alone
     assert a.overall.faces == 1
     timeline = a.timeline(1)
     assert len(timeline) == face.analysed_frames

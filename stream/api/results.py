@@ -95,6 +95,16 @@ class Face:
 
 
 @dataclass(frozen=True)
+class VoiceTurn:
+    """A speaker's turn with its estimated vocal activation (-1 calm .. 1 activated, from
+    level-independent voice cues; None: too short to estimate). Not a feeling."""
+
+    start_s: float
+    end_s: float
+    activation: float | None
+
+
+@dataclass(frozen=True)
 class Speaker:
     """One diarized voice ("Speaker 1", ...): how long and how often it spoke, its prosody
     medians, and the face it was linked to (None: never linked, e.g. off screen)."""
@@ -107,11 +117,15 @@ class Speaker:
     face_id: int | None
     face_link_share: float  # share of its speech matched to that face's mouth
     prosody: dict[str, Any]  # medians: pitch_median_hz, energy_dbfs, speaking_rate_per_s, ...
+    voice_turns: list[VoiceTurn] = field(default_factory=list)
+    #: The estimated vocal activation over its turns (median, shares high/low, standout turns,
+    #: and a note on what it can mean), as in the JSON; None when not estimated.
+    vocal_activation: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Speaker:
         known = {"id", "name", "speaking_s", "share_of_speech", "turns", "face_id"}
-        known |= {"face_name", "face_link_share"}
+        known |= {"face_name", "face_link_share", "voice_turns", "vocal_activation"}
         return cls(
             id=int(d["id"]),
             name=str(d["name"]),
@@ -121,6 +135,15 @@ class Speaker:
             face_id=None if d.get("face_id") is None else int(d["face_id"]),
             face_link_share=float(d.get("face_link_share") or 0.0),
             prosody={k: v for k, v in d.items() if k not in known},
+            voice_turns=[
+                VoiceTurn(
+                    float(t["start"]),
+                    float(t["end"]),
+                    None if t.get("arousal") is None else float(t["arousal"]),
+                )
+                for t in d.get("voice_turns") or []
+            ],
+            vocal_activation=d.get("vocal_activation"),
         )
 
 
@@ -135,11 +158,12 @@ class Turn:
 
 @dataclass(frozen=True)
 class Participant:
-    """A person as the stream saw them: a face, its linked voice(s), or a voice alone."""
+    """A person as far as the analysis can tell: a face and the voice linked to it, a face
+    alone, or a voice no face is linked to (the JSON's `participants`)."""
 
     name: str
     face: Face | None
-    speakers: list[Speaker]
+    speaker: Speaker | None
 
 
 @dataclass(frozen=True)
@@ -188,7 +212,8 @@ class Analysis:
         faces: one entry per person's face, numbered by first appearance.
         speakers: diarized voices (empty without audio or with voice analysis off).
         turns: who spoke when (diarized turns, in time order).
-        participants: faces with their linked voices, then voices no face stands for.
+        participants: people: a face with its linked voice, a face alone, or a voice alone,
+            in order of first appearance.
         overall: expression totals across every face.
         complete: False when decoding failed part-way (`error` says why; results cover the
             part before the failure).
@@ -244,10 +269,16 @@ class Analysis:
             float(o["dominant"]["uncertain_share"]),
             dict(o["shares"]),
         )
+        faces = {f.id: f for f in self.faces}
+        voices = {sp.id: sp for sp in self.speakers}
         self.participants: list[Participant] = [
-            Participant(f.name, f, [s for s in self.speakers if s.face_id == f.id])
-            for f in self.faces
-        ] + [Participant(s.name, None, [s]) for s in self.speakers if s.face_id is None]
+            Participant(
+                str(p["name"]),
+                faces.get(p["face_id"]) if p.get("face_id") is not None else None,
+                voices.get(p["speaker_id"]) if p.get("speaker_id") is not None else None,
+            )
+            for p in doc.get("participants") or []
+        ]
 
     def __repr__(self) -> str:
         return (
