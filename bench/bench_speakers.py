@@ -49,7 +49,7 @@ def write_wav(audio: np.ndarray, path: Path, rate: int = 16_000) -> None:
 def diarization(cfg: Config, files: list[Path]) -> None:
     print("1. diarization (audio-only analyze; denoise + VAD + pitch + prosody in both columns)")
     print(f"  {'file':<28} {'audio s':>7} {'without s':>9} {'with s':>7} {'diar. s/min':>11} "
-          f"{'speakers':>8}")  # fmt: skip
+          f"{'total s/min':>11} {'x real time':>11} {'speakers':>8}")  # fmt: skip
     runs = {}
     for on in (False, True):
         c = cfg.replace("diarization", enabled=on)
@@ -69,7 +69,8 @@ def diarization(cfg: Config, files: list[Path]) -> None:
                 speakers = len(a.speakers.speakers)
         extra = max(times[True] - times[False], 0.0)
         print(f"  {path.name[:28]:<28} {duration:>7.1f} {times[False]:>9.2f} {times[True]:>7.2f} "
-              f"{60 * extra / duration:>11.2f} {speakers:>8}")  # fmt: skip
+              f"{60 * extra / duration:>11.2f} {60 * times[True] / duration:>11.2f} "
+              f"{duration / times[True]:>11.1f} {speakers:>8}")  # fmt: skip
 
 
 def facial_actions(cfg: Config, seconds: float) -> None:
@@ -99,6 +100,7 @@ def facial_actions(cfg: Config, seconds: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per live-stream run")
+    p.add_argument("--voice-only", action="store_true", help="skip the facial-action part")
     args = p.parse_args(argv)
     models = os.environ.get(ENV_MODELS) or str(SHARED / "models")
     cfg = load_config().replace("models", dir=models)
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     audio, _ = compose(["libri0", "libri1", "libri2"], 24, seed=3)
     write_wav(audio[: 120 * 16_000], call)
     diarization(cfg, [SHARED / "media" / "audio" / "pyannote_sample.wav", call])
-    facial_actions(cfg, args.seconds)
+    if not args.voice_only:
+        facial_actions(cfg, args.seconds)
     return 0
 
 
