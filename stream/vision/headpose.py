@@ -443,17 +443,19 @@ class HeadPoseTracker:
             image: this frame (BGR or RGB uint8): lets the flow follow the face between
                 landmark passes. Give it on every analysed frame or never.
         """
-        p = self.points(points, width, height)
         tr = self._tracks.get(face)
         if tr is not None and (t - tr.t > self.reset_after_s or t < tr.t):
             tr = None
         raw: HeadPose | None = None
+        p: HeadPose | None = None  # the 5-point fit, only where it is needed
         if landmarks is not None:
+            p = self.points(points, width, height)
             raw = self._anchor(tr, t, p, landmarks, width, height, image)
         else:
             if tr is not None and tr.model is not None and image is not None:
                 raw = self._flow(tr, image, width, height)
             if raw is None:
+                p = self.points(points, width, height)
                 if tr is not None and tr.anchor is not None and tr.anchor_points is not None:
                     d = np.array(p.as_tuple()) - tr.anchor_points
                     v = tr.anchor + self.point_gain * d
@@ -466,7 +468,7 @@ class HeadPoseTracker:
         v = np.array(raw.as_tuple())
         if tr is None:
             tr = _Track(t, v, raw)
-            if landmarks is not None:
+            if landmarks is not None and p is not None:
                 self._anchor(tr, t, p, landmarks, width, height, image)
         elif self.tau_s > 0:
             alpha = 1.0 - math.exp(-(t - tr.t) / self.tau_s)
