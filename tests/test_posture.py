@@ -328,3 +328,31 @@ def test_eyes_agree_with_mediapipe_blendshapes(config: Config, factory: SessionF
     rp = np.corrcoef(p[:, 1], p[:, 4])[0, 1]
     print(f"pooled eye pitch r={rp:.2f}")
     assert rp >= 0.6
+
+
+def test_signals_forget_faces_gone_for_long() -> None:
+    from stream.core.config import BehaviourConfig
+    from stream.vision.gestures import GestureDetector
+    from stream.vision.headpose import CanonicalFace, LandmarkPose, PointPose
+    from stream.vision.headpose import HeadPoseTracker as Head
+    from stream.vision.signals import PRUNE_S, BehaviourSignals, FaceInput
+
+    from .compose_heads import TASK
+
+    face = CanonicalFace.from_task(TASK)
+    sig = BehaviourSignals(
+        BehaviourConfig(),
+        Head(PointPose(face), LandmarkPose(face)),
+        GazeTracker(),
+        GestureDetector(),
+    )
+    img = np.zeros((240, 320, 3), np.uint8)
+    # five points of a face turned far to the side (looking away), then gone
+    pts = np.array([[150, 100], [170, 100], [185, 120], [152, 140], [168, 140]], np.float32)
+    box = np.array([130, 70, 200, 160], np.float32)
+    for i in range(50):
+        sig.update(i / 10, img, [FaceInput(4, box, pts)])
+    assert sig.head.raw(4) is not None
+    out = sig.update(5.0 + PRUNE_S + 1, img, [])
+    assert sig.head.raw(4) is None and 4 not in sig._seen
+    assert [(d.face, d.start) for d in out.drops] == [(4, 0.0)]  # its open drop ends

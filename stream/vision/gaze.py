@@ -168,13 +168,21 @@ class GazeTracker:
 
     def flush(self) -> list[AttentionDrop]:
         """Drops still open at the end (ending when the face was last seen)."""
-        out = [
-            AttentionDrop(f, a, last)
-            for f, (a, last) in self._away.items()
-            if last - a >= self.drop_min_s
-        ]
-        self._away.clear()
+        return self.flush_faces(list(self._away))
+
+    def flush_faces(self, faces: list[int]) -> list[AttentionDrop]:
+        """The open drops of these faces, ended when each was last seen."""
+        out = []
+        for f in faces:
+            away = self._away.pop(f, None)
+            if away is not None and away[1] - away[0] >= self.drop_min_s:
+                out.append(AttentionDrop(f, away[0], away[1]))
         return out
+
+    def forget(self, face: int) -> None:
+        """Drop a face's state (an open drop is not reported)."""
+        self._eyes.pop(face, None)
+        self._away.pop(face, None)
 
     def reset(self) -> None:
         self._eyes.clear()

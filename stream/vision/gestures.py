@@ -173,6 +173,9 @@ class GestureDetector:
         self._faces.clear()
         return out
 
+    def forget(self, face: int) -> None:
+        self._faces.pop(face, None)
+
     def reset(self) -> None:
         self._faces.clear()
 

@@ -19,6 +19,7 @@ from stream.vision.headpose import CanonicalFace, HeadPose, HeadPoseTracker, Lan
 from stream.vision.posture import PoseModel, PostureSample, PostureTracker
 
 BUNDLE = "face_landmarker_task"  # the manifest entry holding MediaPipe's canonical face
+PRUNE_S = 30.0  # faces unseen this long (media time) are forgotten
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ class BehaviourSignals:
         self.posture = posture
         self._posture_last: dict[int, float] = {}
         self._posture_any = -math.inf
+        self._seen: dict[int, float] = {}
+        self._pruned = -math.inf
 
     @classmethod
     def from_config(cls, config: Config, factory: Any, live: bool = False) -> BehaviourSignals:
@@ -129,6 +132,10 @@ class BehaviourSignals:
     def update(self, t: float, image: U8, faces: list[FaceInput], bgr: bool = True) -> FrameSignals:
         """Signals of this frame's faces (media time `t`, the frame as decoded)."""
         out = FrameSignals()
+        for f in faces:
+            self._seen[f.number] = t
+        if t - self._pruned >= PRUNE_S:
+            out.drops += self._prune(t)
         h, w = image.shape[:2]
         due = self._posture_due(t, [f.number for f in faces])
         for f in faces:
@@ -142,6 +149,21 @@ class BehaviourSignals:
                 post = self.posture.update(f.number, t, image, f.box, bgr)
             out.faces[f.number] = FaceSignals(pose, raw, g, eyes, post)
         return out
+
+    def _prune(self, t: float) -> list[AttentionDrop]:
+        """Forget faces unseen for PRUNE_S (long sessions see many); their open drops end."""
+        self._pruned = t
+        gone = [n for n, last in self._seen.items() if t - last > PRUNE_S or t < last]
+        drops = self.gaze.flush_faces(gone)
+        for n in gone:
+            del self._seen[n]
+            self.head.forget(n)
+            self.gaze.forget(n)
+            self.gestures.forget(n)
+            self._posture_last.pop(n, None)
+            if self.posture is not None:
+                self.posture.forget(n)
+        return drops
 
     def _posture_due(self, t: float, numbers: list[int]) -> set[int]:
         """At most one face per frame, each at most `posture_fps` and all together at most
@@ -170,6 +192,8 @@ class BehaviourSignals:
             self.posture.reset()
         self._posture_last.clear()
         self._posture_any = -math.inf
+        self._seen.clear()
+        self._pruned = -math.inf
 
 
 def event_json(e: HeadGesture | AttentionDrop) -> dict[str, object]:
