@@ -81,7 +81,6 @@ def _assert_one_id_per_person(
 
 
 @pytest.mark.integration
-@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_offline_one_id_per_person(
     name: str, composites: dict[str, Path], config: Config, stages: Stages
@@ -98,7 +97,6 @@ def test_offline_one_id_per_person(
     assert firsts == sorted(firsts)
 
 
-@pytest.mark.integration
 @pytest.mark.integration
 def test_consolidation_joins_what_the_online_tracker_split(
     composites: dict[str, Path], config: Config, stages: Stages
@@ -124,7 +122,6 @@ def test_consolidation_joins_what_the_online_tracker_split(
     assert min(j["similarity"] for j in identity["joins"]) >= config.tracking.join_threshold
 
 
-@pytest.mark.integration
 @pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_live_one_id_per_person(name: str, stages: Stages) -> None:
