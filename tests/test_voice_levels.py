@@ -3,11 +3,16 @@ noise alone is not called speech (the automatic gain and the denoiser-retention 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import numpy as np
 import pytest
 
-from stream.core.config import AudioConfig
+from stream.analysis.stages import Stages
+from stream.core.config import AudioConfig, Config
 from stream.models.runtime import SessionFactory
+from stream.offline.analyze import analyze_file
 from stream.voice.analyzer import VoiceAnalyzer
 from stream.voice.level import LevelNormaliser, Retention
 from stream.voice.resample import array_frame
@@ -18,6 +23,18 @@ from .compose_voices import AUDIO, load16k
 LIBRI = "librosa_libri_198-209-0000.wav"
 CLIPS = ("emodb_03a01Nc.wav", "emodb_08b09Lc.wav", "emodb_13a05Nb.wav", LIBRI)
 LEVELS = (-45, -40, -35, -30, -20, -10, -2)  # peak dBFS; laptop microphones peak at -28..-34
+
+
+def write_wav(x: np.ndarray, path: Path) -> None:
+    """16 kHz mono 16-bit WAV."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=16000, layout="mono")
+        f = av.AudioFrame.from_ndarray(
+            (np.clip(x, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono"
+        )
+        f.sample_rate = 16000
+        for pkt in [*s.encode(f), *s.encode(None)]:
+            c.mux(pkt)
 
 
 def speech_s(factory: SessionFactory, x: np.ndarray) -> float:
@@ -97,3 +114,23 @@ def test_telephone_band_and_noisy_rooms(factory: SessionFactory) -> None:
     assert abs(phone - clean) <= 0.1 * clean and abs(phone_quiet - clean) <= 0.1 * clean
     assert abs(in_babble - clean) <= 0.2 * clean and abs(in_music - clean) <= 0.2 * clean
     assert babble_only <= 0.5 and music_only <= 0.5 and noise_only <= 0.5
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("peak", [-45, -30])
+def test_a_quiet_clip_gets_a_speaker_a_pitch_and_an_activation(
+    peak: int, tmp_path: Path, config: Config, stages: Stages
+) -> None:
+    """`analyze` of short acted clips at a quiet microphone's level (the issue's failing case):
+    each has a speaker, a pitch and an estimated vocal activation."""
+    for name in (*CLIPS[:3], "emodb_16a01Wb.wav", "emodb_10a05Ld.wav"):
+        path = tmp_path / f"{peak}_{name}"
+        write_wav(at_peak(load16k(AUDIO / name), peak), path)
+        a = analyze_file(path, config, stages=stages)
+        assert a.speakers is not None and a.speakers.speakers, name
+        sp = max(a.speakers.speakers, key=lambda s: s.speaking_s)
+        print(
+            f"{peak} dBFS {name}: {len(a.speakers.speakers)} speaker(s), {sp.speaking_s:.1f} s, "
+            f"pitch {sp.f0_median_hz}, activation {sp.activation.median}"
+        )
+        assert sp.f0_median_hz is not None and sp.activation.median is not None, name
