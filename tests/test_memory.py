@@ -51,7 +51,7 @@ def _feed(agg: Aggregator, seconds: float, fps: float, faces: int = 1) -> None:
 
 
 def test_the_ladder_bounds_points_per_face_and_spans_the_whole_session() -> None:
-    """4 h at 2 analysed fps with the default ladder: the last 10 min at full resolution, 1 s
+    """4 h at 2 analysed fps with the default ladder: the last 2 min at full resolution, 1 s
     buckets to 1 h, 10 s before that; the timeline still starts at 0 and ends at the end."""
     hours, fps = 4.0, 2.0
     agg = Aggregator(1 / fps, 1.0, np.ones(8, bool))
@@ -60,8 +60,9 @@ def test_the_ladder_bounds_points_per_face_and_spans_the_whole_session() -> None
     add_us = (time.perf_counter() - t0) / (hours * 3600 * fps) * 1e6
     pts = agg.timeline(1)
     end = hours * 3600
-    full = 600 * fps
-    bound = (full + fps) + (3600 - 600 + 10) / 1.0 + (end - 3600) / 10.0 + 1  # buckets aligned
+    (recent_s, _), (coarse_s, _) = DEFAULT_LADDER.steps
+    full = recent_s * fps
+    bound = (full + fps) + (coarse_s - recent_s + 10) / 1.0 + (end - coarse_s) / 10.0 + 1
     face = agg.faces()[0]
     print(
         f"{hours:g} h at {fps:g} fps: {len(pts)} points (bound {bound:.0f}, unladdered"
@@ -70,12 +71,12 @@ def test_the_ladder_bounds_points_per_face_and_spans_the_whole_session() -> None
     assert len(pts) <= bound
     assert pts[0].t == 0.0 and pts[-1].t + pts[-1].dt == pytest.approx(end, abs=1e-6)
     assert sum(p.dt for p in pts) == pytest.approx(face.visible_s, abs=1e-6)
-    recent = [p for p in pts if p.t >= end - 590]
-    assert len(recent) == pytest.approx(590 * fps, abs=2)  # full resolution
+    recent = [p for p in pts if p.t >= end - recent_s + 10]
+    assert len(recent) == pytest.approx((recent_s - 10) * fps, abs=2)  # full resolution
     hour = [p for p in pts if 3600 <= p.t < 2 * 3600]
     assert len(hour) == 360  # 10-second buckets
-    mid = [p for p in pts if end - 3000 <= p.t < end - 1200]
-    assert len(mid) == 1800  # 1-second buckets
+    mid = [p for p in pts if end - 3000 <= p.t < end - 600]
+    assert len(mid) == 2400  # 1-second buckets
 
 
 def test_compaction_leaves_aggregates_unchanged_and_keeps_weighted_means() -> None:

@@ -22,7 +22,7 @@ Definitions (also in the README):
 Summaries (visible time, shares, dominant, mean probabilities and valence/arousal) come from
 running totals, exact over the whole session. Timelines (CSV, HTML, `Analysis.timelines`) are
 kept per face in typed column arrays (`stream.analysis.ladder.Series`, ~100 bytes a sample)
-on a time-resolution ladder: full resolution for the last 10 minutes, 1-second buckets back to
+on a time-resolution ladder: full resolution for the last 2 minutes, 1-second buckets back to
 1 hour, 10-second buckets before that (and at most `MAX_TIMELINE` points a face), so a live
 session's memory stays bounded while its timeline still spans the whole session; a merged
 point keeps the visible time it stands for, its bucket's prevailing label and the
