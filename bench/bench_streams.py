@@ -28,9 +28,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.bench_vision import SHARED, DriftScene, load_faces  # noqa: E402
+from stream.analysis.budget import FrameBudget  # noqa: E402
 from stream.analysis.stages import Stages  # noqa: E402
 from stream.core.config import ENV_MODELS, Config, load_config  # noqa: E402
-from stream.live.budget import FrameBudget  # noqa: E402
 from stream.models.scheduler import BatchingSession  # noqa: E402
 
 CAMERA_FPS = 15.0

@@ -83,15 +83,13 @@ def test_a_voice_is_heard_and_two_tones_are_two_speakers(cfg: Config) -> None:
     """The fake voice chain: speech where the tone is, silence elsewhere; diarization of a file
     (one track) tells two voices apart."""
     analysis = StreamAnalysis(FakeStages(cfg), 10.0, online_speakers=False)
-    analysis.add_speaker("audio")
+    voice = analysis.add_voice("audio")
     frames = fake_audio_frames([(0.5, 3.5, 180.0), (4.5, 7.5, 700.0)], 8.0)
-    speaking = []
-    for i in range(0, len(frames), 5):
-        batch = frames[i : i + 5] + ([None] if i + 5 >= len(frames) else [])
-        update = analysis.analyse_audio("audio", batch)
-        speaking += [
-            (u.report.t, u.report.speaking) for u in analysis.accept_voice("audio", update)
-        ]
+    speaking = [
+        (u.report.t, u.report.speaking)
+        for frame in [*frames, None]
+        for u in voice.push(frame, until=analysis.voice_until)
+    ]
     analysis.finish()
     segments = analysis.diarized_segments()
     shown = [(round(s, 2), round(e, 2), n) for s, e, n in segments]

