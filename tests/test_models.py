@@ -135,6 +135,7 @@ FLOORS = {"colour": 0.60, "jaffe": 0.62, "fer2013": 0.55}
 @pytest.mark.integration
 def test_expression_accuracy_per_source(pipeline: VisionPipeline, config: Config) -> None:
     hits: dict[str, list[bool]] = {}
+    assert isinstance(pipeline.emotion, EmotionEnsemble)
     crop = pipeline.emotion.members[0].model.io.crop
     for r in read_labels(EXPR / "labels.csv"):
         img = imread(EXPR / r["file"])
