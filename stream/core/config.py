@@ -192,9 +192,11 @@ class AnalyzeConfig:
     max_gap_s: float = 0.5
     detect_fps: float = 10.0
     emotion_fps: float = 10.0
+    max_pixels: int = 50_000_000
 
     def __post_init__(self) -> None:
         _check(0 < self.fps <= 240, "analyze.fps", f"must be in (0, 240], got {self.fps}")
+        _check(self.max_pixels >= 1, "analyze.max_pixels", "must be >= 1 pixel")
         _check(self.max_gap_s > 0, "analyze.max_gap_s", "must be > 0 seconds")
         _check(self.detect_fps >= 0, "analyze.detect_fps", "must be >= 0 (0: every frame)")
         _check(self.emotion_fps >= 0, "analyze.emotion_fps", "must be >= 0 (0: every frame)")
