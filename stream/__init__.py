@@ -42,6 +42,7 @@ _EXPORTS = {
     "ConfigError": "stream.core.errors",
     "MediaError": "stream.core.errors",
     "NoFacesError": "stream.core.errors",
+    "NoSpeechError": "stream.core.errors",
     "ModelError": "stream.core.errors",
 }
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from stream import __version__
 from stream.core.config import ENV_CONFIG, ENV_MODELS, ENV_PROVIDER, Config, load_config
-from stream.core.errors import ConfigError, EmotionStreamError, MediaError, NoFacesError
+from stream.core.errors import ConfigError, EmotionStreamError, MediaError
 from stream.core.notices import REGULATION
 from stream.core.types import MediaInfo, VideoFrame
 from stream.models.registry import ENV_MIRROR, ModelSpec, ModelStore
@@ -19,7 +19,7 @@ from stream.models.registry import ENV_MIRROR, ModelSpec, ModelStore
 EXIT_CODES = """exit status:
   0  success            2  bad flag or config       3  unreadable, truncated or non-video input
   4  no faces found     5  model file missing/corrupt    6  no room: this worker is full
-  1  other errors       130  interrupted
+  7  no speech found (audio file)   1  other errors       130  interrupted
 """
 
 MAIN_HELP = f"""\
@@ -589,7 +589,7 @@ def _cmd_analyze_many(args: argparse.Namespace, cfg: Config) -> int:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from stream.analysis import report
-    from stream.offline.analyze import analyze_file, with_fps
+    from stream.offline.analyze import analyze_file, require_findings, with_fps
 
     cfg = with_fps(_config(args), args.fps)
     if args.no_voice:
@@ -617,11 +617,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print(f"wrote {args.html}", file=out)
     if result.error:
         raise MediaError(f"{result.error}; results above cover the part before the failure")
-    if not result.faces and not (result.speakers and result.speakers.speakers):
-        raise NoFacesError(
-            f"no faces found in {args.path} ({result.frames} frame(s) analysed"
-            + (f" over {result.info.duration:.1f} s)" if result.info.kind == "video" else ")")
-        )
+    require_findings(result, args.path)
     return 0
 
 

@@ -97,6 +97,51 @@ def test_bad_input_gives_one_message_and_exit_code(
     assert "Traceback" not in out.stderr + out.stdout
 
 
+def _noise_wav(path: Path, seconds: float = 3.0, peak_dbfs: float = -40.0) -> Path:
+    """Tone-free white noise (no speech in it), 16 kHz mono 16-bit, made at test time."""
+    import wave
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1.0, 1.0, int(16000 * seconds)) * 10 ** (peak_dbfs / 20)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.integration
+def test_audio_without_speech_says_no_speech_not_no_faces(tmp_path: Path) -> None:
+    out = run("analyze", str(_noise_wav(tmp_path / "noise.wav")))
+    print(out.stdout, out.stderr)
+    assert out.returncode == 7, (out.stdout, out.stderr)
+    assert f"no speech found in {tmp_path / 'noise.wav'}" in out.stderr
+    assert "no faces" not in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+@pytest.mark.integration
+def test_faceless_silent_video_says_no_faces_and_no_speech(tmp_path: Path) -> None:
+    clip = tmp_path / "grey.mp4"
+    make = [
+        *("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=10:d=2"),
+        *("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "2", "-shortest"),
+        *("-c:v", "mpeg4", "-c:a", "aac", str(clip)),
+    ]
+    subprocess.run(make, check=True, timeout=60)
+    out = run("analyze", str(clip))
+    print(out.stdout, out.stderr)
+    assert out.returncode == 4, (out.stdout, out.stderr)
+    assert f"no faces and no speech found in {clip}" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    # Without the voice, only the faces are looked for.
+    quiet = run("analyze", str(clip), "--no-voice")
+    assert quiet.returncode == 4 and f"no faces found in {clip}" in quiet.stderr
+
+
 @pytest.mark.integration
 def test_missing_models_name_the_file_and_folder(tmp_path: Path) -> None:
     out = run("analyze", str(VIDEO / "fer_test.mp4"), models=tmp_path)

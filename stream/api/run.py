@@ -17,10 +17,10 @@ from stream.analysis.stages import Stages
 from stream.analysis.summary import Analysis as _Internal
 from stream.api.results import Analysis
 from stream.core.config import Config, load_config
-from stream.core.errors import ConfigError, EmotionStreamError, MediaError, NoFacesError
+from stream.core.errors import ConfigError, EmotionStreamError, MediaError
 from stream.core.types import MediaInfo, VideoFrame
 from stream.offline import batch
-from stream.offline.analyze import analyze_file
+from stream.offline.analyze import analyze_file, require_findings
 from stream.offline.media import probe
 
 P = ParamSpec("P")
@@ -124,11 +124,11 @@ def _frame_bar(frames: Iterable[VideoFrame], info: MediaInfo) -> Iterator[VideoF
 
 
 def _check(a: _Internal, path: Path, allow_partial: bool, allow_empty: bool) -> None:
-    """The CLI's meanings: a decoding failure part-way, no faces (and no voices)."""
+    """The CLI's meanings: a decoding failure part-way, no speech in audio, no faces nor speech."""
     if a.error and not allow_partial:
         raise MediaError(f"{a.error} (allow_partial=True keeps the part before the failure)")
-    if not allow_empty and not a.faces and not (a.speakers and a.speakers.speakers):
-        raise NoFacesError(f"no faces found in {path} ({a.frames} frame(s) analysed)")
+    if not allow_empty:
+        require_findings(a, path)
 
 
 @public
@@ -157,8 +157,8 @@ def analyze(
         provider: "auto", "cpu" or "cuda".
         allow_partial: return what was analysed when decoding fails part-way (`complete` is
             then False) instead of raising `MediaError`.
-        allow_empty: return an analysis without faces or voices instead of raising
-            `NoFacesError`.
+        allow_empty: return an analysis without faces or speech instead of raising
+            `NoFacesError` (`NoSpeechError` for an audio file).
         progress: show a progress bar (default: when stderr is a terminal).
 
     Returns:
@@ -166,7 +166,8 @@ def analyze(
 
     Raises:
         MediaError: the file is missing or unreadable (exit status 3 in the CLI).
-        NoFacesError: no face (and no voice) was found (exit status 4).
+        NoFacesError: no face (and no speech) was found (exit status 4).
+        NoSpeechError: an audio file without speech (exit status 7).
         ModelError: a model file is missing or corrupt (exit status 5).
         ConfigError: an option or the config file is invalid (exit status 2).
     """

@@ -29,3 +29,9 @@ class NoFacesError(EmotionStreamError):
     """The input was read correctly but no face was found in it."""
 
     exit_code = 4
+
+
+class NoSpeechError(EmotionStreamError):
+    """An audio file was read correctly but no speech was found in it."""
+
+    exit_code = 7

@@ -17,7 +17,7 @@ from stream.analysis.stream import StreamAnalysis
 from stream.analysis.summary import Analysis
 from stream.analysis.voice import AnalysedAudio, VoiceTrack
 from stream.core.config import Config
-from stream.core.errors import EmotionStreamError, MediaError
+from stream.core.errors import EmotionStreamError, MediaError, NoFacesError, NoSpeechError
 from stream.core.timing import FrameGrid
 from stream.core.types import MediaInfo, VideoFrame
 from stream.offline.media import probe, read_audio, read_frames
@@ -203,6 +203,33 @@ def analyze_audio_file(
     info = dataclasses.replace(info, duration=max(duration, end))
     analysis.finish(None)
     return analysis.result(info, time.perf_counter() - t_start, error)
+
+
+def has_speech(a: Analysis) -> bool:
+    """Whether any speech was found (voice activity or a diarized speaker)."""
+    return bool(a.voice is not None and a.voice.speech_s > 0) or bool(
+        a.speakers and a.speakers.speakers
+    )
+
+
+def require_findings(a: Analysis, path: Path | str) -> None:
+    """Raise when nothing was found: no speech in an audio file, no face (and no speech).
+
+    Raises:
+        NoSpeechError: an audio file without speech ("no speech found in X").
+        NoFacesError: no face and no speech; the message says both when the audio was heard.
+    """
+    speech = has_speech(a)
+    if a.info.kind == "audio" and not speech:
+        raise NoSpeechError(f"no speech found in {path} ({a.info.duration:.1f} s of audio)")
+    if a.faces or speech:
+        return
+    heard = a.info.kind == "video" and a.voice is not None  # its audio track was analysed
+    over = f" over {a.info.duration:.1f} s" if a.info.kind == "video" else ""
+    raise NoFacesError(
+        f"no faces {'and no speech ' if heard else ''}found in {path} "
+        f"({a.frames} frame(s) analysed{over})"
+    )
 
 
 def _with_end(frames: Iterable[Any]) -> Iterator[Any]:
