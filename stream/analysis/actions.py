@@ -14,8 +14,6 @@ import numpy as np
 from stream.analysis.ladder import DEFAULT_LADDER, Ladder, Series
 from stream.vision.blendshapes import AU_NAMES, AU_NOTES, BLENDSHAPES, NOT_MAPPED, au_vector
 
-F32 = np.ndarray
-
 
 @dataclass
 class FaceActionStats:

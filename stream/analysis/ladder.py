@@ -34,8 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from stream.core.types import F32
+
 F64 = npt.NDArray[np.float64]
-F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
 
 

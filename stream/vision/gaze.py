@@ -19,11 +19,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from stream.core.types import F32
 from stream.vision.headpose import HeadPose
-
-F32 = npt.NDArray[np.float32]
 
 #: (outer corner, inner corner, upper lid, lower lid, iris centre) of the image-left and
 #: image-right eye of an unmirrored face (MediaPipe Face Mesh indices).

@@ -37,7 +37,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+from stream.core.types import F32
+
 F64 = npt.NDArray[np.float64]
 
 GEOMETRY_MEMBER = "geometry_pipeline_metadata_landmarks.binarypb"

@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+from stream.core.types import F32
+
 U8 = npt.NDArray[np.uint8]
 
 CROP = 256

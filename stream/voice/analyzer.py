@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import av
 import numpy as np
-import numpy.typing as npt
 
 from stream.core.config import AudioConfig
+from stream.core.types import F32
 from stream.models.runtime import SessionFactory
 from stream.voice.denoise import DeepFilter
 from stream.voice.level import LevelNormaliser, Retention
@@ -24,7 +24,6 @@ from stream.voice.prosody import HopFeatures, ProsodyReport, ProsodyWindow
 from stream.voice.resample import Resampler, array_frame
 from stream.voice.vad import CHUNK, SileroVad, VadStep
 
-F32 = npt.NDArray[np.float32]
 DF_DELAY_S = 0.03  # DeepFilterNet3's algorithmic delay
 HOLD_MARGIN_DB = 5.0  # retention may fall this much further once speech has started
 ENERGY_HOP_S = 0.02  # energy (and prosody hop) spacing; pitch may be sparser

@@ -7,11 +7,10 @@ import threading
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from stream.core.errors import ModelError
+from stream.core.types import F32
 
-F32 = npt.NDArray[np.float32]
 SAMPLE_RATE = 48_000
 
 _lib: Any = None

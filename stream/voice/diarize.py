@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from stream.core.types import F32
 from stream.voice.speaker_embed import RATE, SpeakerEmbedder, mel_spectrogram, normalise_volume
 from stream.voice.vad import CHUNK, VadStep
 
-F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 STEP_S = CHUNK / RATE  # one VAD decision
 

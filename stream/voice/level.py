@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+from stream.core.types import F32
 
 
 class LevelNormaliser:

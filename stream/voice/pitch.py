@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+from stream.core.types import F32
+
 FRAME = 1024
 _CENTS = 1997.3794084376191 + 20.0 * np.arange(360)
 

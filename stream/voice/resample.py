@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import av
 import numpy as np
-import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+from stream.core.types import F32
 
 
 class Resampler:

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+from stream.core.types import F32
+
 RATE = 16_000
 N_FFT = 400
 HOP = 160  # 10 ms per mel frame

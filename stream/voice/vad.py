@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+from stream.core.types import F32
+
 CHUNK = 512  # samples at 16 kHz = 32 ms
 CONTEXT = 64
 
