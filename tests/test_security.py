@@ -20,7 +20,7 @@ import websockets
 from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
 
 from stream.analysis.stages import Stages
-from stream.core.config import Config
+from stream.core.config import Config, WhipToken
 from stream.live.protocol import (
     BadMessage,
     check_offer,
@@ -600,3 +600,65 @@ def test_non_ascii_report_token_is_a_clean_404(fake_config: Config) -> None:  # 
         return wrong[0], right[0]
 
     assert with_server(fake_config, None, body) == (404, 200)  # was 500 (TypeError)
+
+
+# --- malformed and unusual HTTP (issue 20's probes) ---------------------------------------------
+
+
+WHIP_TOKEN = "probe-token-0123456789"
+
+
+def test_malformed_http_is_answered_and_never_an_internal_error(
+    fake_config: Config,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sdp = _offer_sdp(1, 0)
+    whip = f"POST /whip HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {WHIP_TOKEN}\r\n"
+    sdp_type = "Content-Type: application/sdp\r\n"
+    requests = {
+        "pipelined": get("/healthz") * 2,
+        "get_body": get("/healthz", extra="Content-Length: 5\r\n") + b"hello",
+        "post_whipx": get("/whipx", method="POST", extra="Content-Length: 5\r\n") + b"hello",
+        "garbage": b"\x16\x03\x01 hello there\r\n\r\n",
+        "http2": b"GET / HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n",
+        "non_ascii_path": "GET /\u00e9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode("latin-1"),
+        "chunked_get": get("/", extra="Transfer-Encoding: chunked\r\n") + b"0\r\n\r\n",
+        "big_head": get("/", extra="X-Pad: " + "a" * 20_000 + "\r\n"),
+        "whip_big_head": (whip + "X-Pad: " + "a" * 20_000 + "\r\n\r\n").encode(),
+        "whip_headers": (whip + "".join(f"X-H{i}: v\r\n" for i in range(200)) + "\r\n").encode(),
+        "whip_minus": (whip + sdp_type + "Content-Length: -1\r\n\r\n").encode(),
+        "whip_abc": (whip + sdp_type + "Content-Length: abc\r\n\r\n").encode(),
+        "whip_ok_length": (
+            whip + f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+        ).encode(),
+    }
+
+    async def body(server: LiveServer, addr: str) -> dict[str, int]:
+        return {k: (await raw_http(addr, r))[0] for k, r in requests.items()}
+
+    async def whip_off(server: LiveServer, addr: str) -> int:
+        return (await raw_http(addr, get("/whip", method="OPTIONS")))[0]
+
+    cfg = fake_config.replace("whip", tokens=(WhipToken(WHIP_TOKEN, "probes of the server"),))
+    with caplog.at_level(logging.INFO):
+        got = with_server(cfg, None, body)
+        off = with_server(fake_config, None, whip_off)
+    print(got, "OPTIONS /whip with WHIP off:", off)
+    assert got == {
+        "pipelined": 200,  # was no response and an AssertionError in the log
+        "get_body": 400,  # was closed without a response
+        "post_whipx": 405,  # was closed without a response
+        "garbage": 400,
+        "http2": 400,
+        "non_ascii_path": 400,
+        "chunked_get": 400,
+        "big_head": 431,
+        "whip_big_head": 431,  # was accepted when the head came in one read
+        "whip_headers": 431,
+        "whip_minus": 400,  # was 413
+        "whip_abc": 400,
+        "whip_ok_length": 400,  # the offer sends video but is not a real one: refused cleanly
+    }
+    assert off == 404  # was 204
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]

@@ -17,8 +17,11 @@ carries the purpose its operator declares. It ends on DELETE, when the media con
 or closes, when no media connection is made within `live.hello_timeout_s`, or at shutdown.
 
 websockets' HTTP parser accepts only GET, so `HttpConnection` (the server's connection class)
-looks at each connection's request line first: requests for /whip are parsed and answered here,
-everything else goes to websockets unchanged.
+reads each connection's request head first: requests for /whip are parsed and answered here;
+heads over 16 KB or 128 lines get 431, malformed ones 400, plain requests with another method
+than GET/HEAD 405 and with a body 400 (websockets would close those without a response). A
+WebSocket upgrade goes to websockets unchanged; a plain request goes to it alone (anything
+pipelined after it is ignored: every response closes the connection).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
+from websockets.http11 import Request
+from websockets.streams import StreamReader
 
 from stream.live.host import Refused, SessionHost
 from stream.live.protocol import (
@@ -53,6 +59,8 @@ ROOM_HEADER = "X-Worker-With-Room"
 #: The largest request head and SDP body taken (a browser offer is 3-8 KB).
 MAX_HEAD = 16384
 MAX_BODY = 65536
+#: The most header lines a request may have (websockets' limit too).
+MAX_HEADERS = 128
 
 
 @dataclass
@@ -118,6 +126,39 @@ def parse_head(head: bytes) -> HttpRequest | None:
     return HttpRequest(method, target, headers)
 
 
+def check_head(head: bytes) -> tuple[HttpRequest | None, HttpReply | None]:
+    """A complete request head (without its blank line) parsed, or the reply that refuses it:
+    431 over `MAX_HEAD` bytes or `MAX_HEADERS` header lines, 400 when malformed."""
+    if len(head) > MAX_HEAD or head.count(b"\r\n") > MAX_HEADERS:
+        return None, text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large")
+    request = parse_head(head)
+    if request is None:
+        return None, text(HTTPStatus.BAD_REQUEST, "malformed request")
+    return request, None
+
+
+def _has_body(request: HttpRequest) -> bool:
+    length = request.headers.get("content-length", "0").replace(",", " ").split()
+    return "transfer-encoding" in request.headers or any(n != "0" for n in length)
+
+
+def _websockets_refusal(head: bytes) -> HttpReply | None:
+    """The reply for a request head that websockets' parser would refuse (it closes such
+    connections without a response), or None when it takes it."""
+    reader = StreamReader()
+    reader.feed_data(head)
+    reader.feed_eof()
+    try:
+        next(Request.parse(reader.read_line))
+    except StopIteration:
+        return None
+    except (RequestLineTooLong, HeaderLineTooLong, TooManyHeaders):
+        return text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large")
+    except Exception:  # ValueError, UnicodeDecodeError, NotImplementedError, EOFError
+        pass
+    return text(HTTPStatus.BAD_REQUEST, "malformed request")
+
+
 class HttpConnection(ServerConnection):
     """A websockets connection that answers WHIP requests itself (see the module docstring).
 
@@ -130,48 +171,69 @@ class HttpConnection(ServerConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._buf = b""
-        self._mode = ""  # "" undecided, "ws", "http", "done"
+        self._mode = ""  # "" undecided, "ws", "first" (one plain request), "http", "done"
 
     def data_received(self, data: bytes) -> None:
         if self._mode == "ws":
             super().data_received(data)
             return
-        if self._mode == "done":
-            return
+        if self._mode in ("done", "first"):
+            return  # answered, or one plain request handed on: pipelined requests are ignored
         self._buf += data
-        if self._mode == "":
-            end = self._buf.find(b"\r\n")
-            if end < 0 and len(self._buf) < MAX_HEAD:
-                return
-            parts = self._buf[: max(end, 0)].split(b" ")
-            target = parts[1].decode("latin-1") if len(parts) == 3 else ""
-            if self.endpoint is None or not is_whip_path(urlsplit(target).path):
-                self._mode = "ws"
-                buf, self._buf = self._buf, b""
-                super().data_received(buf)
-                return
-            self._mode = "http"
-        self._http()
-
-    def _http(self) -> None:
-        """Parse the request once complete, then answer it in a task."""
+        if self._mode == "http":
+            self._http()
+            return
         end = self._buf.find(b"\r\n\r\n")
         if end < 0:
             if len(self._buf) > MAX_HEAD:
                 self._reply(text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large"))
             return
-        request = parse_head(self._buf[:end])
-        if request is None:
-            self._reply(text(HTTPStatus.BAD_REQUEST, "malformed request"))
+        request, refusal = check_head(self._buf[:end])
+        if refusal is not None:
+            self._reply(refusal)
+            return
+        assert request is not None
+        if self.endpoint is not None and is_whip_path(urlsplit(request.path).path):
+            self._mode = "http"
+            self._http()
+            return
+        upgrade = "websocket" in request.headers.get("upgrade", "").lower()
+        if not upgrade and request.method not in ("GET", "HEAD"):
+            self._reply(
+                text(HTTPStatus.METHOD_NOT_ALLOWED, "allowed: GET, HEAD", ("Allow", "GET, HEAD"))
+            )
+            return
+        if not upgrade and _has_body(request):
+            self._reply(text(HTTPStatus.BAD_REQUEST, "a GET or HEAD request has no body"))
+            return
+        refusal = _websockets_refusal(self._buf[: end + 4])
+        if refusal is not None:
+            self._reply(refusal)
+            return
+        if upgrade:  # a WebSocket: websockets takes the connection from here
+            self._mode = "ws"
+            buf, self._buf = self._buf, b""
+        else:  # one plain request: websockets answers it and closes
+            self._mode = "first"
+            buf, self._buf = self._buf[: end + 4], b""
+        super().data_received(buf)
+
+    def _http(self) -> None:
+        """Parse the request once complete, then answer it in a task."""
+        end = self._buf.find(b"\r\n\r\n")
+        request, refusal = check_head(self._buf[: max(end, 0)])
+        if refusal is not None or request is None:
+            self._reply(refusal or text(HTTPStatus.BAD_REQUEST, "malformed request"))
             return
         if "transfer-encoding" in request.headers:
             self._reply(text(HTTPStatus.LENGTH_REQUIRED, "send the SDP with a Content-Length"))
             return
-        try:
-            length = int(request.headers.get("content-length", "0"))
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
+        given = request.headers.get("content-length", "0")
+        if not given.isascii() or not given.isdigit():  # "-1", "abc", "1, 2"
+            self._reply(text(HTTPStatus.BAD_REQUEST, "Content-Length must be a byte count"))
+            return
+        length = int(given)
+        if length > MAX_BODY:
             self._reply(text(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes"))
             return
         if len(self._buf) < end + 4 + length:
@@ -251,6 +313,12 @@ class WhipEndpoint:
         path = urlsplit(req.path).path
         resource = path != PATH
         allow = "DELETE, PATCH, OPTIONS" if resource else "POST, OPTIONS"
+        if not self.config.whip.tokens:
+            return text(
+                HTTPStatus.NOT_FOUND,
+                "WHIP ingest is off: list tokens in [whip] tokens or start serve with --whip",
+                *cors,
+            )
         if req.method == "OPTIONS":
             reply = HttpReply(HTTPStatus.NO_CONTENT, headers=[("Allow", allow)])
             if not resource:
@@ -263,12 +331,6 @@ class WhipEndpoint:
                 ]
             reply.headers += cors
             return reply
-        if not self.config.whip.tokens:
-            return text(
-                HTTPStatus.NOT_FOUND,
-                "WHIP ingest is off: list tokens in [whip] tokens or start serve with --whip",
-                *cors,
-            )
         if req.method == "POST" and not resource:
             reply = await self._post(req)
         elif req.method == "DELETE" and resource:
