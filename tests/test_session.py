@@ -87,6 +87,8 @@ SAMPLES: list[Event] = [
     SessionEnded("publisher left"),
     Prosody("a1", None, None, ProsodyReport(1.0, 2.0, 0.0, False, None, None, None, None,
             -60.0, None, 1.0, 0, None).to_dict()),
+    Prosody("a2", 1, "Face 1", ProsodyReport(3.0, 2.0, 0.9, True, 180.0, 6.0, 2.0, 0.8, -30.0,
+            4.1, 0.1, 1, 0.3, tilt_db=-11.5, energy_range_db=17.0, activation=0.42).to_dict()),
     SpeakerActive("a1", 1, "Face 1", True, 0.4),
     SpeakerRenamed(2, "Caller"),
     Redirect("this worker is full", "http://b:8080/", "ws://b:8080/ws"),
@@ -105,6 +107,9 @@ def test_every_event_type_validates_against_the_schema() -> None:
     assert VALIDATOR.is_valid(
         envelope(FaceSummaries([], {**overall, "dominant": honest}), "s-1234567", 0, 1.0)
     )
+    spoken = envelope(SAMPLES[12], "session-1", 0, 1.0)
+    assert spoken["type"] == "prosody" and spoken["estimated_vocal_activation"] == 0.42
+    assert not VALIDATOR.is_valid({**spoken, "estimated_vocal_activation": 1.5})  # -1..1
     wrong = {**honest, "uncertain_share": 1.8}
     assert not VALIDATOR.is_valid(
         envelope(FaceSummaries([], {**overall, "dominant": wrong}), "s-1234567", 0, 1.0)
