@@ -662,3 +662,75 @@ def test_malformed_http_is_answered_and_never_an_internal_error(
     assert off == 404  # was 204
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        ("a=recvonly\r\n", "invalid_sdp"),
+        ("a=inactive\r\n", "invalid_sdp"),
+        ("a=sendonly\r\n", None),
+        ("a=sendrecv\r\n", None),
+        ("", None),  # no direction: sendrecv
+    ],
+)
+def test_offers_must_send_media(extra: str, code: str | None) -> None:
+    sdp = _offer_sdp(1, 0, extra)
+    disabled = sdp.replace("m=video 9 ", "m=video 0 ")
+    session_recvonly = sdp.replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n")
+    datachannel = _offer_sdp(0, 0, "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n")
+    for bad in (disabled, datachannel) + ((session_recvonly,) if not extra else ()):
+        with pytest.raises(BadMessage, match="unusable offer"):
+            check_offer(bad, 4, 2)
+    if code is None:
+        check_offer(sdp, 4, 2)
+        return
+    with pytest.raises(BadMessage, match="unusable offer") as err:
+        check_offer(sdp, 4, 2)
+    assert err.value.code == code
+
+
+async def _media_less_offers() -> list[str]:
+    """Real aiortc offers that send nothing: recvonly video, and a data channel alone."""
+    offers = []
+    for kind in ("recvonly", "datachannel"):
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        if kind == "recvonly":
+            pc.addTransceiver("video", direction="recvonly")
+        else:
+            pc.createDataChannel("probe")
+        await pc.setLocalDescription(await pc.createOffer())
+        offers.append(pc.localDescription.sdp)
+        await pc.close()
+    return offers
+
+
+def test_media_less_offers_are_refused_on_whip_and_websocket(fake_config: Config) -> None:  # noqa: F811
+    async def body(server: LiveServer, addr: str) -> tuple[list[int], list[str], int]:
+        offers = await _media_less_offers()
+        statuses = []
+        for sdp in offers:
+            request = (
+                f"POST /whip HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {WHIP_TOKEN}"
+                f"\r\nContent-Type: application/sdp\r\nContent-Length: {len(sdp.encode())}\r\n\r\n"
+            ).encode() + sdp.encode()
+            status, _, text = await raw_http(addr, request)
+            statuses.append(status)
+            assert b"unusable offer" in text
+        held = len(server.sessions)
+        codes = []
+        async with websockets.connect(f"ws://{addr}/ws", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "hello", "consent": True}))
+            await next_event(ws, "session.started")
+            for sdp in offers:
+                await ws.send(json.dumps({"type": "offer", "sdp": sdp}))
+                ev = await next_event(ws, "error", "answer")
+                codes.append(ev.get("code", ev["type"]))
+        return statuses, codes, held
+
+    cfg = fake_config.replace("whip", tokens=(WhipToken(WHIP_TOKEN, "probes of the server"),))
+    statuses, codes, left = with_server(cfg, None, body)
+    print("WHIP:", statuses, "WebSocket:", codes)
+    assert statuses == [400, 400]  # was 201 and a session held for hello_timeout_s
+    assert codes == ["invalid_sdp", "invalid_sdp"]  # was an answer
+    assert left == 0

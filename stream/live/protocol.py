@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -242,10 +243,26 @@ def check_offer(sdp: str, max_video: int, max_audio: int) -> None:
     track its own pipeline, so an offer with hundreds of m-lines would exhaust memory and CPU;
     one more m-line of another kind (a data channel) is allowed.
 
+    An offer must send media: at least one audio or video m-line that is not disabled (port 0)
+    and whose direction is sendrecv or sendonly (a recvonly offer or a lone data channel would
+    hold a session that never gets a frame).
+
     Raises:
-        BadMessage: `invalid_sdp` (no media) or `too_many_tracks`.
+        BadMessage: `invalid_sdp` (no media, or none sent) or `too_many_tracks`.
     """
-    kinds = [line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m=")]
+    kinds: list[str] = []
+    sending = 0
+    default = "sendrecv"  # the session-level direction, until the first m-line
+    for section in re.split(r"\r?\n(?=m=)", sdp):
+        lines = section.splitlines()
+        if not lines or not lines[0].startswith("m="):
+            default = _direction(lines, default)
+            continue
+        kind, _, rest = lines[0][2:].partition(" ")
+        kinds.append(kind)
+        port = rest.split(" ", 1)[0].split("/", 1)[0]
+        if kind in ("audio", "video") and port != "0":
+            sending += _direction(lines[1:], default) in ("sendrecv", "sendonly")
     video, audio = kinds.count("video"), kinds.count("audio")
     if not kinds:
         raise BadMessage("invalid_sdp", "offer has no media (m=) lines")
@@ -255,6 +272,20 @@ def check_offer(sdp: str, max_video: int, max_audio: int) -> None:
             f"offer has {video} video and {audio} audio tracks ({len(kinds)} m-lines); "
             f"a session takes at most {max_video} video and {max_audio} audio tracks",
         )
+    if not sending:
+        raise BadMessage(
+            "invalid_sdp",
+            "unusable offer: it sends no audio or video (recvonly, inactive, disabled or only "
+            "a data channel)",
+        )
+
+
+def _direction(lines: list[str], default: str) -> str:
+    """The media direction an SDP section's attributes set (`default` without one)."""
+    for line in lines:
+        if line.strip() in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"):
+            return line.strip()[2:]
+    return default
 
 
 def token_matches(given: str, expected: str) -> bool:
