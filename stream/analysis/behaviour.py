@@ -6,6 +6,7 @@ gaze, gestures, posture); behaviour words only ("looking away", "nodding", "lean
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass, field
 
 from stream.vision.gaze import AttentionDrop, BlinkCounter, GazeSample
@@ -15,7 +16,10 @@ from stream.vision.posture import PostureSample
 from stream.vision.signals import FrameSignals
 
 #: Per-frame CSV columns kept by `FaceBehaviour.rows` (after the time).
-ROW_FIELDS = ("head_yaw", "head_pitch", "head_roll", "attention", "gaze_x", "gaze_y", "lean")
+ROW_FIELDS = (
+    "head_yaw", "head_pitch", "head_roll", "attention", "gaze_x", "gaze_y", "lean",
+    "posture_visible", "shoulders_raised", "hand_to_face",
+)  # fmt: skip
 
 
 @dataclass
@@ -68,9 +72,15 @@ class FaceBehaviour:
         if self.keep_rows:
             nan = float("nan")
             lean = posture.lean if posture is not None and posture.lean is not None else nan
-            self.rows.append(
-                (t, pose.yaw, pose.pitch, pose.roll, gaze.attention, gaze.x, gaze.y, lean)
-            )
+
+            def flag(v: bool | None) -> float:
+                return nan if v is None else float(v)
+
+            vis = flag(posture.visible) if posture is not None else nan
+            up = flag(posture.shoulders_raised) if posture is not None else nan
+            hand = flag(posture.hand_to_face) if posture is not None else nan
+            g = (gaze.attention, gaze.x, gaze.y)
+            self.rows.append((t, pose.yaw, pose.pitch, pose.roll, *g, lean, vis, up, hand))
         if posture is not None and posture.visible:
             self.posture_s += dt
             if posture.lean is not None:
@@ -173,17 +183,20 @@ class BehaviourSummary:
         return fb
 
     def join(self, mapping: dict[int, int]) -> None:
-        """Apply identity consolidation: face `old` becomes `mapping[old]` (merged)."""
-        for old, new in sorted(mapping.items()):
-            if old == new or old not in self.faces:
-                continue
-            fb = self.faces.pop(old)
-            target = self.faces.get(new)
+        """Apply identity consolidation: face `old` becomes `mapping[old]` (merged; numbers
+        may swap; unmapped faces keep theirs); events carry the new numbers."""
+        out: dict[int, FaceBehaviour] = {}
+        for old, fb in sorted(self.faces.items()):
+            new = mapping.get(old, old)
+            fb.face = new
+            fb.drops = [dataclasses.replace(d, face=new) for d in fb.drops]
+            fb.gestures = [dataclasses.replace(g, face=new) for g in fb.gestures]
+            target = out.get(new)
             if target is None:
-                fb.face = new
-                self.faces[new] = fb
+                out[new] = fb
             else:
                 target.merge(fb)
+        self.faces = out
 
     def add(self, t: float, frame: FrameSignals) -> None:
         """One analysed frame's signals (and the events that ended on it)."""

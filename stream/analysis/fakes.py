@@ -40,7 +40,9 @@ from stream.core.config import Config
 from stream.core.labels import LABELS, estimate_valence_arousal
 from stream.core.types import F32, U8, EmotionScores, FaceDetections, VideoFrame
 from stream.vision.blendshapes import BLENDSHAPES, INDEX, FacialActions
+from stream.vision.headpose import CanonicalFace
 from stream.vision.pipeline import VisionPipeline, face_actions
+from stream.vision.signals import BehaviourSignals
 from stream.vision.smoothing import ExpressionSmoother
 from stream.vision.tracker import IdentityTracker, Numbering
 from stream.voice.analyzer import ENERGY_HOP_S, VoiceUpdate
@@ -340,10 +342,16 @@ class FakeStages:
         config: thresholds, tracking, smoothing, audio, diarization and actions settings (the
             model names are ignored).
         voice: give voices (default `audio.enabled`).
+        canonical: MediaPipe's canonical face (`CanonicalFace.from_task`): behaviour signals
+            from the fake detector's 5 points when `behaviour.enabled` (None: behaviour off;
+            no posture, and the fake facial-action mesh is not a face, so it is not used).
     """
 
-    def __init__(self, config: Config, voice: bool | None = None) -> None:
+    def __init__(
+        self, config: Config, voice: bool | None = None, canonical: CanonicalFace | None = None
+    ) -> None:
         self.config = config
+        self.canonical = canonical
         with_voice = config.audio.enabled if voice is None else voice
         self.speaker_embedder: FakeSpeakerEmbedder | None = (
             FakeSpeakerEmbedder() if with_voice and config.diarization.enabled else None
@@ -371,17 +379,22 @@ class FakeStages:
         return ["fake_expression", "fake_detector", "fake_embedder"]
 
     def vision(
-        self, config: Config | None = None, numbering: Numbering | None = None
+        self, config: Config | None = None, numbering: Numbering | None = None, live: bool = False
     ) -> VisionPipeline:
         """A real vision pipeline over the fake models (one per video track)."""
         c = config or self.config
         tracker = IdentityTracker(c.tracking, fake_embed, numbering=numbering)
+        signals = None
+        if c.behaviour.enabled and self.canonical is not None:
+            signals = BehaviourSignals.build(c.behaviour, self.canonical)
         return VisionPipeline(
             self.detector,
             tracker,
             self.expression,
             ExpressionSmoother(c.smoothing),
             face_actions(c, self.action_model),
+            signals,
+            signal_landmarks=False,
         )
 
     def voice(self) -> FakeVoice:

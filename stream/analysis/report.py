@@ -7,10 +7,12 @@ import csv
 import html
 import io
 import json
+import math
 from pathlib import Path
 
 from stream.analysis import speakers_report
 from stream.analysis.aggregate import FaceSummary, TimelinePoint
+from stream.analysis.behaviour import ROW_FIELDS
 from stream.analysis.summary import Analysis
 from stream.core.labels import LABELS, UNCERTAIN
 from stream.core.notices import EXPRESSIONS_NOT_FEELINGS, VOICE_NOTICE, face_name
@@ -142,6 +144,25 @@ CSV_FIELDS = [
 ]
 
 
+#: Behaviour columns (behaviour.enabled): head pose and gaze in degrees, attention 0..1, lean
+#: -1..1 (+ toward the camera), posture flags 1/0; empty where not measured or not visible.
+BEHAVIOUR_CSV_FIELDS = list(ROW_FIELDS)
+
+
+def _behaviour_cells(a: Analysis, number: int, t: float) -> dict[str, object]:
+    fb = a.behaviour.faces.get(number) if a.behaviour is not None else None
+    row = fb.row_at(t + 1e-6) if fb is not None else None
+    if row is None:
+        return {}
+    out: dict[str, object] = {}
+    for k, v in row.items():
+        if math.isfinite(v):
+            out[k] = f"{v:.2f}" if k in ("attention", "lean") else f"{v:.1f}"
+            if k in ("posture_visible", "shoulders_raised", "hand_to_face"):
+                out[k] = str(int(v))
+    return out
+
+
 def write_csv(a: Analysis, path: Path) -> None:
     """Write the per-face timeline (see `csv_text`)."""
     path.write_text(csv_text(a), encoding="utf-8", newline="")
@@ -173,18 +194,19 @@ def csv_text(a: Analysis) -> str:
                 row[k] = f"{v:.4f}"
             row.update(_voice_cells(a, f.number, p.t))
             row.update(speakers_report.csv_cells(a, f.number, p.t))
+            row.update(_behaviour_cells(a, f.number, p.t))
             rows.append(row)
     rows += speakers_report.speaker_rows(a)
     rows.sort(key=lambda r: (float(str(r["time_s"])), int(str(r["face_id"]) or 0)))
     # Keep column names honest when a model regresses valence/arousal.
     fields = [
         f.replace("_estimated", "") if a.va_estimated is False and f.endswith("_estimated") else f
-        for f in [*CSV_FIELDS, *speakers_report.CSV_FIELDS]
+        for f in [*CSV_FIELDS, *speakers_report.CSV_FIELDS, *BEHAVIOUR_CSV_FIELDS]
     ]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(fields)
-    keys = [*CSV_FIELDS, *speakers_report.CSV_FIELDS]
+    keys = [*CSV_FIELDS, *speakers_report.CSV_FIELDS, *BEHAVIOUR_CSV_FIELDS]
     w.writerows([[row.get(k, "") for k in keys] for row in rows])
     return buf.getvalue()
 

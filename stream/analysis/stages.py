@@ -13,6 +13,7 @@ from stream.core.types import VideoFrame
 from stream.models.runtime import SessionFactory, make_factory
 from stream.vision.blendshapes import FaceActionModel
 from stream.vision.pipeline import FrameResult, VisionModels, VisionPipeline
+from stream.vision.signals import FrameSignals
 from stream.vision.tracker import Numbering
 from stream.voice.analyzer import VoiceAnalyzer, VoiceUpdate
 from stream.voice.speaker_embed import SpeakerEmbedder
@@ -32,6 +33,8 @@ class VisionStage(Protocol):
     ) -> FrameResult: ...
 
     def reset(self) -> None: ...
+
+    def flush_behaviour(self) -> FrameSignals: ...
 
     def tracker_numbers(self) -> list[int]: ...
 
@@ -60,7 +63,7 @@ class StageSource(Protocol):
     def model_names(self) -> list[str]: ...
 
     def vision(
-        self, config: Config | None = None, numbering: Numbering | None = None
+        self, config: Config | None = None, numbering: Numbering | None = None, live: bool = ...
     ) -> VisionStage: ...
 
     def voice(self) -> VoiceStage: ...
@@ -126,11 +129,12 @@ class Stages:
         return self.vision_models.names
 
     def vision(
-        self, config: Config | None = None, numbering: Numbering | None = None
+        self, config: Config | None = None, numbering: Numbering | None = None, live: bool = False
     ) -> VisionPipeline:
-        """A vision pipeline with fresh identity and facial-action state (one per video track)."""
+        """A vision pipeline with fresh identity, facial-action and behaviour state (one per
+        video track; `live` tracks use the live posture setting)."""
         return VisionPipeline.from_models(
-            self.vision_models, config or self.config, numbering, self.action_model
+            self.vision_models, config or self.config, numbering, self.action_model, live
         )
 
     def voice(self) -> VoiceAnalyzer:

@@ -20,6 +20,7 @@ from typing import Any
 
 from stream.analysis.actions import FaceActionStats
 from stream.analysis.aggregate import Aggregator
+from stream.analysis.behaviour import BehaviourSummary
 from stream.analysis.consolidate import (
     Consolidation,
     TrackletView,
@@ -42,7 +43,10 @@ from stream.analysis.voice import (
 from stream.analysis.voices import Turn
 from stream.core.config import Config
 from stream.core.types import MediaInfo, VideoFrame
+from stream.vision.gaze import AttentionDrop
+from stream.vision.gestures import HeadGesture
 from stream.vision.pipeline import FrameResult
+from stream.vision.signals import FrameSignals
 
 __all__ = ["AudioBatcher", "SpeakerUpdate", "StreamAnalysis"]
 
@@ -64,6 +68,8 @@ class StreamAnalysis:
             i.e. live); files diarize the whole recording at the end.
         schedule: makes each video track's frame scheduler (used when `push_video` is not
             told what to run); default: everything on every frame.
+        live: a live stream: behaviour posture follows `behaviour.posture_live` and per-frame
+            behaviour rows are not kept (summaries only; default: not `hold_voice`).
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class StreamAnalysis:
         config: Config | None = None,
         online_speakers: bool | None = None,
         schedule: SchedulerFactory = every_frame,
+        live: bool | None = None,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
@@ -85,13 +92,15 @@ class StreamAnalysis:
         self.keep_timeline = keep_timeline
         self.hold_voice = hold_voice
         self.online_speakers = not hold_voice if online_speakers is None else online_speakers
-        self.video = VideoTracks(stages, self.config, schedule)
+        self.live = not hold_voice if live is None else live
+        self.video = VideoTracks(stages, self.config, schedule, self.live)
         self.audio = VoiceTracks(stages, self.config, self.online_speakers, keep_timeline)
         self.speakers = self.audio.tracks  # the audio tracks being analysed
         self.naming = TrackNaming()
         self.thumbs = Thumbnails() if thumbnails else None
         self.aggregator = self._new_aggregator()
         self.actions: dict[int, FaceActionStats] = {}
+        self.behaviour = self._new_behaviour()
         self.frames = 0
         self.stage_sum: dict[str, float] = {}
         self.identity: Consolidation | None = None  # set by consolidate_identities()
@@ -103,6 +112,10 @@ class StreamAnalysis:
     def _new_aggregator(self) -> Aggregator:
         c = self.config.analyze
         return Aggregator(1.0 / self.fps, c.max_gap_s, self.stages.supported, self.keep_timeline)
+
+    def _new_behaviour(self) -> BehaviourSummary:
+        keep = self.keep_timeline and not self.live
+        return BehaviourSummary(self.config.analyze.max_gap_s, keep_rows=keep)
 
     # -- video -----------------------------------------------------------------------------
     def known_faces(self, track: str) -> list[int]:
@@ -142,7 +155,20 @@ class StreamAnalysis:
             self.naming.name_new_faces(track, result, self.aggregator.names)
             if record:
                 self._record(frame, result, track)
+            elif result.behaviour_events:  # events end on follow-only frames too
+                self.behaviour.add_events(self._signals(result))
         return result
+
+    @staticmethod
+    def _signals(result: FrameResult) -> FrameSignals:
+        faces = {f.number: f.signals for f in result.faces if f.signals is not None}
+        out = FrameSignals(faces)
+        for e in result.behaviour_events:
+            if isinstance(e, HeadGesture):
+                out.gestures.append(e)
+            else:
+                out.drops.append(e)
+        return out
 
     def _record(self, frame: VideoFrame, result: FrameResult, track: str) -> None:
         self.frames += 1
@@ -153,6 +179,8 @@ class StreamAnalysis:
             if f.actions_fresh and f.actions is not None:
                 stats = self.actions.setdefault(f.number, FaceActionStats())
                 stats.add(frame.t, f.actions, self.keep_timeline)
+        if result.behaviour_events or any(f.signals is not None for f in result.faces):
+            self.behaviour.add(frame.t, self._signals(result))
         if self.thumbs is not None:
             self.thumbs.keep(frame, result)
 
@@ -214,6 +242,7 @@ class StreamAnalysis:
             self.video.reset()
             self.aggregator = self._new_aggregator()
             self.actions.clear()
+            self.behaviour = self._new_behaviour()
             if self.thumbs is not None:
                 self.thumbs.clear()
             self.identity = None
@@ -224,10 +253,23 @@ class StreamAnalysis:
 
     # -- results ---------------------------------------------------------------------------
     def finish(self, end_t: float | None = None) -> list[SpeakerUpdate]:
-        """Close the stream: the last frames' intervals, and every held voice report."""
+        """Close the stream: the last frames' intervals, behaviour events still open, and
+        every held voice report."""
+        self.end_behaviour()
         with self.lock:
             self.aggregator.finish(end_t)
         return self.audio.decide(math.inf)
+
+    def end_behaviour(self) -> list[HeadGesture | AttentionDrop]:
+        """End the behaviour events still open on every track (recorded; returned for the
+        event stream). A second call finds none."""
+        events: list[HeadGesture | AttentionDrop] = []
+        for p in self.video.pipelines.values():
+            fs = p.flush_behaviour()
+            with self.lock:
+                self.behaviour.add_events(fs)
+            events += [*fs.gestures, *fs.drops]
+        return events
 
     def diarized_segments(self) -> list[Turn]:
         """Every audio track's diarized turns on the analysis clock, stream-wide numbers."""
@@ -246,6 +288,10 @@ class StreamAnalysis:
             if self.thumbs is not None:
                 self.thumbs.renumber(result)
             self.audio.renumber(result)
+            renumbered = result.renumbered()
+            self.behaviour.join(
+                {n: renumbered.get(n, result.number_at(n, -math.inf)) for n in self.behaviour.faces}
+            )
             self.identity = result
         return result
 
@@ -257,7 +303,7 @@ class StreamAnalysis:
         """Per-face and overall summaries so far (the live summary events' payload)."""
         with self.lock:
             faces, overall = self.aggregator.faces(), self.aggregator.overall()
-        return faces_dict(faces, overall, self.stages.va_estimated)
+            return faces_dict(faces, overall, self.stages.va_estimated, self.behaviour)
 
     def result(
         self, info: MediaInfo, wall_s: float, error: str = "", warnings: list[str] | None = None
@@ -287,4 +333,5 @@ class StreamAnalysis:
                 speakers=speakers,
                 actions={n: s for n, s in self.actions.items() if s.count and n in shown},
                 actions_raw=self.config.actions.raw,
+                behaviour=self.behaviour if self.behaviour.faces else None,
             )

@@ -8,6 +8,7 @@ from typing import Any
 from stream import __version__
 from stream.analysis.actions import FaceActionStats, actions_notes
 from stream.analysis.aggregate import FaceSummary, OverallSummary, TimelinePoint
+from stream.analysis.behaviour import BehaviourSummary
 from stream.analysis.participants import participants
 from stream.analysis.speakers import SpeakersAnalysis
 from stream.analysis.voice_summary import VoiceAnalysis
@@ -15,12 +16,40 @@ from stream.core.labels import LABELS
 from stream.core.notices import NOTICE
 from stream.core.types import MediaInfo
 
+#: What the behaviour signals can and cannot mean (README "Attention, head gestures and posture").
+BEHAVIOUR_NOTES = [
+    "Behaviour, not states of mind: 'looking away' says where a face points, 'nodding' and "
+    "'shaking' describe head movements, 'leaning in' a body position; none says what a person "
+    "feels, thinks or attends to.",
+    "Attention is the share of time the head and eyes point into a cone around the camera "
+    "(behaviour.cone_*): a face reading notes or a second screen counts as looking away.",
+    "Head pose is in degrees: yaw + = the face turns to the image's right, pitch + = up, "
+    "roll + = the head tilts clockwise in the image (README).",
+    "Blink rate with blink_method 'occupancy' is a rough estimate from eye openness sampled "
+    "a few times a second, not counted blinks.",
+    "Posture shares are of the time the upper body was visible; null means never visible, "
+    "not zero.",
+]
+
 
 def faces_dict(
-    faces: list[FaceSummary], overall: OverallSummary, va_estimated: bool
+    faces: list[FaceSummary],
+    overall: OverallSummary,
+    va_estimated: bool,
+    behaviour: BehaviourSummary | None = None,
 ) -> dict[str, Any]:
-    """The per-face and overall part of every summary (JSON files, live summary events)."""
-    return {"faces": [f.to_dict(va_estimated) for f in faces], "overall": overall.to_dict()}
+    """The per-face and overall part of every summary (JSON files, live summary events);
+    with `behaviour`, each face's behaviour summary, nods/shakes and attention drops."""
+    out = []
+    for f in faces:
+        d = f.to_dict(va_estimated)
+        fb = behaviour.faces.get(f.number) if behaviour is not None else None
+        if fb is not None:
+            d["behaviour"] = fb.summary()
+            d["gestures"] = [g.to_json() for g in fb.gestures]
+            d["attention_drops"] = [x.to_json() for x in fb.drops]
+        out.append(d)
+    return {"faces": out, "overall": overall.to_dict()}
 
 
 @dataclass
@@ -46,6 +75,7 @@ class Analysis:
     speakers: SpeakersAnalysis | None = None  # diarized voices ("Speaker 1", ...)
     actions: dict[int, FaceActionStats] = field(default_factory=dict)  # facial actions per face
     actions_raw: bool = False  # also report all 52 blendshape means
+    behaviour: BehaviourSummary | None = None  # head pose, attention, gestures, posture
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (timelines go to CSV/HTML, not here)."""
@@ -75,7 +105,8 @@ class Analysis:
                 "warnings": self.warnings,
             },
             "notice": NOTICE,
-            **faces_dict(self.faces, self.overall, self.va_estimated),
+            **faces_dict(self.faces, self.overall, self.va_estimated, self.behaviour),
+            "behaviour_notes": BEHAVIOUR_NOTES if self.behaviour is not None else None,
             "voice": (
                 self.voice.to_dict({f.number: f.name for f in self.faces}) if self.voice else None
             ),

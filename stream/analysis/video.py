@@ -25,10 +25,14 @@ class VideoTracks:
         stages: builds each track's pipeline over the shared models.
         config: tracking, smoothing and facial-action settings of the pipelines.
         schedule: makes each track's frame scheduler.
+        live: live tracks (behaviour posture follows `behaviour.posture_live`).
     """
 
-    def __init__(self, stages: StageSource, config: Config, schedule: SchedulerFactory) -> None:
+    def __init__(
+        self, stages: StageSource, config: Config, schedule: SchedulerFactory, live: bool = False
+    ) -> None:
         self.stages = stages
+        self.live = live
         self.config = config
         self.schedule = schedule
         self.numbering = Numbering()
@@ -41,7 +45,7 @@ class VideoTracks:
         """The vision pipeline of a track (made on first use)."""
         p = self.pipelines.get(track)
         if p is None:
-            p = self.stages.vision(self.config, self.numbering)
+            p = self.stages.vision(self.config, self.numbering, self.live)
             p.excluded = self.excluded
             self.pipelines[track] = p
         return p

@@ -497,6 +497,11 @@ class FaceActionTracker:
                 out[number] = (latest, fresh)
         return out
 
+    def landmarks(self, number: int, t: float) -> F32 | None:
+        """The [478, 3] landmarks of face `number` if the model ran on it at time `t`."""
+        prior = self._prior.get(number)
+        return prior[2] if prior is not None and prior[0] == t else None
+
     def reset(self) -> None:
         self.scheduler.reset()
         self.smoother.reset()

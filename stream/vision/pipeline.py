@@ -19,7 +19,10 @@ from stream.vision.detect import YuNetDetector
 from stream.vision.embed import FaceEmbedder
 from stream.vision.emotion import EmotionEnsemble, EmotionModel, Member
 from stream.vision.flow import FlowPropagator
+from stream.vision.gaze import AttentionDrop
+from stream.vision.gestures import HeadGesture
 from stream.vision.mouth import MouthActivity, MouthSample
+from stream.vision.signals import BehaviourSignals, FaceInput, FaceSignals, FrameSignals
 from stream.vision.smoothing import ExpressionSmoother
 from stream.vision.tracker import IdentityTracker, Numbering
 
@@ -38,6 +41,7 @@ class FaceResult:
     mouth: MouthSample | None = None  # mouth measurements for speaker matching
     actions: F32 | None = None  # [52] smoothed blendshape scores (facial actions), if computed
     actions_fresh: bool = False  # the facial actions were computed on this frame
+    signals: FaceSignals | None = None  # head pose, gaze/attention, posture (behaviour on)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class FrameResult:
     embedded: int = 0
     emotions: int = 0
     excluded: list[tuple[int, F32]] = field(default_factory=list)
+    #: Nods/shakes and attention drops that ended on this frame (behaviour on).
+    behaviour_events: list[HeadGesture | AttentionDrop] = field(default_factory=list)
 
 
 class Detector(Protocol):
@@ -117,6 +123,9 @@ class VisionPipeline:
     Args:
         detector, tracker, emotion, smoother: the stages (see `from_config` for the defaults).
         actions: facial actions of the faces (None: off).
+        signals: behaviour signals of the faces (None: off).
+        signal_landmarks: give the signals the facial-action landmarks when fresh (False
+            when the action model has no real face mesh, e.g. fakes: 5-point pose only).
     """
 
     def __init__(
@@ -126,12 +135,16 @@ class VisionPipeline:
         emotion: ExpressionModel,
         smoother: ExpressionSmoother,
         actions: FaceActionTracker | None = None,
+        signals: BehaviourSignals | None = None,
+        signal_landmarks: bool = True,
     ) -> None:
         self.detector = detector
         self.tracker = tracker
         self.emotion = emotion
         self.smoother = smoother
         self.actions = actions
+        self.signals = signals
+        self.signal_landmarks = signal_landmarks
         self.flow = FlowPropagator()
         self.mouth = MouthActivity()
         #: Face numbers whose expression is never computed (shared with the stream's tracks).
@@ -157,9 +170,15 @@ class VisionPipeline:
         config: Config,
         numbering: Numbering | None = None,
         action_model: ActionModel | None = None,
+        live: bool = False,
     ) -> VisionPipeline:
         """A pipeline with fresh identity and smoothing state over already loaded models
-        (facial actions when `action_model` is given and `actions.enabled`)."""
+        (facial actions when `action_model` is given and `actions.enabled`; behaviour signals
+        when `behaviour.enabled`, posture as `behaviour.posture` / `posture_live` say).
+
+        Raises:
+            ModelError: behaviour is on and its models are missing.
+        """
         tracker = IdentityTracker(
             config.tracking, models.embedder.embed_aligned, numbering=numbering
         )
@@ -169,6 +188,9 @@ class VisionPipeline:
             models.emotion,
             ExpressionSmoother(config.smoothing),
             face_actions(config, action_model),
+            BehaviourSignals.from_config(config, models.factory, live)
+            if config.behaviour.enabled
+            else None,
         )
 
     def reset(self) -> None:
@@ -180,6 +202,8 @@ class VisionPipeline:
         self.mouth.reset()
         if self.actions is not None:
             self.actions.reset()
+        if self.signals is not None:
+            self.signals.reset()
         self._last = None
 
     def process(
@@ -271,9 +295,40 @@ class VisionPipeline:
         ]
         if actions and self.actions is not None and results:
             results = self._facial_actions(frame, results, timings)
+        events: list[HeadGesture | AttentionDrop] = []
+        if self.signals is not None and results:
+            results, events = self._behaviour(frame, results, timings, actions)
         return FrameResult(
-            frame.t, w, h, results, dets, timings, embedded, int(fresh.sum()), excluded
+            frame.t, w, h, results, dets, timings, embedded, int(fresh.sum()), excluded, events
         )
+
+    def _behaviour(
+        self, frame: VideoFrame, faces: list[FaceResult], timings: dict[str, float], actions: bool
+    ) -> tuple[list[FaceResult], list[HeadGesture | AttentionDrop]]:
+        """Faces with their behaviour signals, and the behaviour events that ended now (every
+        analysed frame: head tracking between landmark passes follows consecutive frames)."""
+        assert self.signals is not None
+        t0 = time.perf_counter()
+        tracker = self.actions if actions and self.signal_landmarks else None
+        inputs = [
+            FaceInput(
+                f.number,
+                f.box,
+                f.landmarks,
+                tracker.landmarks(f.number, frame.t) if tracker and f.actions_fresh else None,
+            )
+            for f in faces
+        ]
+        fs = self.signals.update(frame.t, frame.image, inputs)
+        out = [dataclasses.replace(f, signals=fs.faces.get(f.number)) for f in faces]
+        ms = (time.perf_counter() - t0) * 1e3
+        timings["behaviour"] = ms
+        timings["total"] += ms
+        return out, [*fs.gestures, *fs.drops]
+
+    def flush_behaviour(self) -> FrameSignals:
+        """Behaviour events still open (end of the media or session); none when off."""
+        return self.signals.flush() if self.signals is not None else FrameSignals()
 
     def _facial_actions(
         self, frame: VideoFrame, faces: list[FaceResult], timings: dict[str, float]

@@ -115,11 +115,6 @@ class BehaviourSignals:
             face = CanonicalFace.from_task(factory.store.path(BUNDLE))
         except ValueError as exc:
             raise ModelError(str(exc)) from None
-        head = HeadPoseTracker(PointPose(face), LandmarkPose(face), b.pose_tau_s)
-        gaze = GazeTracker(
-            b.cone_yaw_deg, b.cone_pitch_deg, b.cone_pitch_centre_deg, b.drop_min_s, b.eye_hold_s
-        )
-        gestures = GestureDetector(b.nod_min_deg, b.shake_min_deg, b.max_swing_s)
         posture = None
         if b.posture_live if live else b.posture:
             spec = factory.store.manifest[b.posture_model]
@@ -127,6 +122,18 @@ class BehaviourSignals:
                 raise ModelError(f"behaviour.posture_model = {spec.name} is not a pose model")
             model = PoseModel(factory.get(spec.name), crop_side=b.posture_crop_side)
             posture = PostureTracker(model)
+        return cls.build(b, face, posture)
+
+    @classmethod
+    def build(
+        cls, b: BehaviourConfig, face: CanonicalFace, posture: PostureTracker | None = None
+    ) -> BehaviourSignals:
+        """Trackers over an already read canonical face (posture: given or off)."""
+        head = HeadPoseTracker(PointPose(face), LandmarkPose(face), b.pose_tau_s)
+        gaze = GazeTracker(
+            b.cone_yaw_deg, b.cone_pitch_deg, b.cone_pitch_centre_deg, b.drop_min_s, b.eye_hold_s
+        )
+        gestures = GestureDetector(b.nod_min_deg, b.shake_min_deg, b.max_swing_s)
         return cls(b, head, gaze, gestures, posture)
 
     def update(self, t: float, image: U8, faces: list[FaceInput], bgr: bool = True) -> FrameSignals:
