@@ -734,3 +734,38 @@ def test_media_less_offers_are_refused_on_whip_and_websocket(fake_config: Config
     assert statuses == [400, 400]  # was 201 and a session held for hello_timeout_s
     assert codes == ["invalid_sdp", "invalid_sdp"]  # was an answer
     assert left == 0
+
+
+def test_offers_without_a_media_connection_expire(fake_config: Config) -> None:  # noqa: F811
+    """A publisher that sends hello and an offer but never connects media is closed (4408)
+    after hello_timeout_s, like a WHIP session; a connected publisher stays."""
+
+    async def squat(addr: str) -> tuple[int, float]:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTrack(VideoStreamTrack())
+        try:
+            async with websockets.connect(f"ws://{addr}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "consent": True}))
+                await pc.setLocalDescription(await pc.createOffer())
+                t0 = asyncio.get_running_loop().time()
+                await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+                await next_event(ws, "answer")  # never applied: no media connection
+                code = await close_code(ws)
+                return code, asyncio.get_running_loop().time() - t0
+        finally:
+            await pc.close()
+
+    async def body(server: LiveServer, addr: str) -> tuple[list[int], str, int, int]:
+        async with connect_publisher(f"ws://{addr}/ws", [VideoStreamTrack()]) as honest:
+            events = honest.events()
+            async with asyncio.timeout(20):
+                while honest.pc.connectionState != "connected":
+                    await anext(events)
+            results = await asyncio.gather(*(squat(addr) for _ in range(3)))
+            print("squatters closed (code, s after the offer):", results)
+            after = (await anext(events))["type"]  # the honest publisher still gets events
+            return [c for c, _ in results], after, len(server.sessions), honest.ws.close_code
+
+    codes, after, left, honest_code = with_server(fake_config, None, body, hello_timeout_s=1.0)
+    assert codes == [4408, 4408, 4408]  # were held until the publishers left
+    assert after and left == 1 and honest_code is None

@@ -22,8 +22,9 @@ WebSocket handshakes from a browser page of another origin than the server's own
 server itself and `live.allowed_origins`.
 
 WebSocket close codes: 1009 message too big, 4400 too many invalid messages, 4401 missing or
-wrong session/token, 4408 no offer within `live.hello_timeout_s`, 4409 too slow to receive
-events, 4429 too many messages per second, 4503 too many sessions or viewers.
+wrong session/token, 4408 no offer, or no media connection, within `live.hello_timeout_s` (of
+the connection, the offer or the media connection's end), 4409 too slow to receive events,
+4429 too many messages per second, 4503 too many sessions or viewers.
 """
 
 from __future__ import annotations
@@ -256,12 +257,33 @@ class LiveServer:
         live = self.config.live
         limit = RateLimit(live.max_messages_per_s)
 
+        offered_at = 0.0  # when the last offer was answered (loop time)
+
         async def expire() -> None:
-            """Close a connection that holds no media after `hello_timeout_s` (squatting)."""
-            await asyncio.sleep(live.hello_timeout_s)
-            if session is None or session.source is None:
-                why = f"no offer within {live.hello_timeout_s:g} s"
-                await ws.close(CLOSE_TIMEOUT, why)
+            """Close a connection that holds no media (squatting, 4408): no offer within
+            `hello_timeout_s`, or no media connection within `hello_timeout_s` of the offer
+            (like WHIP's sessions) or of the media connection's end."""
+            loop = asyncio.get_running_loop()
+            wait = live.hello_timeout_s
+            while True:
+                await asyncio.sleep(wait)
+                source = session.source if session is not None else None
+                if source is None:
+                    why = f"no offer within {live.hello_timeout_s:g} s"
+                    break
+                done = getattr(source, "done", None)
+                if getattr(source, "state", "connected") == "connected":
+                    if done is None:
+                        return
+                    await done.wait()  # media flow; the page may offer again after it ends
+                    wait = live.hello_timeout_s
+                    continue
+                wait = offered_at + live.hello_timeout_s - loop.time()
+                if wait <= 0 or (done is not None and done.is_set()):
+                    why = f"no media connection within {live.hello_timeout_s:g} s"
+                    break
+            log.info("publisher closed: %s", why)
+            await ws.close(CLOSE_TIMEOUT, why)
 
         watchdog = asyncio.get_running_loop().create_task(expire())
 
@@ -314,6 +336,7 @@ class LiveServer:
                         except BadMessage as exc:
                             await error(exc.code, str(exc))
                             continue
+                        offered_at = asyncio.get_running_loop().time()
                         session.publish(Answer(peer.answer))
                     case Bye():
                         break
