@@ -3,17 +3,21 @@ JSON columns, frame events and the new event types (fake stages: 5-point head po
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from stream.analysis.fakes import FakeFace, FakeStages, fake_frames
 from stream.analysis.report import csv_text
 from stream.analysis.stream import StreamAnalysis
 from stream.core.config import Config
 from stream.core.types import MediaInfo
+from stream.live.events import schema
+from stream.live.testing import run_session
 from stream.vision.headpose import CanonicalFace
 
 from .conftest import MODELS
@@ -84,3 +88,24 @@ def test_off_and_live(canonical: CanonicalFace) -> None:
     live = _analysed(canonical, live=True)
     assert live.behaviour.faces and not any(fb.rows for fb in live.behaviour.faces.values())
     assert "behaviour" in live.summary()["faces"][0]
+
+
+def test_live_session_publishes_behaviour(canonical: CanonicalFace) -> None:
+    """Frame events carry head/gaze/attention per face; a face outside a narrow cone gives an
+    attention_drop event (ended at close); every event validates against the schema."""
+    config = Config().replace("behaviour", cone_yaw_deg=5.0, drop_min_s=0.5)
+    stages = FakeStages(config, canonical=canonical)
+    faces = [FakeFace(0, (30, 40, 110, 140)), FakeFace(1, (120, 40, 200, 140))]
+    events, _ = asyncio.run(run_session(stages, video=fake_frames(30, faces)))
+    validator = Draft202012Validator(schema())
+    for ev in events:
+        validator.validate(ev)
+    seen = [f for e in events if e["type"] == "frame" for f in e["faces"]]
+    assert seen and all({"head", "gaze", "attention", "looking_away"} <= set(f) for f in seen)
+    drops = [e for e in events if e["type"] == "attention_drop"]
+    print("attention drops", drops)
+    assert drops and all(d["behaviour"] == "looking away" for d in drops)
+    away = {f["id"] for f in seen if f["looking_away"]}
+    assert {d["face"] for d in drops} <= away
+    summary = next(e for e in events if e["type"] == "session.summary")
+    assert all(f["behaviour"]["looking_away_drops"] >= 0 for f in summary["faces"])

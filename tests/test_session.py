@@ -20,12 +20,14 @@ from stream.core.types import VideoFrame
 from stream.live.events import (
     EVENT_TYPES,
     Answer,
+    AttentionDrop,
     Error,
     Event,
     FaceExcluded,
     FaceRenamed,
     FaceSummaries,
     Frame,
+    Gesture,
     Prosody,
     Redirect,
     SessionEnded,
@@ -93,6 +95,8 @@ SAMPLES: list[Event] = [
     SpeakerRenamed(2, "Caller"),
     Redirect("this worker is full", "http://b:8080/", "ws://b:8080/ws"),
     Wall([]),
+    Gesture(1, "nod", 3.2, 4.1, 3, 6.5),
+    AttentionDrop(2, 10.0, 13.4, 3.4),
 ]  # fmt: skip
 
 

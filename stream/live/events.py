@@ -20,6 +20,8 @@ from stream.core.data import events_schema_path
 from stream.core.labels import LABELS
 from stream.core.notices import NOTICE, face_name
 from stream.vision.blendshapes import BLENDSHAPES, action_units
+from stream.vision.gaze import AttentionDrop as AttentionDropSignal
+from stream.vision.gestures import HeadGesture
 from stream.vision.pipeline import FrameResult
 
 SCHEMA_VERSION = 1
@@ -192,6 +194,39 @@ class SpeakerRenamed(Event):
     name: str
 
 
+@dataclass(frozen=True)
+class Gesture(Event):
+    """A head gesture of a face that ended (nod or shake; media time of its track)."""
+
+    TYPE: ClassVar[str] = "gesture"
+    face: int
+    gesture: str  # "nod" | "shake"
+    start: float
+    end: float
+    swings: int
+    strength_deg: float
+
+
+@dataclass(frozen=True)
+class AttentionDrop(Event):
+    """A face looked away longer than `behaviour.drop_min_s` (sent when the drop ends)."""
+
+    TYPE: ClassVar[str] = "attention_drop"
+    face: int
+    start: float
+    end: float
+    duration_s: float
+    behaviour: str = "looking away"
+
+
+def behaviour_event(e: HeadGesture | AttentionDropSignal) -> Gesture | AttentionDrop:
+    """The event of a pipeline behaviour event (`FrameResult.behaviour_events`)."""
+    if isinstance(e, HeadGesture):
+        return Gesture(e.face, e.kind, round(e.start, 3), round(e.end, 3), e.swings,
+                       round(e.strength, 1))  # fmt: skip
+    return AttentionDrop(e.face, round(e.start, 3), round(e.end, 3), round(e.end - e.start, 2))
+
+
 #: Every event type, for the schema test and for readers.
 EVENT_TYPES: tuple[type[Event], ...] = (
     SessionStarted,
@@ -209,6 +244,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SpeakerRenamed,
     Redirect,
     Wall,
+    Gesture,
+    AttentionDrop,
 )
 
 
@@ -267,6 +304,8 @@ def face_payloads(
                     b: _r(min(max(float(v), 0.0), 1.0))
                     for b, v in zip(BLENDSHAPES, f.actions, strict=True)
                 }
+        if f.signals is not None:  # head pose, gaze/attention, posture (behaviour.enabled)
+            extra.update(f.signals.to_json())
         out.append(
             {
                 "id": f.number,

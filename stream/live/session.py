@@ -43,6 +43,7 @@ from stream.live.events import (
     SessionSummary,
     SpeakerActive,
     SpeakerRenamed,
+    behaviour_event,
     face_payloads,
 )
 from stream.live.mailbox import LatestMailbox
@@ -473,6 +474,8 @@ class LiveSession:
                     metrics=stats.to_dict(),
                 )
             )
+            for e in result.behaviour_events:  # nods/shakes, attention drops that just ended
+                self.publish(behaviour_event(e))
             if done - last_summary >= live.summary_interval_s:
                 last_summary = done
                 self.publish(FaceSummaries(**self.summary()))
@@ -584,6 +587,8 @@ class LiveSession:
             return None
         self.closed = True
         await self.stop_media()
+        for e in self.analysis.end_behaviour():  # events still open at the end
+            self.publish(behaviour_event(e))
         self.analysis.finish()
         duration = round(self.clock() - self.started, 3)
         summary = self.publish(SessionSummary(duration, **self.summary()))
