@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import socket
@@ -17,7 +18,7 @@ import pytest
 from stream.analysis.stages import Stages
 from stream.core.config import Config
 from stream.live.session import LiveSession, Subscriber
-from stream.live.url import UrlSource, redact
+from stream.live.url import UrlSource, redact, scrub
 
 from .conftest import VIDEO
 
@@ -171,3 +172,79 @@ def test_http_mpegts_drops_and_comes_back(config: Config, stages: Stages) -> Non
     assert {f["faces"][0]["name"] for f in before + after} == {"Face 1"}
     times = [e["media_t"] for e in events if e["type"] == "frame"]
     assert times == sorted(times) and after[0]["media_t"] > before[-1]["media_t"]
+
+
+SECRET_URLS = [  # nothing listens on port 9: each fails at once with FFmpeg's message
+    ("rtsp://alice:S3CRETPW@127.0.0.1:9/stream1", ("alice", "S3CRETPW")),
+    ("http://bob:pw@127.0.0.1:9/live/index.m3u8?token=T0KEN42", ("bob:pw", "T0KEN42")),
+    ("rtmp://127.0.0.1:9/live/STREAMKEY123", ("STREAMKEY123",)),
+]
+
+
+def test_redact_hides_rtmp_stream_keys_and_scrub_cleans_messages() -> None:
+    assert redact("rtmp://127.0.0.1:1935/live/KEY99") == "rtmp://127.0.0.1:1935/live/***"
+    assert redact("rtmp://0.0.0.0:1935/live") == "rtmp://0.0.0.0:1935/live"
+    url = "http://bob:p%40ss@cam:80/x.m3u8?token=a%2Bb#frag"
+    msg = f"Server returned 401: '{url}' (user bob, password p@ss, token a+b)"
+    assert scrub(msg, url) == (
+        "Server returned 401: 'http://cam:80/x.m3u8' (user ***, password ***, token ***)"
+    )
+    assert scrub("No such file: '/tmp/a.mp4'", "/tmp/a.mp4") == "No such file: '/tmp/a.mp4'"
+
+
+@pytest.mark.parametrize(("url", "secrets"), SECRET_URLS)
+def test_watch_never_shows_url_secrets(
+    url: str,
+    secrets: tuple[str, ...],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """FFmpeg's error messages quote the URL: stderr, logs, the source_unavailable event and
+    the --events file (what viewers and the wall get) show it redacted."""
+    from stream.analysis.fakes import FakeStages
+    from stream.core.config import load_config
+    from stream.live import url as url_module
+
+    from .conftest import ROOT
+
+    class Probe(UrlSource):
+        reported: asyncio.Event | None = None
+
+        def _status(self, code: str, message: str) -> None:
+            super()._status(code, message)
+            loop, seen = self._loop, Probe.reported
+            if loop is not None and seen is not None:
+                loop.call_soon_threadsafe(seen.set)
+
+    monkeypatch.setattr(url_module, "UrlSource", Probe)
+    cfg = load_config(ROOT / "configs" / "default.toml", env={}).replace("live", port=0)
+    events = tmp_path / "events.jsonl"
+
+    async def main() -> None:
+        Probe.reported, stop = asyncio.Event(), asyncio.Event()
+
+        async def stopper() -> None:
+            assert Probe.reported is not None
+            await Probe.reported.wait()
+            stop.set()
+
+        task = asyncio.ensure_future(stopper())
+        await url_module.run_watch(
+            cfg, url, "probe", events=events, stages=FakeStages(cfg), retry_max_s=60, stop=stop
+        )
+        await task
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(main())
+    out, err = capsys.readouterr()
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    lines = events.read_text(encoding="utf-8")
+    errors = [e for e in map(json.loads, lines.splitlines()) if e["type"] == "error"]
+    print(errors)
+    assert errors and errors[0]["code"] == "source_unavailable"
+    assert redact(url) in errors[0]["message"]
+    for secret in secrets:  # each used to be in the message (PyAV quotes the URL)
+        for where, text in (("stdout", out), ("stderr", err), ("log", logs), ("events", lines)):
+            assert secret not in text, (where, secret, text)

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -38,17 +38,65 @@ log = logging.getLogger(__name__)
 _END = object()  # end of the source (a queue item)
 
 
+#: Schemes whose path ends in a stream key (rtmp://host/APP/KEY).
+_KEYED = frozenset({"rtmp", "rtmps", "rtmpe", "rtmpt", "rtmpte", "rtmpts"})
+#: What a secret is replaced with.
+_HIDDEN = "***"
+
+
 def redact(url: str) -> str:
-    """The URL without user:password (and without query, which often carries stream keys)."""
+    """The URL without user:password, query and fragment (which often carry tokens), and
+    without an RTMP stream key (the path after the application name)."""
     try:
         p = urlsplit(url)
+        port = p.port
     except ValueError:
         return "<url>"
     if not p.scheme or len(p.scheme) == 1:  # a path (C:\\ on Windows too)
         return url
     host = p.hostname or ""
-    netloc = f"{host}:{p.port}" if p.port else host
-    return urlunsplit((p.scheme, netloc, p.path, "", ""))
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((p.scheme, netloc, _public_path(p.scheme, p.path), "", ""))
+
+
+def _public_path(scheme: str, path: str) -> str:
+    if scheme.lower() not in _KEYED:
+        return path
+    app, _, key = path.lstrip("/").partition("/")
+    return f"/{app}/{_HIDDEN}" if key else path
+
+
+def _secrets(url: str) -> list[str]:
+    """The parts of `url` that must not be shown, raw and percent-decoded, longest first."""
+    try:
+        p = urlsplit(url)
+    except ValueError:
+        return [url]
+    if not p.scheme or len(p.scheme) == 1:
+        return []
+    found = {p.query, p.fragment, p.password or "", p.username or ""}
+    userinfo, at, _ = p.netloc.rpartition("@")
+    found.add(userinfo if at else "")
+    found.update(v for _, v in parse_qsl(p.query, keep_blank_values=True))
+    found.update(v for _, v in parse_qsl(p.fragment, keep_blank_values=True))
+    if p.scheme.lower() in _KEYED:
+        found.add(p.path.lstrip("/").partition("/")[2])
+    found |= {unquote(f) for f in found}
+    return sorted((f for f in found if len(f) >= 2), key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (e.g. FFmpeg's error message) with `url` shown redacted and every secret of it
+    (user, password, query, fragment, stream key; raw or percent-decoded) replaced by ***."""
+    safe = redact(url)
+    if safe == url:
+        return text
+    text = text.replace(url, safe)
+    for secret in _secrets(url):
+        text = text.replace(secret, _HIDDEN)
+    return text
 
 
 def is_local(url: str) -> bool:
@@ -159,7 +207,7 @@ class UrlSource:
                         return  # a file ends at its end
                     why = "the stream ended" if got else "no media in the stream"
                 except Exception as exc:  # av.error.* and OSError: FFmpeg's one-line reasons
-                    why = str(exc).strip() or type(exc).__name__
+                    why = scrub(str(exc).strip() or type(exc).__name__, self.url)
                     if self.local:
                         self._status("source_failed", f"cannot read {self.url}: {why}")
                         return
