@@ -537,3 +537,90 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
     data = json.loads(js["text"])
     assert data["schema"] == "emotion-stream.analysis" and len(data["faces"]) >= n
     assert all("uncertain_share" in f["dominant"] for f in data["faces"])
+
+
+WAIT_ACTIVATION = """new Promise((resolve, reject) => {
+  const t0 = Date.now();
+  (function poll() {
+    const el = document.querySelector('.speaker');
+    const av = el && el.querySelector('.av').textContent;
+    const face = document.querySelector('#faces [data-face]');
+    if (el && av && av !== '–' && face) resolve({text: el.innerText,
+      face: Number(face.dataset.face), inFace: !!el.closest('[data-face]')});
+    else if (Date.now() - t0 > 45000) reject(new Error('no activation in 45 s: ' +
+        (el ? el.innerText : 'no speaker card')));
+    else setTimeout(poll, 100);
+  })();
+})"""
+#: The latest prosody event again, now saying its voice belongs to face `%d` (as the server's
+#: mouth matching says once that face's mouth moves with the voice).
+LINK_VOICE = """new Promise(resolve => {
+  const o = window.emotionStream.overlay;
+  const [id, sp] = [...o.speakers.entries()][0];
+  o.handle({...sp.prosody, type: 'prosody', voice_face_id: %d});
+  requestAnimationFrame(() => {
+    const card = document.querySelector('#faces [data-face="%d"]');
+    const voice = card.querySelector('.speaker');
+    resolve({linked: !!voice, text: card.innerText,
+      separate: document.querySelectorAll('#faces > .speaker').length});
+  });
+})"""
+
+
+@pytest.mark.integration
+def test_browser_voice_shows_estimated_vocal_activation_and_joins_its_face(
+    config: Config, stages: Stages, tmp_path: Path
+) -> None:
+    """The voice card shows "estimated vocal activation" (never an emotion word) from real
+    speech through the microphone; a voice linked to a face becomes part of that face's card."""
+    _require_chromium()
+    img = imread(MEDIA / "identities" / "face_recognition" / "obama.jpg")
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (min(640, round(w * 480 / h)), 480), interpolation=cv2.INTER_AREA)
+    frame = np.full((480, 640, 3), 40, np.uint8)  # one face, centred, grey at the sides
+    x = (640 - small.shape[1]) // 2
+    frame[:, x : x + small.shape[1]] = small
+    y4m = tmp_path / "camera.y4m"
+    write_y4m(frame, y4m)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        server = LiveServer(config.replace("live", port=0), stages.factory)
+        await server.start()
+        try:
+            camera = (
+                f"--use-file-for-fake-video-capture={y4m}",
+                f"--use-file-for-fake-audio-capture={SPEECH}",
+            )
+            async with chromium(tmp_path / "profile", *camera) as cdp:
+                page = await cdp.open(f"http://127.0.0.1:{server.port}/")
+                await cdp.call(
+                    "Emulation.setDeviceMetricsOverride",
+                    page,
+                    width=1280,
+                    height=800,
+                    deviceScaleFactor=1,
+                    mobile=False,
+                )
+                await cdp.js(
+                    page,
+                    "document.getElementById('consent-check').click();"
+                    "document.getElementById('start').click(); true",
+                )
+                heard = await cdp.js(page, WAIT_ACTIVATION)
+                await cdp.screenshot(page, ARTIFACTS / "browser-voice-activation-1280x800.png")
+                face = int(heard["face"])
+                linked = await cdp.js(page, LINK_VOICE % (face, face))
+                await cdp.screenshot(page, ARTIFACTS / "browser-voice-linked-1280x800.png")
+                return heard, linked
+        finally:
+            await server.shutdown()
+
+    heard, linked = asyncio.run(main())
+    print(f"browser voice card: {heard!r}\nlinked to its face: {linked!r}")
+    text = heard["text"].lower()
+    assert "estimated vocal activation" in text and "activation" in text
+    emotions = ("anger", "angry", "happ", "sad", "fear", "disgust", "surprise", "contempt")
+    assert not [w for w in emotions if w in text], text
+    assert linked["linked"] and linked["separate"] == 0
+    assert "estimated vocal activation" in linked["text"].lower()

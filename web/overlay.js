@@ -107,6 +107,9 @@ export class Overlay {
   prosody(ev) {
     const sp = this.speaker(ev.speaker);
     sp.prosody = ev; sp.face_id = ev.face_id; sp.speaking = ev.speaking;
+    // The face this voice belongs to: the latest mouth match, kept through silences.
+    const linked = ev.voice_face_id ?? ev.face_id;
+    if (linked != null) sp.linked = linked;
     this.updateSpeaker(ev.speaker);
   }
 
@@ -122,18 +125,30 @@ export class Overlay {
     if (!sp.el) {
       sp.el = document.createElement("div");
       sp.el.className = "card speaker";
+      sp.el.dataset.speaker = String(id);
       sp.el.innerHTML = `<div class="who"></div>
         <div class="meter"><span>pitch</span><div class="bar"><span class="pitch"></span></div><b class="pv"></b></div>
         <div class="meter"><span>energy</span><div class="bar"><span class="energy"></span></div><b class="ev"></b></div>
+        <div class="meter" title="estimated vocal activation: how energised the voice sounds, -1 calm .. +1 activated (not an emotion)"><span>activation</span><div class="bar"><span class="vact"></span></div><b class="av"></b></div>
         <div class="muted detail"></div>`;
       this.panel.prepend(sp.el);
+    }
+    // One person, two channels: a voice linked to a face lives inside that face's card.
+    const owner = sp.linked != null ? this.face(sp.linked) : null;
+    if (owner && !owner.card) this.updateCard(sp.linked);
+    const home = owner ? owner.card.querySelector(".voice") : this.panel;
+    if (sp.el.parentElement !== home) {
+      sp.el.classList.toggle("linked", !!owner);
+      if (owner) home.replaceChildren(sp.el); else this.panel.prepend(sp.el);
     }
     const p = sp.prosody;
     const face = sp.face_id != null ? this.face(sp.face_id) : null;
     // "Now" is the latest voice decision; the detail line covers the whole prosody window.
-    const who = sp.speaking
-      ? (face ? `${face.name} is speaking` : "Someone not visible is speaking")
-      : "Nobody is speaking now";
+    const who = owner
+      ? (sp.speaking ? "voice: speaking" : "voice: not speaking now")
+      : sp.speaking
+        ? (face ? `${face.name} is speaking` : "Someone not visible is speaking")
+        : "Nobody is speaking now";
     sp.el.querySelector(".who").textContent = `● ${who}`;
     sp.el.style.setProperty("--c", face ? faceColour(sp.face_id) : "#5f6368");
     if (p) {
@@ -143,7 +158,10 @@ export class Overlay {
       sp.el.querySelector(".energy").style.width = `${Math.min(100, Math.max(0, (p.energy_dbfs + 60) / 60 * 100))}%`;
       sp.el.querySelector(".ev").textContent = `${Math.round(p.energy_dbfs)} dBFS`;
       const rate = p.speaking_rate_per_s != null ? `rate ${p.speaking_rate_per_s.toFixed(1)}/s · ` : "";
-      const ar = p.vocal_arousal_heuristic != null ? ` · vocal arousal (heuristic) ${p.vocal_arousal_heuristic.toFixed(1)}` : "";
+      const act = p.estimated_vocal_activation;
+      sp.el.querySelector(".vact").style.width = act != null ? `${Math.round((act + 1) * 50)}%` : "0";
+      sp.el.querySelector(".av").textContent = act != null ? `${act >= 0 ? "+" : ""}${act.toFixed(2)}` : "–";
+      const ar = act != null ? ` · estimated vocal activation ${act >= 0 ? "+" : ""}${act.toFixed(2)}` : "";
       sp.el.querySelector(".detail").textContent = `${rate}speech in ${Math.round(p.voice_activity_ratio * 100)}% of the last ${p.window_s} s${ar}`;
     }
   }
@@ -271,7 +289,7 @@ export class Overlay {
         <div class="details"><div class="va"></div>
         <canvas width="300" height="30" title="last ${HISTORY_S} s: colour = shown expression, height = confidence"></canvas>
         <div class="dominant"></div><div class="actions" title="facial actions (blendshape scores, 0-1; AU names where the mapping is established)"></div>
-        <div class="buttons"></div></div>`;
+        <div class="buttons"></div></div><div class="voice"></div>`;
       const row = card.querySelector(".row");
       const toggle = () => {
         const open = card.classList.toggle("open");
