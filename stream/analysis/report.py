@@ -317,14 +317,94 @@ def _face_strips(a: Analysis, f: FaceSummary, span: float) -> str:
         "<rect x='0' y='44' width='1000' height='22' fill='#f4f5f6'/>"
         "<line x1='0' x2='1000' y1='55' y2='55' stroke='#ccc' vector-effect='non-scaling-stroke'/>"
     )
+    lane, height = _attention_lane(a, f.number, span, 70)
     return (
-        _svg_open(66, f"{f.name}: shown expression, confidence, valence and arousal over time")
+        _svg_open(height, f"{f.name}: shown expression, confidence, valence and arousal over time")
         + bands
         + "".join(strip)
         + "".join(conf)
         + "".join(val)
         + "".join(aro)
+        + lane
         + "</svg>"
+    )
+
+
+def _attention_lane(a: Analysis, number: int, span: float, y: float) -> tuple[str, int]:
+    """A face's attention lane at `y` (darker: pointing toward the camera; grey: not seen),
+    looking-away spans shaded, nods (down-triangles) and shakes (diamonds) at their start;
+    returns the SVG and the strip's new height."""
+    fb = a.behaviour.faces.get(number) if a.behaviour is not None else None
+    if fb is None or not fb.rows:
+        return "", 66
+    out = [f"<rect x='0' y='{y}' width='1000' height='12' fill='#e6e6e6'/>"]
+    rows = fb.rows
+    for r, nxt in zip(rows, [*rows[1:], None], strict=True):
+        dt = min((nxt[0] - r[0]) if nxt else 1.0 / a.fps, fb.max_gap_s)
+        x0, x1 = _x(r[0], span), _x(r[0] + dt, span)
+        att = r[ROW_FIELDS.index("attention") + 1]
+        out.append(
+            f"<rect x='{x0:.2f}' y='{y}' width='{max(x1 - x0 + 0.3, 0.4):.2f}' height='12' "
+            f"fill='#2e7d32' fill-opacity='{0.15 + 0.75 * att:.2f}'/>"
+        )
+    for d in fb.drops:
+        x0, x1 = _x(d.start, span), _x(d.end, span)
+        out.append(
+            f"<rect x='{x0:.2f}' y='{y - 1}' width='{max(x1 - x0, 0.5):.2f}' height='14' "
+            "fill='#b71c1c' fill-opacity='0.35'><title>looking away "
+            f"{d.end - d.start:.1f} s at {d.start:.1f} s</title></rect>"
+        )
+    for g in fb.gestures:
+        x = _x(g.start, span)
+        shape = (
+            f"M{x - 4:.1f},{y + 13} L{x + 4:.1f},{y + 13} L{x:.1f},{y + 21} Z"
+            if g.kind == "nod"
+            else f"M{x:.1f},{y + 12} l4,4 l-4,4 l-4,-4 Z"
+        )
+        word = "nodding" if g.kind == "nod" else "head shake"
+        out.append(
+            f"<path d='{shape}' fill='#333'><title>{word} at {g.start:.1f} s, {g.swings} "
+            f"swings, {g.strength:.0f}°</title></path>"
+        )
+    return "".join(out), 92
+
+
+def behaviour_table(a: Analysis) -> str:
+    """Per face: attention share, looking-away drops, nods, shakes, blink rate, posture shares
+    (behaviour words only)."""
+    if a.behaviour is None or not a.behaviour.faces:
+        return ""
+    esc = html.escape
+
+    def pct(v: object) -> str:
+        return "–" if v is None else f"{100 * float(str(v)):.0f}%"
+
+    rows = []
+    for f in a.faces:
+        fb = a.behaviour.faces.get(f.number)
+        if fb is None:
+            continue
+        d = fb.summary()
+        blink = d["blink_rate_per_min"]
+        rough = " (rough)" if d["blink_method"] == "occupancy" else ""
+        rows.append(
+            f"<tr><td>{esc(f.name)}</td><td>{pct(d['attention_share'])}</td>"
+            f"<td>{d['looking_away_drops']} · {d['looking_away_s']} s</td>"
+            f"<td>{d['nods']}</td><td>{d['shakes']}</td>"
+            f"<td>{'–' if blink is None else f'{blink}/min{rough}'}</td>"
+            f"<td>{pct(d['leaning_in_share'])}</td><td>{pct(d['hand_to_face_share'])}</td>"
+            f"<td>{pct(d['posture_visible_share'])}</td></tr>"
+        )
+    return (
+        "<section class='behaviour'><h2>Attention, head gestures and posture</h2>"
+        "<p class='meta'>Behaviour, not states of mind: attention is the share of visible time "
+        "the head and eyes pointed toward the camera; looking away counts the longer spans "
+        "(behaviour.drop_min_s). In the timeline: the green lane is attention (grey: not "
+        "seen), red spans are looking away, ▼ nods, ◆ head shakes.</p>"
+        "<div class='scroll'><table><thead><tr><th>face</th><th>attention</th>"
+        "<th>looking away</th><th>nods</th><th>shakes</th><th>blinks</th><th>leaning in</th>"
+        "<th>hand to face</th><th>upper body seen</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div></section>"
     )
 
 
@@ -671,7 +751,7 @@ def render_html(a: Analysis) -> str:
             + "<br>".join(esc(x) for x in voice_lines(a))
             + f"</div><div class='meta'>{esc(VOICE_NOTICE)}</div></div>{axis}</div>"
         )
-    parts.append(speakers_report.speakers_html(a, span) + actions_heatmap(a))
+    parts.append(speakers_report.speakers_html(a, span) + actions_heatmap(a) + behaviour_table(a))
     parts.append(
         "<h2>Faces</h2>"
         + _legend()
