@@ -248,3 +248,44 @@ def test_watch_never_shows_url_secrets(
     for secret in secrets:  # each used to be in the message (PyAV quotes the URL)
         for where, text in (("stdout", out), ("stderr", err), ("log", logs), ("events", lines)):
             assert secret not in text, (where, secret, text)
+
+
+@pytest.mark.parametrize("kind", ["empty", "missing", "folder"])
+def test_watch_on_a_bad_path_is_a_one_line_error_with_exit_3(
+    kind: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.cli import main
+
+    path = tmp_path / "clip.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "folder":
+        path.mkdir()
+    code = main(["watch", str(path), "--purpose", "probe", "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    print(kind, code, err)
+    assert code == 3 and len(err) == 1 and err[0].startswith("emotion-stream: error: ")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated"])
+def test_watch_on_an_unreadable_file_raises_media_error(kind: str, tmp_path: Any) -> None:
+    """A local file that cannot be decoded ends the session and exits 3 (was exit 0)."""
+    from stream.analysis.fakes import FakeStages
+    from stream.core.config import load_config
+    from stream.core.errors import MediaError
+    from stream.live.url import run_watch
+
+    from .conftest import ROOT
+
+    path = tmp_path / "clip.mp4"
+    if kind == "garbage":
+        path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    else:
+        if not CLIP.is_file():
+            pytest.skip(f"{CLIP} missing")
+        path.write_bytes(CLIP.read_bytes()[:3000])  # the head of an MP4 without its frames
+    cfg = load_config(ROOT / "configs" / "default.toml", env={}).replace("live", port=0)
+    with pytest.raises(MediaError) as err:
+        asyncio.run(run_watch(cfg, str(path), "probe", stages=FakeStages(cfg)))
+    print(err.value)
+    assert str(path) in str(err.value) and err.value.exit_code == 3

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 import numpy as np
 
 from stream.analysis.stages import StageSource
+from stream.core.errors import MediaError
 from stream.core.types import U8
 from stream.live.events import Error
 from stream.live.source import ReceivedAudio, ReceivedVideo, TrackSink
@@ -140,6 +142,7 @@ class UrlSource:
         self.local = is_local(url)
         self.opened = 0  # successful opens (1 + reconnects)
         self.outages = 0
+        self.failure: str | None = None  # why a local file could not be read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,12 +207,17 @@ class UrlSource:
                 try:
                     got, last_t, flowed = self._read_once(offset)
                     if self.local and not self._stop.is_set():
+                        if not got:
+                            self.failure = f"no frames in {self.url} (empty or truncated?)"
+                            self._status("source_failed", self.failure)
                         return  # a file ends at its end
                     why = "the stream ended" if got else "no media in the stream"
                 except Exception as exc:  # av.error.* and OSError: FFmpeg's one-line reasons
                     why = scrub(str(exc).strip() or type(exc).__name__, self.url)
-                    if self.local:
-                        self._status("source_failed", f"cannot read {self.url}: {why}")
+                    if self.local:  # FFmpeg's reason without its copy of the path
+                        reason = getattr(exc, "strerror", None) or why
+                        self.failure = f"cannot read {self.url}: {reason}"
+                        self._status("source_failed", self.failure)
                         return
                 if self._stop.is_set():
                     return
@@ -313,11 +321,42 @@ async def run_watch(
 
     Returns:
         The session summary event.
+
+    Raises:
+        MediaError: a local file is missing, unreadable, empty or truncated (exit status 3).
     """
     from stream.live.runner import run_live
 
+    if not listen and fmt is None:
+        check_local(url)
     source = UrlSource(url, listen, fmt, config.audio.enabled, retry_max_s)
     what = f"listening for a publisher at {redact(url)}" if listen else f"watching {redact(url)}"
-    return await run_live(
+    summary = await run_live(
         config, purpose, source, "watch", what, events, reports_dir, duration, stages, stop=stop
     )
+    if source.failure is not None:
+        raise MediaError(source.failure)
+    return summary
+
+
+def check_local(url: str) -> None:
+    """Refuse a path (no scheme) that names no readable, non-empty file or device.
+
+    Raises:
+        MediaError: missing, a folder, unreadable or empty.
+    """
+    if "://" in url or ":" in url:  # a URL, or an FFmpeg protocol ("pipe:0")
+        return
+    path = Path(url)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise MediaError(f"file not found: {url}") from None
+    except OSError as exc:  # a symlink loop, a name too long, no permission on a folder
+        raise MediaError(f"cannot open {url}: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise MediaError(f"{url} is a folder, not a video file")
+    if not os.access(path, os.R_OK):
+        raise MediaError(f"cannot read {url}: permission denied")
+    if path.is_file() and st.st_size == 0:
+        raise MediaError(f"file is empty: {url}")
