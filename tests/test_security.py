@@ -769,3 +769,37 @@ def test_offers_without_a_media_connection_expire(fake_config: Config) -> None: 
     codes, after, left, honest_code = with_server(fake_config, None, body, hello_timeout_s=1.0)
     assert codes == [4408, 4408, 4408]  # were held until the publishers left
     assert after and left == 1 and honest_code is None
+
+
+def test_reports_survive_any_stored_string(tmp_path: Path) -> None:
+    """A name that cannot be encoded (a lone surrogate, from any path that stores names) used
+    to make /report/ID.csv and .html answer 500 and --save-reports leave a 0-byte CSV."""
+    from types import SimpleNamespace
+
+    from stream.analysis.fakes import FakeFace, FakeStages, fake_frames
+    from stream.analysis.stream import StreamAnalysis
+    from stream.core.config import load_config
+    from stream.live import reports
+
+    from .conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "default.toml", env={})
+    analysis = StreamAnalysis(FakeStages(cfg), 10.0)
+    for frame in fake_frames(10, lambda i: [FakeFace(0, (30, 40, 110, 140))]):
+        analysis.push_video(frame)
+    analysis.rename(1, "a\ud800b\x85\u202e")
+    session = SimpleNamespace(
+        id="probe-session", viewer_token="t" * 32, clock=lambda: 10.0, started=0.0,
+        config=cfg, analysis=analysis,
+    )  # fmt: skip
+    statuses = {}
+    for fmt in ("json", "csv", "html"):
+        reply = reports.http_response(
+            {session.id: session}, f"/report/{session.id}.{fmt}?token=" + "t" * 32
+        )
+        assert reply is not None
+        statuses[fmt] = (reply.status_code, len(reply.body))
+    saved = {p.suffix: p.stat().st_size for p in reports.save(session, tmp_path)}
+    print("downloads:", statuses, "saved:", saved)
+    assert all(code == 200 and size > 0 for code, size in statuses.values())
+    assert set(saved) == {".json", ".csv", ".html"} and all(saved.values())

@@ -115,7 +115,7 @@ def _runner_up(f: FaceSummary) -> str:
 
 def write_json(a: Analysis, path: Path) -> None:
     """Write the summary as JSON (schema `emotion-stream.analysis` v1)."""
-    path.write_text(json_text(a), encoding="utf-8")
+    path.write_bytes(json_text(a).encode("utf-8", errors="replace"))
 
 
 def json_text(a: Analysis) -> str:
@@ -165,7 +165,7 @@ def _behaviour_cells(a: Analysis, number: int, t: float) -> dict[str, object]:
 
 def write_csv(a: Analysis, path: Path) -> None:
     """Write the per-face timeline (see `csv_text`)."""
-    path.write_text(csv_text(a), encoding="utf-8", newline="")
+    path.write_bytes(csv_text(a).encode("utf-8", errors="replace"))
 
 
 def csv_text(a: Analysis) -> str:
@@ -688,7 +688,7 @@ def _face_card(a: Analysis, f: FaceSummary) -> str:
 
 def write_html(a: Analysis, path: Path) -> None:
     """Write a self-contained HTML report: overview first, then everything on one time axis."""
-    path.write_text(render_html(a), encoding="utf-8")
+    path.write_bytes(render_html(a).encode("utf-8", errors="replace"))
 
 
 def render_html(a: Analysis) -> str:
@@ -801,9 +801,11 @@ FORMATS = {
 def write_reports(a: Analysis, folder: Path, stem: str) -> list[Path]:
     """Write the JSON, CSV and HTML reports as `folder/stem.{json,csv,html}`."""
     folder.mkdir(parents=True, exist_ok=True)
+    # Everything rendered and encoded before the first file is opened: no 0-byte files.
+    bodies = {s: r(a).encode("utf-8", errors="replace") for s, (r, _) in FORMATS.items()}
     out = []
-    for suffix, (render, _) in FORMATS.items():
+    for suffix, body in bodies.items():
         path = folder / f"{stem}.{suffix}"
-        path.write_text(render(a), encoding="utf-8", newline="")
+        path.write_bytes(body)
         out.append(path)
     return out

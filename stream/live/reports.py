@@ -58,7 +58,8 @@ def session_analysis(session: Any) -> Analysis:
 def render(session: Any, fmt: str) -> tuple[bytes, str]:
     """A report of the session in `fmt` ("json", "csv" or "html"): body and content type."""
     text_of, ctype = report.FORMATS[fmt]
-    return text_of(session_analysis(session)).encode("utf-8"), f"{ctype}; charset=utf-8"
+    body = text_of(session_analysis(session)).encode("utf-8", errors="replace")
+    return body, f"{ctype}; charset=utf-8"  # a stored string never fails the download
 
 
 def save(session: Any, folder: Path) -> list[Path]:
@@ -81,7 +82,11 @@ def http_response(sessions: Mapping[str, Any], target: str, head: bool = False) 
     session = sessions.get(sid)
     if session is None or not token_matches(token, session.viewer_token):
         return _response(HTTPStatus.NOT_FOUND, b"no such session\n", "text/plain", head)
-    body, ctype = render(session, fmt)
+    try:
+        body, ctype = render(session, fmt)
+    except Exception as exc:  # a bug must not reach websockets (a traceback per request)
+        log.error("report %s of session %s failed: %s", fmt, sid, exc)
+        return _response(HTTPStatus.INTERNAL_SERVER_ERROR, b"report failed\n", "text/plain", head)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(session.started))
     name = f"emotion-stream-{stamp}-{sid[:6]}.{fmt}"
     return _response(HTTPStatus.OK, body, ctype, head, name)
