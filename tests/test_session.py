@@ -133,6 +133,13 @@ def test_frames_in_events_out_with_stable_ids(stages: Stages, frames: list[Video
     print(f"in-process session: {len(fr)} frames, summary {[f['id'] for f in summary['faces']]}")
     assert [f["id"] for f in summary["faces"]] == [1, 2, 3]
     assert all(f["visible_s"] > 3.0 for f in summary["faces"])
+    # No audio: each face is a participant of its own, no voice linked.
+    people = summary["participants"]
+    assert [(p["face_id"], p["speaker_id"], p["vocal_activation"]) for p in people] == [
+        (1, None, None),
+        (2, None, None),
+        (3, None, None),
+    ]
 
 
 @pytest.mark.integration

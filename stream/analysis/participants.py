@@ -4,9 +4,13 @@ stay participants of their own."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from stream.analysis.aggregate import FaceSummary
-from stream.analysis.speakers import SpeakersAnalysis, SpeakerStats
+from stream.analysis.speakers import HIGH, ActivationSummary, SpeakersAnalysis, SpeakerStats
+from stream.analysis.voice_summary import VoiceAnalysis
 from stream.core.notices import face_name
 
 
@@ -71,3 +75,42 @@ def participants(faces: list[FaceSummary], speakers: SpeakersAnalysis | None) ->
     taken = {s.number for s in linked.values()}
     people += [Participant(None, s) for s in voices if s.number not in taken]
     return sorted(people, key=lambda p: p.start)
+
+
+def live_participants(
+    faces: list[FaceSummary], voice: VoiceAnalysis | None, speakers: SpeakersAnalysis | None
+) -> list[dict[str, Any]]:
+    """Participants of a live session, as in the file JSON's `participants[]`.
+
+    With diarized voices (`diarization.live`) exactly as files. Without, a live audio track has
+    no speaker IDs: the speech matched to a face's mouth is that face's voice (speaking time
+    and vocal activation summary of its prosody windows; no standout turns), and speaker
+    fields stay null.
+    """
+    if speakers is not None or voice is None:
+        return [p.to_dict() for p in participants(faces, speakers)]
+    windows: dict[int, list[float]] = {}
+    for r, a in voice.timeline:
+        if r.speaking and a.face is not None and r.activation is not None:
+            windows.setdefault(a.face, []).append(r.activation)
+    spoken = {s.number: s for s in voice.speakers}
+    out = []
+    for f in faces:
+        d = Participant(f, None).to_dict()
+        s = spoken.get(f.number)
+        if s is not None:
+            d["speaking_s"] = round(s.speaking_s, 2)
+            act = np.asarray(windows.get(f.number, []), np.float64)
+            summary = (
+                ActivationSummary(
+                    float(np.median(act)),
+                    float(np.mean(act >= HIGH)),
+                    float(np.mean(act <= -HIGH)),
+                    (),
+                )
+                if act.size
+                else ActivationSummary(None, 0.0, 0.0, ())
+            )
+            d["vocal_activation"] = summary.to_dict()
+        out.append(d)
+    return out

@@ -118,6 +118,8 @@ class SessionSummary(Event):
     duration_s: float
     faces: list[dict[str, Any]]
     overall: dict[str, Any]
+    #: one person each: a face with its linked voice, or a face or voice alone (file JSON's)
+    participants: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

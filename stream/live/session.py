@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.analysis.budget import FrameBudget
+from stream.analysis.participants import live_participants
 from stream.analysis.stages import StageSource
 from stream.analysis.stream import StreamAnalysis
 from stream.analysis.voice import SpeakerUpdate
@@ -372,6 +373,15 @@ class LiveSession:
     def summary(self) -> dict[str, Any]:
         return self.analysis.summary()
 
+    def participants(self) -> list[dict[str, Any]]:
+        """Faces with their linked voices, as in the file JSON (sent once, at the end: it
+        summarises every voice report of the session)."""
+        a = self.analysis
+        with a.lock:
+            faces = a.aggregator.faces()
+            voice, speakers = a.audio.results()
+        return live_participants(faces, voice, speakers)
+
     # -- media -----------------------------------------------------------------------------
     def add_video(
         self, track: str, source: AsyncIterator[ReceivedVideo], name: str | None = None
@@ -591,7 +601,8 @@ class LiveSession:
             self.publish(behaviour_event(e))
         self.analysis.finish()
         duration = round(self.clock() - self.started, 3)
-        summary = self.publish(SessionSummary(duration, **self.summary()))
+        people = self.participants()
+        summary = self.publish(SessionSummary(duration, **self.summary(), participants=people))
         self.publish(SessionEnded(reason))
         for sub in list(self.subscribers):
             sub.close()
