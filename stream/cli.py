@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -639,11 +640,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     cfg = _cluster_config(args, cfg)
     cfg = _serve_ingest_config(args, cfg)
     try:
-        asyncio.run(run_server(cfg, args.save_summaries, args.save_reports))
+        received = asyncio.run(run_server(cfg, args.save_summaries, args.save_reports))
     except OSError as exc:
         raise EmotionStreamError(
             f"cannot listen on {cfg.live.host}:{cfg.live.port}: {exc.strerror or exc}"
         ) from None
+    if received == signal.SIGINT:  # Ctrl-C: "interrupted" (130) as --help says; SIGTERM: 0
+        print("emotion-stream: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -143,6 +143,23 @@ def test_faceless_silent_video_says_no_faces_and_no_speech(tmp_path: Path) -> No
 
 
 @pytest.mark.integration
+def test_batch_marks_audio_without_speech_no_speech(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _noise_wav(folder / "noise.wav")
+    short = folder / "speech.wav"  # 3 s of read speech
+    cut = ["ffmpeg", "-v", "error", "-i", str(MEDIA / "audio/librosa_libri_198-209-0000.wav")]
+    subprocess.run([*cut, "-t", "3", str(short)], check=True, timeout=60)
+    out = run("analyze", str(folder), "--out", str(tmp_path / "out"), "--no-progress")
+    print(out.stdout, out.stderr)
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert f"no_speech {folder / 'noise.wav'}: no speech found" in out.stdout
+    assert f"ok       {short}:" in out.stdout  # speech without faces is a result
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["counts"] == {"ok": 1, "no_faces": 0, "no_speech": 1, "skipped": 0, "failed": 0}
+
+
+@pytest.mark.integration
 def test_missing_models_name_the_file_and_folder(tmp_path: Path) -> None:
     out = run("analyze", str(VIDEO / "fer_test.mp4"), models=tmp_path)
     assert out.returncode == 5
@@ -212,7 +229,7 @@ def test_serve_starts_and_shuts_down_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err  # Ctrl-C: interrupted (--help)
     assert rest[-2:] == ["session.summary", "session.ended"]
     assert "shutting down" in out and "Traceback" not in err
     saved = list(tmp_path.glob("session-*.json"))

@@ -114,7 +114,7 @@ def test_serve_writes_nothing_but_the_hash_cache(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err  # Ctrl-C: interrupted
     files = _written(home, scratch, cwd)
     print("files written by serve:", files)
     assert files == ["home/.cache/emotion-stream/hashes.json"]
@@ -803,3 +803,26 @@ def test_reports_survive_any_stored_string(tmp_path: Path) -> None:
     print("downloads:", statuses, "saved:", saved)
     assert all(code == 200 and size > 0 for code, size in statuses.values())
     assert set(saved) == {".json", ".csv", ".html"} and all(saved.values())
+
+
+def test_ctrl_c_on_serve_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --help` lists 130 for an interrupt; Ctrl-C used to exit 0 (SIGTERM still does)."""
+    from stream.analysis.fakes import FakeStages
+    from stream.cli import main
+    from stream.live import server as server_module
+
+    monkeypatch.setattr(server_module, "Stages", lambda config, factory: FakeStages(config))
+    start = server_module.LiveServer.start
+    sent: list[int] = []
+
+    async def start_then_signal(self: LiveServer) -> Any:
+        started = await start(self)
+        sig = signal.SIGINT if not sent else signal.SIGTERM
+        sent.append(sig)
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), sig)  # once it listens
+        return started
+
+    monkeypatch.setattr(server_module.LiveServer, "start", start_then_signal)
+    codes = [main(["serve", "--port", "0"]) for _ in range(2)]
+    print("exit statuses after SIGINT, SIGTERM:", codes)
+    assert codes == [130, 0]

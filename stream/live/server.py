@@ -388,12 +388,15 @@ class LiveServer:
 
 async def run_server(
     config: Config, save_dir: Path | None = None, reports_dir: Path | None = None
-) -> None:
+) -> int:
     """Serve until Ctrl-C / SIGTERM, then shut down cleanly.
 
     Args:
         save_dir: write each session's summary event as JSON here at shutdown.
         reports_dir: write each session's JSON, CSV and HTML reports here when it ends.
+
+    Returns:
+        The signal that stopped it (SIGINT: the CLI exits 130, SIGTERM: 0).
     """
     server = LiveServer(config)
     server.save_reports = reports_dir
@@ -408,10 +411,15 @@ async def run_server(
         )
     if config.whip.tokens:
         print(f"emotion-stream: WHIP ingest at {urls[-1].rstrip('/')}/whip (bearer token)")
-    stop = asyncio.get_running_loop().create_future()
+    stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def stopped(sig: int) -> None:
+        if not stop.done():
+            stop.set_result(sig)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-    await stop
+        asyncio.get_running_loop().add_signal_handler(sig, stopped, int(sig))
+    received = await stop
     print("emotion-stream: shutting down")
     summaries = await server.shutdown()
     if save_dir is not None and summaries:
@@ -420,3 +428,4 @@ async def run_server(
             path = save_dir / f"session-{s['session']}.json"
             path.write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
             print(f"emotion-stream: wrote {path}")
+    return received
