@@ -214,6 +214,7 @@ def test_behaviour_signals_and_summary_on_a_real_clip(
     act = FaceActionModel(
         factory.get(config.actions.landmarks_model), factory.get(config.actions.blendshapes_model)
     )
+    config = config.replace("behaviour", posture_fps=1.0, posture_max_per_s=2.0)
     signals = BehaviourSignals.from_config(config, factory)
     assert signals.posture is not None  # on for files by default
     assert BehaviourSignals.from_config(config, factory, live=True).posture is None

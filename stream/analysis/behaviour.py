@@ -35,6 +35,8 @@ class FaceBehaviour:
     gestures: list[HeadGesture] = field(default_factory=list)
     blinks: BlinkCounter = field(default_factory=BlinkCounter)
     posture_s: float = 0.0
+    posture_calls: int = 0  # frames where the pose model ran for this face...
+    posture_visible_calls: int = 0  # ...and found the upper body
     leaning_in_s: float = 0.0
     leaning_back_s: float = 0.0
     shoulders_seen_s: float = 0.0
@@ -62,6 +64,8 @@ class FaceBehaviour:
         dt = 0.0 if self._last_t is None else min(max(t - self._last_t, 0.0), self.max_gap_s)
         if posture is not None:
             self._posture = (t, posture)
+            self.posture_calls += 1
+            self.posture_visible_calls += int(posture.visible)
         elif self._posture is not None and 0 <= t - self._posture[0] <= self.posture_hold_s:
             posture = self._posture[1]  # posture runs a few times a second: it stands until then
         self._last_t = t
@@ -112,6 +116,8 @@ class FaceBehaviour:
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.activity_n += other.activity_n
+        self.posture_calls += other.posture_calls
+        self.posture_visible_calls += other.posture_visible_calls
         self.drops = sorted(self.drops + other.drops, key=lambda d: d.start)
         self.gestures = sorted(self.gestures + other.gestures, key=lambda g: g.start)
         self.rows = sorted(self.rows + other.rows)
@@ -153,7 +159,8 @@ class FaceBehaviour:
             "shakes_per_min": round(len(shakes) / minutes, 2) if minutes > 0 else None,
             "blink_rate_per_min": None if rate is None else round(rate, 1),
             "blink_method": self.blinks.method,
-            "posture_visible_share": share(self.posture_s, self.seen_s),
+            # Of the pose model's looks at this face (it runs every few seconds per face).
+            "posture_visible_share": share(self.posture_visible_calls, self.posture_calls),
             "leaning_in_share": share(self.leaning_in_s, self.posture_s),
             "leaning_back_share": share(self.leaning_back_s, self.posture_s),
             "shoulders_raised_share": share(self.shoulders_raised_s, self.shoulders_seen_s),

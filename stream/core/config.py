@@ -301,8 +301,8 @@ class BehaviourConfig:
     posture: bool = True
     posture_live: bool = False
     posture_model: str = "pose_landmark_full"
-    posture_fps: float = 1.0
-    posture_max_per_s: float = 2.0
+    posture_fps: float = 0.2
+    posture_max_per_s: float = 0.5
     posture_crop_side: float = 5.0
 
     def __post_init__(self) -> None:
