@@ -323,7 +323,7 @@ def test_analyze_many_yields_results_and_writes_the_index(tmp_path: Path, config
     assert Path(ok.row.outputs["json"]).is_file()
     assert next(r for r in got if r.status == "failed").analysis is None
     index = json.loads((out / "index.json").read_text())
-    assert index["counts"] == {"ok": 1, "no_faces": 1, "skipped": 0, "failed": 1}
+    assert index["counts"] == {"ok": 1, "no_faces": 1, "no_speech": 0, "skipped": 0, "failed": 1}
     again = list(stream.analyze_many([str(folder)], out=out, models=MODELS, voice=False))
     assert sorted(r.status for r in again) == ["failed", "skipped", "skipped"]
     nothing = list(stream.analyze_many([ONE_FACE], models=MODELS, voice=False))

@@ -187,8 +187,8 @@ class FileAnalysis:
     analysis.
 
     Attributes:
-        row: the file's line of `index.json`/`index.csv` (`status` ok, no_faces, skipped or
-            failed; `error`; `outputs` the JSON/CSV/HTML written).
+        row: the file's line of `index.json`/`index.csv` (`status` ok, no_faces, no_speech,
+            skipped or failed; `error`; `outputs` the JSON/CSV/HTML written).
         analysis: the analysis (None for a failed file, and for a file skipped because its
             outputs in `out` were complete: read `row.outputs` then).
     """
@@ -229,8 +229,9 @@ class _Worker:
             return batch.FileResult(str(path), name, "failed", str(exc)), None
         except Exception as exc:  # a bug on one file must not stop the rest
             return batch.FileResult(str(path), name, "failed", f"{type(exc).__name__}: {exc}"), None
-        row = batch._row_from(a.to_dict(), path, name, "ok" if a.faces else "no_faces")
-        row.error = a.error
+        status, note = batch.status_of(a)
+        row = batch._row_from(a.to_dict(), path, name, status)
+        row.error = a.error or note
         row.outputs = outputs
         return row, a
 

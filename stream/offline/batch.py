@@ -22,6 +22,7 @@ from typing import Any
 
 from stream.analysis import report
 from stream.analysis.stages import Stages
+from stream.analysis.summary import Analysis
 from stream.core.config import Config
 from stream.core.errors import ConfigError, EmotionStreamError, MediaError
 from stream.core.notices import NOTICE
@@ -95,7 +96,7 @@ class FileResult:
 
     file: str
     name: str
-    status: str  # ok, no_faces, failed, skipped
+    status: str  # ok, no_faces, no_speech, failed, skipped
     error: str = ""
     duration_s: float = 0.0
     wall_s: float = 0.0
@@ -135,6 +136,19 @@ def _row_from(data: dict[str, Any], file: Path, name: str, status: str) -> FileR
     )
 
 
+def status_of(a: Analysis) -> tuple[str, str]:
+    """A file's index status and note: `ok` (faces, or speech), `no_speech` (an audio file
+    without speech: "no speech found"), else `no_faces` (and no speech, when heard)."""
+    from stream.offline.analyze import has_speech
+
+    if a.faces or has_speech(a):
+        return "ok", ""
+    if a.info.kind == "audio":
+        return "no_speech", "no speech found"
+    heard = a.info.kind == "video" and a.voice is not None
+    return "no_faces", "no faces and no speech found" if heard else "no faces found"
+
+
 class FileAnalyzer:
     """Analyses files one at a time with models loaded once (one per worker)."""
 
@@ -157,8 +171,9 @@ class FileAnalyzer:
             return FileResult(str(path), name, "failed", str(exc))
         except Exception as exc:  # a bug on one file must not stop the rest
             return FileResult(str(path), name, "failed", f"{type(exc).__name__}: {exc}")
-        row = _row_from(a.to_dict(), path, name, "ok" if a.faces else "no_faces")
-        row.error = a.error
+        status, note = status_of(a)
+        row = _row_from(a.to_dict(), path, name, status)
+        row.error = a.error or note
         row.outputs = outputs
         return row
 
@@ -243,7 +258,8 @@ def write_index(rows: list[FileResult], out_dir: Path) -> tuple[Path, Path, Path
         "schema_version": 1,
         "files": [asdict(r) for r in rows],
         "counts": {
-            s: sum(r.status == s for r in rows) for s in ("ok", "no_faces", "skipped", "failed")
+            s: sum(r.status == s for r in rows)
+            for s in ("ok", "no_faces", "no_speech", "skipped", "failed")
         },
     }
     j.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -267,6 +283,7 @@ def _overview_html(rows: list[FileResult], out_dir: Path) -> str:
             in (
                 "ok",
                 "no_faces",
+                "no_speech",
                 "skipped",
             )
             else esc(Path(r.file).name)
@@ -279,7 +296,7 @@ def _overview_html(rows: list[FileResult], out_dir: Path) -> str:
             f"<td>{esc(r.dominant)} {share}</td><td class='n'>{unc}</td>"
             f"<td>{esc(r.error)}</td></tr>"
         )
-    ok = sum(r.status in ("ok", "no_faces", "skipped") for r in rows)
+    ok = sum(r.status in ("ok", "no_faces", "no_speech", "skipped") for r in rows)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>emotion-stream: {len(rows)} files</title><style>
 body{{font:14px system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse}}
