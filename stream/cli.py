@@ -571,9 +571,11 @@ def _cmd_analyze_many(args: argparse.Namespace, cfg: Config) -> int:
     )
     for r in sorted(rows, key=lambda r: r.file):
         what = (
-            f"{r.faces} face(s), overall {r.dominant} {100 * r.dominant_share:.0f}%"
-            if r.status in ("ok", "skipped")
-            else r.error or "no faces found"
+            r.error or "no faces found"
+            if r.status not in ("ok", "skipped")
+            else f"{r.faces} face(s), overall {r.dominant} {100 * r.dominant_share:.0f}%"
+            if r.faces
+            else "no faces; speech analysed"
         )
         print(f"{r.status:<8} {r.file}: {what}")
     failed = [r for r in rows if r.status == "failed"]

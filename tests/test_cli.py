@@ -154,7 +154,7 @@ def test_batch_marks_audio_without_speech_no_speech(tmp_path: Path) -> None:
     print(out.stdout, out.stderr)
     assert out.returncode == 0, (out.stdout, out.stderr)
     assert f"no_speech {folder / 'noise.wav'}: no speech found" in out.stdout
-    assert f"ok       {short}:" in out.stdout  # speech without faces is a result
+    assert f"ok       {short}: no faces; speech analysed" in out.stdout  # a result
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     assert index["counts"] == {"ok": 1, "no_faces": 0, "no_speech": 1, "skipped": 0, "failed": 0}
 
