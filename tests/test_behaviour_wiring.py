@@ -7,6 +7,8 @@ import asyncio
 import csv
 import io
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -16,7 +18,8 @@ from stream.analysis.report import csv_text
 from stream.analysis.stream import StreamAnalysis
 from stream.core.config import Config
 from stream.core.types import MediaInfo
-from stream.live.events import schema
+from stream.live.cluster import WallLine
+from stream.live.events import Wall, envelope, schema
 from stream.live.testing import run_session
 from stream.vision.headpose import CanonicalFace
 
@@ -109,3 +112,18 @@ def test_live_session_publishes_behaviour(canonical: CanonicalFace) -> None:
     assert {d["face"] for d in drops} <= away
     summary = next(e for e in events if e["type"] == "session.summary")
     assert all(f["behaviour"]["looking_away_drops"] >= 0 for f in summary["faces"])
+    # The wall line: how many of the latest frame's faces look toward the screen.
+    session = SimpleNamespace(id="s-1", purpose="test", via="test", started=0.0, clock=lambda: 3.0)
+    line = WallLine(session, "w1", 0.5)  # type: ignore[arg-type]
+    for ev in events:
+        line.feed(ev)
+    att = line.to_dict()["attention"]
+    last = [f for f in _last_frame(events)["faces"] if not f["excluded"]]
+    print("wall attention", att)
+    assert att["faces"] == len(last) and att["looking"] == sum(not f["looking_away"] for f in last)
+    assert 0.0 <= att["share"] <= 1.0
+    validator.validate(envelope(Wall([line.to_dict()]), "--------", 0, 1.0))
+
+
+def _last_frame(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return [e for e in events if e["type"] == "frame"][-1]

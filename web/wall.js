@@ -21,6 +21,8 @@ ws.onmessage = (msg) => {
       cell(people.join(" · ") || "no faces yet"),
       cell(c.dominant ? `${c.dominant.label} ${pct(c.dominant.share)}` : "–"),
       cell(pct(c.speech_share)),
+      cell(c.attention ? `${c.attention.looking} of ${c.attention.faces}` : "–"),
+      cell(c.via || "–"),
     );
     return tr;
   });

@@ -90,6 +90,8 @@ class WallLine:
 
     Speech is counted from `prosody` events (one per `hop_s` per speaker): `speech_share` is
     the share of the heard audio with speech, a face's `talk_share` its share of that speech.
+    The call's attention comes from `frame` events (behaviour on): how many of the latest
+    frame's faces look toward the screen, and the mean attention since the last line.
     """
 
     def __init__(self, session: LiveSession, worker: str, hop_s: float) -> None:
@@ -105,6 +107,8 @@ class WallLine:
         self.dominant: dict[str, Any] | None = None
         self.heard_s = 0.0
         self.speech_s: dict[int | None, float] = {}
+        self.looking: dict[str, tuple[int, int]] = {}  # track -> (faces looking, faces)
+        self._attention: list[float] = []  # per-frame mean attention since the last line
 
     def feed(self, ev: dict[str, Any]) -> None:
         """Take one published event into account."""
@@ -112,6 +116,13 @@ class WallLine:
         if t in ("face.summary", "session.summary"):
             self.faces = {f["id"]: f for f in ev["faces"]}
             self.dominant = ev["overall"].get("dominant")
+        elif t == "frame":
+            att = [f["attention"] for f in ev["faces"] if "attention" in f]
+            if att:
+                self.looking[ev["track"]] = (sum(a >= 0.5 for a in att), len(att))
+                self._attention.append(sum(att) / len(att))
+            else:
+                self.looking.pop(ev["track"], None)
         elif t == "face.renamed":
             self.names[ev["id"]] = ev["name"]
         elif t == "prosody":
@@ -145,6 +156,20 @@ class WallLine:
             "faces": faces,
             "dominant": self.dominant,
             "speech_share": round(speech / self.heard_s, 3) if self.heard_s > 0 else None,
+            "attention": self._attention_line(),
+        }
+
+    def _attention_line(self) -> dict[str, Any] | None:
+        """{"looking", "faces", "share"}: faces looking toward the screen on the latest frames,
+        and the mean attention since the last line (None: no behaviour signals seen)."""
+        if not self.looking:
+            return None
+        share = sum(self._attention) / len(self._attention) if self._attention else None
+        self._attention = self._attention[-1:]
+        return {
+            "looking": sum(n for n, _ in self.looking.values()),
+            "faces": sum(m for _, m in self.looking.values()),
+            "share": None if share is None else round(share, 3),
         }
 
 
