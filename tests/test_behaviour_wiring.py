@@ -127,3 +127,20 @@ def test_live_session_publishes_behaviour(canonical: CanonicalFace) -> None:
 
 def _last_frame(events: list[dict[str, Any]]) -> dict[str, Any]:
     return [e for e in events if e["type"] == "frame"][-1]
+
+
+def test_python_api_exposes_behaviour(canonical: CanonicalFace) -> None:
+    import stream
+
+    cfg = Config()
+    an = stream.Analyzer(config=cfg, stages=FakeStages(cfg, canonical=canonical), name="fake")
+    events: list[Any] = []
+    for frame in fake_frames(20, [FakeFace(0, (30, 40, 110, 140))]):
+        events += an.push_video(frame.image, frame.t)
+    result = an.close()
+    face = result.faces[0]
+    print("API behaviour", face.behaviour)
+    assert face.behaviour is not None and 0.0 <= face.behaviour["attention_share"] <= 1.0
+    assert isinstance(face.gestures, list) and isinstance(face.attention_drops, list)
+    frames = [e for e in events if getattr(e, "faces", None)]
+    assert frames and all("head" in f for e in frames for f in e.faces)

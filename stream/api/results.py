@@ -70,6 +70,12 @@ class Face:
     va_estimated: bool
     tracklets: list[Tracklet] = field(default_factory=list)
     speaker_ids: list[int] = field(default_factory=list)  # diarized voices linked to this face
+    #: Behaviour signals (config behaviour.enabled; README "Attention, head gestures and
+    #: posture"): attention_share, looking_away_drops, nods, shakes, blink_rate_per_min,
+    #: posture shares...; None when off. Behaviour, not states of mind.
+    behaviour: dict[str, Any] | None = None
+    gestures: list[dict[str, Any]] = field(default_factory=list)  # nods/shakes: start, end, ...
+    attention_drops: list[dict[str, Any]] = field(default_factory=list)  # looking away spans
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], tracklets: list[Tracklet], speakers: list[int]) -> Face:
@@ -91,6 +97,9 @@ class Face:
             va_estimated=bool(va["estimated"]),
             tracklets=tracklets,
             speaker_ids=speakers,
+            behaviour=d.get("behaviour"),
+            gestures=list(d.get("gestures", [])),
+            attention_drops=list(d.get("attention_drops", [])),
         )
 
 
