@@ -771,9 +771,15 @@ def rss_growth_line(run: RunResult) -> str:
     rss = [m["rss_mb"] for m in run.minutes]
     if not rss:
         return "server RSS: no per-minute samples"
+    steps = np.diff(rss[1:]) if len(rss) > 2 else np.zeros(0)
+    if not len(steps):
+        return f"server RSS {rss[0]:.1f} -> {rss[-1]:.1f} MB over {len(rss)} min"
+    big = int(np.argmax(steps))
     return (
         f"server RSS {rss[0]:.1f} -> {rss[-1]:.1f} MB over {len(rss)} min; growth after"
-        f" warm-up (fit over minutes 2..) {rss_growth(run):+.3f} MB/min"
+        f" warm-up (fit over minutes 2..) {rss_growth(run):+.3f} MB/min, median minute"
+        f" {float(np.median(steps)):+.2f} MB, largest {float(steps[big]):+.1f} MB (minute"
+        f" {big + 3}; steps without Python allocations are native: see --memory-profile)"
     )
 
 
