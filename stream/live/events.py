@@ -188,6 +188,29 @@ class Wall(Event):
 
 
 @dataclass(frozen=True)
+class VoiceTurnEnded(Event):
+    """A speech turn of an audio track finished, with its estimated vocal activation
+    (-1 calm .. +1 activated; not an emotion; None under 0.8 s of speech)."""
+
+    TYPE: ClassVar[str] = "voice.turn"
+    speaker: str
+    start: float
+    end: float
+    estimated_vocal_activation: float | None
+    face_id: int | None = None
+    voice_id: int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        a = self.estimated_vocal_activation
+        return {
+            **super().payload(),
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "estimated_vocal_activation": None if a is None else round(a, 3),
+        }
+
+
+@dataclass(frozen=True)
 class SpeakerRenamed(Event):
     """A diarized voice ("Speaker N") was given a name."""
 
@@ -244,6 +267,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Prosody,
     SpeakerActive,
     SpeakerRenamed,
+    VoiceTurnEnded,
     Redirect,
     Wall,
     Gesture,

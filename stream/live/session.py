@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.analysis.budget import FrameBudget
+from stream.analysis.live_turns import LiveTurn, LiveTurns
 from stream.analysis.participants import live_participants
 from stream.analysis.stages import StageSource
 from stream.analysis.stream import StreamAnalysis
@@ -44,6 +45,7 @@ from stream.live.events import (
     SessionSummary,
     SpeakerActive,
     SpeakerRenamed,
+    VoiceTurnEnded,
     behaviour_event,
     face_payloads,
 )
@@ -258,6 +260,7 @@ class LiveSession:
             thumbnails=True,
             schedule=lambda: FrameBudget(config.live),
         )
+        self.turns = LiveTurns(config.audio.hop_s)  # speech turns of the audio tracks
         self.subscribers: list[Subscriber] = []
         #: Called with every published event (the cluster relay and the wall line).
         self.taps: list[Callable[[dict[str, Any]], None]] = []
@@ -330,6 +333,7 @@ class LiveSession:
         """Start the analysis over; media keep flowing, and a new offer may replace the source."""
         async with self._lock:
             self.analysis.reset()
+            self.turns.reset()
         self.replace_source = True
         self.publish(SessionReset())
 
@@ -580,11 +584,16 @@ class LiveSession:
             elif pending is not None and not pending.cancelled():
                 pending.exception()  # e.g. the source's end, met as the session stops: seen
 
+    def _publish_turn(self, t: LiveTurn) -> None:
+        self.publish(VoiceTurnEnded(t.speaker, t.start, t.end, t.activation, t.face, t.voice_id))
+
     def _publish_speaker(self, u: SpeakerUpdate) -> None:
         face = u.active.face
         name = self.analysis.name_of(face) if face is not None else None
         voice = (u.voice_id, u.voice_name, u.voice_face)
         self.publish(Prosody(u.speaker, face, name, u.report.to_dict(), *voice))
+        for t in self.turns.add(u):
+            self._publish_turn(t)
         if u.changed:
             confidence = round(max(u.active.confidence, 0.0), 3)
             self.publish(
@@ -601,6 +610,8 @@ class LiveSession:
             self.publish(behaviour_event(e))
         self.analysis.finish()
         duration = round(self.clock() - self.started, 3)
+        for t in self.turns.flush():
+            self._publish_turn(t)
         people = self.participants()
         summary = self.publish(SessionSummary(duration, **self.summary(), participants=people))
         self.publish(SessionEnded(reason))
