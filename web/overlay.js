@@ -13,6 +13,21 @@ export const LABEL_COLOURS = {
   fear: "#00897b", disgust: "#7cb342", anger: "#db4437", contempt: "#8d6e63", uncertain: "#5f6368",
 };
 const HISTORY_S = 60;
+/** How long "nodding" / "shaking head" stays under a face after its gesture event. */
+const GESTURE_SHOW_MS = 1500;
+
+/**
+ * Behaviour words for a face (never states of mind): "looking away", "nodding", "shaking head",
+ * "leaning in"; `s` is the face's state (gesture, last posture), `f` its frame entry.
+ */
+export function behaviourWords(f, s, now = performance.now()) {
+  const words = [];
+  if (f.looking_away) words.push("looking away");
+  if (s && s.gesture && now < s.gesture.until) words.push(s.gesture.kind === "nod" ? "nodding" : "shaking head");
+  const lean = s && s.posture ? s.posture.lean : null;
+  if (lean != null && lean > 0.1) words.push("leaning in");
+  return words;
+}
 /** Uncertain share from which headlines name it next to the dominant label (README: Definitions). */
 export const UNCERTAIN_NOTE = 0.2;
 
@@ -91,6 +106,10 @@ export class Overlay {
         this.faces.clear(); this.panel.replaceChildren(); this.lastFrame = null;
         this.speakers.clear(); this.draw(); break;
       case "prosody": this.prosody(ev); break;
+      case "gesture": {  // a nod or head shake just ended: named under the box for a moment
+        this.face(ev.face).gesture = { kind: ev.gesture, until: performance.now() + GESTURE_SHOW_MS };
+        this.draw(); break;
+      }
       case "speaker.active": {
         const sp = this.speaker(ev.speaker);
         sp.face_id = ev.face_id; sp.speaking = ev.speaking; sp.confidence = ev.confidence;
@@ -180,6 +199,7 @@ export class Overlay {
       s.name = f.name;
       s.excluded = f.excluded;
       s.current = f;
+      if (f.posture) s.posture = f.posture;  // posture runs a few times a second: it stands until then
       if (!f.excluded) {
         s.history.push({ t: ev.media_t, label: f.label, conf: f.confidence });
         while (s.history.length && ev.media_t - s.history[0].t > HISTORY_S) s.history.shift();
@@ -269,10 +289,47 @@ export class Overlay {
         ctx.fillRect(x1, by, bw2, 6);
         ctx.fillStyle = LABEL_COLOURS[f.label] || colour;
         ctx.fillRect(x1, by, bw2 * f.confidence, 6);
+        if (f.head) this.drawBehaviour(ctx, f, x1, y1, x2, y2, fs, fr, ty >= y1 ? ty + lh - y1 : 0);
       }
     }
     ctx.restore();
     publishRects(this);
+  }
+
+  /**
+   * Head-direction tick from the box centre (yaw right, pitch up; half the box width at 90°),
+   * an attention mark in the box's top-right corner (filled: toward the camera, hollow: away),
+   * and behaviour words inside the box's bottom edge; `below` moves the mark under a label drawn
+   * inside the box's top edge.
+   */
+  drawBehaviour(ctx, f, x1, y1, x2, y2, fs, fr, below = 0) {
+    const cx = (x1 + x2) / 2, cy = (y1 + y2) / 2, L = 0.5 * (x2 - x1);
+    const rad = Math.PI / 180;
+    const dx = Math.sin(f.head.yaw * rad) * L, dy = -Math.sin(f.head.pitch * rad) * L;
+    ctx.lineWidth = 2;
+    ctx.strokeStyle = "rgba(0,0,0,.6)";
+    ctx.beginPath(); ctx.moveTo(cx, cy); ctx.lineTo(cx + dx, cy + dy); ctx.stroke();
+    ctx.lineWidth = 2;
+    ctx.strokeStyle = "#fff";
+    ctx.beginPath(); ctx.arc(cx, cy, 2, 0, 2 * Math.PI); ctx.moveTo(cx, cy); ctx.lineTo(cx + dx, cy + dy); ctx.stroke();
+    const r = Math.max(3, Math.min(6, (x2 - x1) / 16));
+    const mx = x2 - r - 4, my = y1 + below + r + 4;
+    ctx.beginPath(); ctx.arc(mx, my, r, 0, 2 * Math.PI);
+    ctx.lineWidth = 2; ctx.strokeStyle = "rgba(0,0,0,.7)"; ctx.stroke();
+    ctx.lineWidth = 1.5; ctx.strokeStyle = "#fff";
+    if ((f.attention ?? 1) >= 0.5) { ctx.fillStyle = "#66bb6a"; ctx.fill(); }
+    ctx.stroke();
+    const words = behaviourWords(f, this.faces.get(f.id));
+    if (!words.length) return;
+    const text = words.join(" · ");
+    const small = Math.max(8, fs - 2), pad = Math.round(small / 3), h = Math.round(small * 1.5);
+    ctx.font = `500 ${small.toFixed(1)}px system-ui, sans-serif`;
+    const tw = ctx.measureText(text).width + 2 * pad;
+    const ty = y2 - h - 3;  // inside the box's bottom edge: clear of the next row's labels
+    const tx = Math.max(fr.x, Math.min(x1, fr.x + fr.w - tw));
+    ctx.fillStyle = "rgba(0,0,0,.65)"; ctx.fillRect(tx, ty, tw, h);
+    ctx.fillStyle = "#fff"; ctx.fillText(text, tx + pad, ty + h * 0.72);
+    ctx.font = `600 ${fs.toFixed(1)}px system-ui, sans-serif`;
   }
 
   updateCard(id) {
