@@ -18,6 +18,7 @@ from stream.core.errors import EmotionStreamError as EmotionStreamError
 from stream.core.errors import MediaError as MediaError
 from stream.core.errors import ModelError as ModelError
 from stream.core.errors import NoFacesError as NoFacesError
+from stream.core.errors import NoSpeechError as NoSpeechError
 
 __version__: str
 __all__: list[str]
