@@ -13,6 +13,7 @@ Latency is from the frame's capture time to the end of its analysis. Not a test:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -59,7 +60,7 @@ def run(
     stop = start + seconds
 
     def stream(i: int) -> None:
-        pipe = stages.vision()
+        pipe = stages.vision(live=True)  # live settings (posture follows behaviour.posture_live)
         budget = FrameBudget(stages.config.live)
         while time.perf_counter() < start:
             time.sleep(0.001)
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batching", default="off,on", help="scheduler modes to compare")
     p.add_argument("--shared", type=Path, default=SHARED)
     p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.add_argument(
+        "--behaviour", default="on", help="behaviour signals (head pose, attention...): on,off"
+    )
     args = p.parse_args(argv)
     models = os.environ.get(ENV_MODELS) or str(args.shared / "models")
     base: Config = load_config().replace("models", dir=models)
@@ -112,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             for i in range(n)
         ]
-        for mode in args.batching.split(","):
-            cfg = base.replace("runtime", batching=mode)
+        for mode, beh in itertools.product(args.batching.split(","), args.behaviour.split(",")):
+            cfg = base.replace("runtime", batching=mode).replace("behaviour", enabled=beh == "on")
             stages = Stages(cfg, voice=False)
             fps, lat = run(stages, scenes, args.seconds)
             sess = stages.factory.get(cfg.emotion.ensemble[0].model)
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             runs.append(r)
             print(f"{n:>7} {mode:>8} {r.fps_per_stream_mean:>10.1f} {r.fps_per_stream_min:>6.1f} "
-                  f"{r.latency_p50_ms:>7.0f} {r.latency_p95_ms:>7.0f} {cpb:>11.2f}")  # fmt: skip
+                  f"{r.latency_p50_ms:>7.0f} {r.latency_p95_ms:>7.0f} {cpb:>11.2f}"
+                  f"  behaviour {beh}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2) + "\n")
     return 0
