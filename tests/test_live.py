@@ -226,6 +226,19 @@ def test_live_voice_prosody_and_active_speaker(
     assert any(e["type"] == "speaker.active" and e["face_id"] for e in events)
     f0 = [p["pitch"]["median_hz"] for p in speaking if p["pitch"]["median_hz"]]
     assert f0 and 80 < float(np.median(f0)) < 400
+    # Finished speech turns, each with its estimated vocal activation once 0.8 s long. The clip's
+    # one audio track is never silent for 0.5 s (two voices take turns on it, not diarized
+    # live), so its speech comes in parts of at most 10 s.
+    turns = [e for e in events if e["type"] == "voice.turn"]
+    valued = [t for t in turns if t["estimated_vocal_activation"] is not None]
+    print(
+        f"live: {len(turns)} voice.turn events, {len(valued)} with an estimated vocal activation: "
+        + ", ".join(
+            f"{t['start']:.1f}-{t['end']:.1f} s {t['estimated_vocal_activation']}" for t in turns
+        )
+    )
+    assert valued and all(0 < t["end"] - t["start"] <= 10.3 for t in turns)
+    assert all(t["end"] - t["start"] >= 0.8 for t in valued)
     # The clip's own clock: the audio starts with the media, so report time ~ media time.
     right = sum(
         1
