@@ -532,7 +532,7 @@ class HeadPoseTracker:
         g = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
         if k < 1.0:
             size = (max(round((x1 - x0) * k), 1), max(round((y1 - y0) * k), 1))
-            g = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
+            g = cv2.resize(g, size, interpolation=cv2.INTER_LINEAR)
         return np.asarray(g, np.uint8)
 
     def _flow(
