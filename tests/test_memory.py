@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -110,10 +111,21 @@ def test_compaction_leaves_aggregates_unchanged_and_keeps_weighted_means() -> No
     for f in laddered.faces():
         for p in laddered.timeline(f.number):
             rebuilt.add_point(p.t, p.dt, p.sample, p.states)
-    for x, y in zip(rebuilt.faces(), full.faces(), strict=True):
-        assert x.visible_s == pytest.approx(y.visible_s, abs=1e-6) and x.dominant == y.dominant
-        assert x.shares == pytest.approx(y.shares, abs=1e-5)
-        assert x.mean_probabilities == pytest.approx(y.mean_probabilities, abs=1e-5)
+    # ... and as stream/analysis/consolidate.py's renumber_aggregator records them again: each
+    # point as a frame closed by an empty frame dt later (merged points carry their own totals)
+    replayed = Aggregator(0.1, 0.5, np.ones(8, bool), ladder=small)
+    for f in laddered.faces():
+        for p in laddered.timeline(f.number):
+            sample = dataclasses.replace(p.sample, number=f.number)
+            replayed.add_frame(p.t, [sample], f"face {f.number}")
+            replayed.add_frame(p.t + p.dt, [], f"face {f.number}")
+    replayed.finish()
+    for agg in (rebuilt, replayed):
+        for x, y in zip(agg.faces(), full.faces(), strict=True):
+            assert x.visible_s == pytest.approx(y.visible_s, abs=1e-6)
+            assert x.dominant == y.dominant and x.samples == y.samples
+            assert x.shares == pytest.approx(y.shares, abs=1e-5)
+            assert x.mean_probabilities == pytest.approx(y.mean_probabilities, abs=1e-5)
 
 
 def test_series_merges_buckets_by_time_with_the_prevailing_category() -> None:

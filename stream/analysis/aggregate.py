@@ -79,6 +79,18 @@ _CONF, _PROBS, _RAW, _VA, _BOX = 0, slice(1, 9), slice(9, 17), slice(17, 19), sl
 _WIDTH = 23
 
 
+@dataclass(frozen=True)
+class MergedSample(FaceSample):
+    """The sample of a timeline point that stands for several analysed frames (a ladder
+    bucket). Recorded again (`add_frame`, e.g. when identity consolidation renumbers a file's
+    faces) it counts as `frames` frames and `span` seconds split over the states as `states`
+    says, whatever the interval to the next frame: totals survive the round trip."""
+
+    span: float = 0.0
+    states: tuple[float, ...] = ()
+    frames: int = 1
+
+
 def _row(s: FaceSample) -> F32:
     row = np.empty(_WIDTH, np.float32)
     row[_CONF] = s.confidence
@@ -90,23 +102,23 @@ def _row(s: FaceSample) -> F32:
 
 
 def _points(number: int, series: Series) -> list[TimelinePoint]:
-    """The kept points of one face as `TimelinePoint`s (made on demand from the columns)."""
+    """The kept points of one face as `TimelinePoint`s (made on demand from the columns);
+    merged points carry a `MergedSample`."""
     t, dt, cat, v = series.columns()
     states = series.category_times().astype(np.float64).tolist()
+    counts = series.counts().tolist()
     conf = v[:, _CONF].tolist()
     boxes = v[:, _BOX].astype(np.float64).tolist()
     out = []
     for i in range(len(t)):
-        sample = FaceSample(
-            number,
-            ALL_STATES[cat[i]],
-            conf[i],
-            v[i, _PROBS],
-            v[i, _RAW],
-            v[i, _VA],
-            (boxes[i][0], boxes[i][1], boxes[i][2], boxes[i][3]),
-        )
-        out.append(TimelinePoint(float(t[i]), float(dt[i]), sample, tuple(states[i])))
+        box = (boxes[i][0], boxes[i][1], boxes[i][2], boxes[i][3])
+        args = (number, ALL_STATES[cat[i]], conf[i], v[i, _PROBS], v[i, _RAW], v[i, _VA], box)
+        st = tuple(states[i])
+        if counts[i] > 1:
+            sample: FaceSample = MergedSample(*args, float(dt[i]), st, round(counts[i]))
+        else:
+            sample = FaceSample(*args)
+        out.append(TimelinePoint(float(t[i]), float(dt[i]), sample, st))
     return out
 
 
@@ -279,7 +291,11 @@ class Aggregator:
         samples: list[FaceSample],
         states: tuple[float, ...] | None = None,
     ) -> None:
+        frame_dt, frame_states = dt, states
         for s in samples:
+            dt, states, frames = frame_dt, frame_states, 1
+            if isinstance(s, MergedSample):  # a ladder bucket recorded again: its own totals
+                dt, states, frames = s.span, s.states, s.frames
             acc = self._faces.get(s.number)
             if acc is None:
                 acc = self._faces[s.number] = _FaceAcc(first_t=t, last_t=t)
@@ -292,11 +308,11 @@ class Aggregator:
                     acc.label_time[state] += seconds
             acc.prob_sum += dt * s.raw_probs.astype(np.float64)
             acc.va_sum += dt * s.valence_arousal.astype(np.float64)
-            acc.samples += 1
+            acc.samples += frames
             if self.keep_timeline:
                 if acc.timeline is None:
                     acc.timeline = Series(_WIDTH, len(ALL_STATES), self.ladder)
-                acc.timeline.add(t, dt, _row(s), _STATE[s.label], states)
+                acc.timeline.add(t, dt, _row(s), _STATE[s.label], states, frames)
 
     def name_of(self, number: int) -> str:
         return self.names.get(number) or face_name(number)

@@ -97,6 +97,7 @@ class Series:
         self._dt: F64 = np.zeros(self._cap)
         self._cat: U8 = np.zeros(self._cap, np.uint8)
         self._ct: F32 = np.zeros((self._cap, categories), np.float32)  # seconds per category
+        self._k: F64 = np.zeros(self._cap)  # samples merged into each kept sample
         self._v: F32 = np.zeros((self._cap, width), np.float32)
         #: Per ladder step: samples before this time are merged at that step's resolution.
         self._merged: list[float] = [-math.inf] * len(ladder.steps)
@@ -109,6 +110,7 @@ class Series:
         values: npt.ArrayLike,
         category: int = 0,
         times: npt.ArrayLike | None = None,
+        count: float = 1.0,
     ) -> None:
         """Append one sample (t not before the last one's): `dt` seconds of `category`, or of
         each category as given by `times` (a merged sample of another series)."""
@@ -121,6 +123,7 @@ class Series:
         self._dt[i] = dt
         self._cat[i] = category
         self._v[i] = values
+        self._k[i] = count
         if self.categories:
             if times is None:
                 self._ct[i] = 0.0
@@ -159,6 +162,7 @@ class Series:
         w = dt + 1e-12  # zero intervals still count (equally)
         wsum = np.add.reduceat(w, rel)
         new_dt = np.add.reduceat(dt, rel)
+        new_k = np.add.reduceat(self._k[lo:hi], rel)
         new_t = self._t[starts].copy()
         new_v = (np.add.reduceat(self._v[lo:hi] * w[:, None], rel, axis=0) / wsum[:, None]).astype(
             np.float32
@@ -172,19 +176,21 @@ class Series:
             new_ct = np.zeros((m, 0), np.float32)
             new_cat = np.zeros(m, np.intp)
         tail = self.n - hi
-        for col in (self._t, self._dt, self._cat, self._v, self._ct):
+        for col in (self._t, self._dt, self._cat, self._v, self._ct, self._k):
             col[lo + m : lo + m + tail] = col[hi : self.n]
         self._t[lo : lo + m] = new_t
         self._dt[lo : lo + m] = new_dt
         self._cat[lo : lo + m] = new_cat
         self._v[lo : lo + m] = new_v
         self._ct[lo : lo + m] = new_ct
+        self._k[lo : lo + m] = new_k
         self.n = lo + m + tail
 
     def _grow(self, cap: int) -> None:
         self._cap = cap
         self._t = np.resize(self._t, cap)
         self._dt = np.resize(self._dt, cap)
+        self._k = np.resize(self._k, cap)
         self._cat = np.resize(self._cat, cap)
         v = np.zeros((cap, self.width), np.float32)
         v[: self.n] = self._v[: self.n]
@@ -201,6 +207,11 @@ class Series:
         """Copies of (t, dt, category, values) of every sample kept."""
         n = self.n
         return self._t[:n].copy(), self._dt[:n].copy(), self._cat[:n].copy(), self._v[:n].copy()
+
+    def counts(self) -> F64:
+        """How many added samples each kept sample stands for (a copy)."""
+        out: F64 = self._k[: self.n].copy()
+        return out
 
     def category_times(self) -> F32:
         """[n, categories] seconds of each category in every sample kept (a copy)."""
@@ -231,5 +242,5 @@ class Series:
 
     def nbytes(self) -> int:
         """Bytes held by the column arrays (capacity included)."""
-        cols = (self._t, self._dt, self._cat, self._v, self._ct)
+        cols = (self._t, self._dt, self._cat, self._v, self._ct, self._k)
         return sum(int(c.nbytes) for c in cols)
