@@ -27,6 +27,7 @@ from stream.analysis.consolidate import (
     consolidate,
     renumber_aggregator,
 )
+from stream.analysis.ladder import DEFAULT_LADDER, FULL
 from stream.analysis.naming import TrackNaming
 from stream.analysis.schedule import FrameScheduler, SchedulerFactory, every_frame
 from stream.analysis.stages import StageSource
@@ -111,7 +112,11 @@ class StreamAnalysis:
 
     def _new_aggregator(self) -> Aggregator:
         c = self.config.analyze
-        return Aggregator(1.0 / self.fps, c.max_gap_s, self.stages.supported, self.keep_timeline)
+        # Live: timelines on the bounded ladder; files: every analysed frame (one CSV row each).
+        ladder = None if self.live else FULL
+        return Aggregator(
+            1.0 / self.fps, c.max_gap_s, self.stages.supported, self.keep_timeline, ladder
+        )
 
     def _new_behaviour(self) -> BehaviourSummary:
         keep = self.keep_timeline and not self.live
@@ -177,7 +182,10 @@ class StreamAnalysis:
         self.aggregator.add_frame(frame.t, [f.sample for f in result.faces], track)
         for f in result.faces:
             if f.actions_fresh and f.actions is not None:
-                stats = self.actions.setdefault(f.number, FaceActionStats())
+                stats = self.actions.get(f.number)
+                if stats is None:
+                    ladder = DEFAULT_LADDER if self.live else FULL
+                    stats = self.actions[f.number] = FaceActionStats(ladder=ladder)
                 stats.add(frame.t, f.actions, self.keep_timeline)
         if result.behaviour_events or any(f.signals is not None for f in result.faces):
             self.behaviour.add(frame.t, self._signals(result))

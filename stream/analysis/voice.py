@@ -28,6 +28,7 @@ from stream.analysis.speaker import ActiveSpeaker, SpeakerMatcher
 from stream.analysis.speakers import SpeakersAnalysis, summarise_speakers
 from stream.analysis.stages import VoiceStage
 from stream.analysis.voice_summary import VoiceAnalysis, summarise_voice
+from stream.analysis.voice_timeline import VoiceTimeline
 from stream.analysis.voices import Turn, Voices
 from stream.core.config import Config
 from stream.vision.mouth import MouthSample
@@ -143,7 +144,8 @@ class VoiceTrack:
         self.offset = offset
         self.matcher = SpeakerMatcher(a.match_window_s, a.match_threshold)
         self.diarizer = new_diarizer(config, embedder, online)
-        self.timeline: list[tuple[ProsodyReport, ActiveSpeaker]] = []
+        #: Compact (report, match) pairs: ~230 B a report instead of ~770 (4 a second a track).
+        self.timeline = VoiceTimeline()
         self.current = 0  # the diarizer's online speaker ID of the latest audio (0: none yet)
         self.audio_end = -1.0  # how far accepted audio reaches (track time)
         self._batcher = AudioBatcher()
@@ -336,7 +338,7 @@ class VoiceTracks:
     def renumber(self, c: Consolidation) -> None:
         """Carry consolidated face numbers into the decided reports' matches."""
         for sp in self.all():
-            sp.timeline = [(r, _renumber_active(a, c)) for r, a in sp.timeline]
+            sp.timeline = VoiceTimeline((r, _renumber_active(a, c)) for r, a in sp.timeline)
 
     def reset(self) -> None:
         """Forget the reports, speakers and names (live tracks go on)."""

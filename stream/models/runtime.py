@@ -103,6 +103,9 @@ class SessionFactory:
         )
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # The CPU arena grows by powers of two and never gives memory back: long live sessions
+        # saw native RSS steps of tens of MB; plain malloc measured no slower here.
+        opts.enable_cpu_mem_arena = False
         try:
             sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
