@@ -19,10 +19,8 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
+from stream.core.types import F32, U8
 
 CROP = 256
 #: Landmarks younger than this (media seconds) place a face's next facial-action crop.
