@@ -19,12 +19,14 @@ from stream.core.errors import MediaError
 from stream.live.events import (
     EVENT_TYPES,
     Answer,
+    AttentionDrop,
     Error,
     Event,
     FaceExcluded,
     FaceRenamed,
     FaceSummaries,
     Frame,
+    Gesture,
     Prosody,
     Redirect,
     SessionEnded,
@@ -33,6 +35,7 @@ from stream.live.events import (
     SessionSummary,
     SpeakerActive,
     SpeakerRenamed,
+    VoiceTurnEnded,
     Wall,
     envelope,
 )
@@ -61,6 +64,9 @@ SAMPLES: list[Event] = [
     SpeakerRenamed(1, "Bob"),
     Redirect("full", "http://b:8080/", "ws://b:8080/ws"),
     Wall([{"session": "x"}]),
+    VoiceTurnEnded("audio", 1.0, 3.5, 0.21, 1, None),
+    Gesture(1, "nod", 2.0, 2.8, 4, 6.5),
+    AttentionDrop(2, 4.0, 7.5, 3.5),
 ]
 
 
