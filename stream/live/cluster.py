@@ -325,14 +325,24 @@ class Cluster:
         self._halted = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        # A relay task blocked in a Redis read may not see the cancellation until its connection
+        # closes (seen in CI: halt hung for minutes), so it is awaited only briefly here and
+        # again after the connection is closed below.
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         for out in self._outboxes.values():
             out.closed = True
             out.task.cancel()
+        # Closing the relay connection ends a read still waiting on its socket.
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()  # type: ignore[no-untyped-call]
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
 
     async def stop(self) -> None:
         """Leave the cluster: relayed viewers are told, this worker's records are removed."""
@@ -340,7 +350,8 @@ class Cluster:
             return
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a relay read may notice the cancellation only at close
+            await asyncio.wait(self._tasks, timeout=2.0)
         for sid in list(self._relayed):
             self._end_relayed(sid, "worker shutting down")
         for sid in list(self._outboxes):
