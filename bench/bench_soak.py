@@ -260,6 +260,27 @@ class HourRow:
     p50_ms: float  # receive -> event, per frame (accelerated: the frame's own work)
 
 
+def hour_row(
+    t: float, frames: int, since: float, since_frames: int, latencies: list[float], note: str = ""
+) -> HourRow:
+    """Measure and print one row: RSS after a collection, frames analysed so far, and the wall
+    time, analysed rate and median latency since the last row."""
+    gc.collect()
+    now = time.perf_counter()
+    lat = sorted(latencies)
+    r = HourRow(
+        round(t / 3600, 3), round(rss_mb(), 1), frames, round(now - since, 1),
+        round(since_frames / max(now - since, 1e-9), 1),
+        round(lat[len(lat) // 2], 2) if lat else math.nan,
+    )  # fmt: skip
+    print(
+        f"  {r.hour:>5.2f} {r.rss_mb:>8.1f} {r.frames:>8} {r.wall_s:>7.1f}"
+        f" {r.analysed_fps:>6.1f} {r.p50_ms:>7.2f}{note}",
+        flush=True,
+    )
+    return r
+
+
 def soak_config(fps: float) -> Config:
     """The default config with the simulated frame rate as the session's analysed rate (and
     one analysed frame standing for up to 1 / fps: below 2 fps the default 0.5 s would not
@@ -332,24 +353,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                         print_profile_row(row)
                     next_prof += args.profile
                 if t / 3600 >= next_hour - 1e-9:
-                    gc.collect()
-                    now = time.perf_counter()
-                    lat = sorted(latencies)
-                    rows.append(
-                        HourRow(
-                            round(t / 3600, 3), round(rss_mb(), 1), i, round(now - hour_wall, 1),
-                            round(hour_frames / max(now - hour_wall, 1e-9), 1),
-                            round(lat[len(lat) // 2], 2) if lat else math.nan,
-                        )
-                    )  # fmt: skip
-                    r = rows[-1]
-                    print(
-                        f"  {r.hour:>5.2f} {r.rss_mb:>8.1f} {r.frames:>8} {r.wall_s:>7.1f}"
-                        f" {r.analysed_fps:>6.1f} {r.p50_ms:>7.2f}",
-                        flush=True,
-                    )
+                    rows.append(hour_row(t, i, hour_wall, hour_frames, latencies))
                     latencies.clear()
-                    hour_wall, hour_frames = now, 0
+                    hour_wall, hour_frames = time.perf_counter(), 0
                     next_hour += args.every
                 t_in = time.perf_counter()
                 yield ReceivedVideo(t, start + t, _const(frame.image), t_in)
@@ -365,22 +371,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             await audio.release(math.inf)
             await asyncio.gather(audio_task, return_exceptions=True)
         sim["t"] = end
-        gc.collect()
-        now = time.perf_counter()
-        lat = sorted(latencies)
-        rows.append(
-            HourRow(
-                round(end / 3600, 3), round(rss_mb(), 1), total, round(now - hour_wall, 1),
-                round(hour_frames / max(now - hour_wall, 1e-9), 1),
-                round(lat[len(lat) // 2], 2) if lat else math.nan,
-            )
-        )  # fmt: skip
-        r = rows[-1]
-        print(
-            f"  {r.hour:>5.2f} {r.rss_mb:>8.1f} {r.frames:>8} {r.wall_s:>7.1f}"
-            f" {r.analysed_fps:>6.1f} {r.p50_ms:>7.2f}  (all media analysed)",
-            flush=True,
-        )
+        note = "  (all media analysed)"
+        rows.append(hour_row(end, total, hour_wall, hour_frames, latencies, note))
         await session.close("soak finished")
         closed_rss = rss_mb()
         reports, report_s = {}, {}
