@@ -36,7 +36,6 @@ from stream.analysis.thumbnails import Thumbnails
 from stream.analysis.video import VideoTracks
 from stream.analysis.voice import (
     AnalysedAudio,
-    AudioBatcher,
     SpeakerUpdate,
     VoiceTrack,
     VoiceTracks,
@@ -48,8 +47,6 @@ from stream.vision.gaze import AttentionDrop
 from stream.vision.gestures import HeadGesture
 from stream.vision.pipeline import FrameResult
 from stream.vision.signals import FrameSignals
-
-__all__ = ["AudioBatcher", "SpeakerUpdate", "StreamAnalysis"]
 
 
 class StreamAnalysis:
