@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stream.core.config import Config
-from stream.core.types import VideoFrame
+from stream.core.types import F32, VideoFrame
 from stream.models.runtime import SessionFactory
 from stream.vision.blendshapes import FaceActionModel
 from stream.vision.detect import YuNetDetector
@@ -17,6 +17,47 @@ from stream.vision.headpose import CanonicalFace, HeadPoseTracker
 
 from .compose_heads import TASK, Gesture, HeadRenderer, frames, largest, photo_faces, script
 from .conftest import VIDEO
+
+
+class ProductPath:
+    """Frames -> detector -> landmarks every 0.5 s -> head pose (flow between) -> nods/shakes:
+    the path a file's faces take, for one face (the largest)."""
+
+    def __init__(self, config: Config, factory: SessionFactory) -> None:
+        spec = factory.store.manifest[config.models.detector]
+        self.det = YuNetDetector(factory.get(spec.name), spec, config.detection)
+        a = config.actions
+        self.act = FaceActionModel(factory.get(a.landmarks_model), factory.get(a.blendshapes_model))
+        self.behaviour = config.behaviour
+
+    def start(self) -> None:
+        """A new clip: fresh pose tracker and gesture detector."""
+        b = self.behaviour
+        self.tracker = HeadPoseTracker.from_task(TASK, b.pose_tau_s)
+        self.gestures = GestureDetector(b.nod_min_deg, b.shake_min_deg, b.max_swing_s)
+        self.next_lm = 0.0
+        self.prior: tuple[F32, F32] | None = None
+        self.found: list[HeadGesture] = []
+
+    def step(self, im: np.ndarray, t: float) -> bool:
+        """Analyse one BGR frame at media time t; False when no face was found."""
+        d = self.det(VideoFrame(im, t))
+        if len(d) == 0:
+            return False
+        k = largest(d)
+        lms = None
+        if t >= self.next_lm:
+            fa = self.act(im, d.boxes[k], d.landmarks[k][:2], self.prior, bgr=True)
+            self.prior, lms, self.next_lm = (d.boxes[k], fa.landmarks), fa.landmarks, t + 0.5
+        self.tracker.update(1, t, d.landmarks[k], im.shape[1], im.shape[0], lms, im)
+        raw = self.tracker.raw(1)
+        assert raw is not None
+        self.found += self.gestures.update(1, t, raw.yaw, raw.pitch)
+        return True
+
+    def finish(self) -> list[HeadGesture]:
+        """Every gesture of the clip (open ones closed)."""
+        return self.found + self.gestures.flush()
 
 
 def score(found: list[HeadGesture], truth: list[Gesture]) -> tuple[int, int]:
@@ -93,14 +134,9 @@ def test_settings_are_checked() -> None:
 @pytest.mark.integration
 def test_turned_photos_and_still_controls(config: Config, factory: SessionFactory) -> None:
     """Real photos turned in 3D (known nods and shakes) through the product path."""
-    spec = factory.store.manifest[config.models.detector]
-    det = YuNetDetector(factory.get(spec.name), spec, config.detection)
-    act = FaceActionModel(
-        factory.get(config.actions.landmarks_model), factory.get(config.actions.blendshapes_model)
-    )
+    path = ProductPath(config, factory)
     face = CanonicalFace.from_task(TASK)
-    photos = photo_faces(det, act)[:3]
-    b = config.behaviour
+    photos = photo_faces(path.det, path.act)[:3]
     hits = total = false = 0
     still_false = 0
     minutes = still_minutes = 0.0
@@ -110,29 +146,14 @@ def test_turned_photos_and_still_controls(config: Config, factory: SessionFactor
         ypr, truth = script(100 + n, 30.0)
         still = np.zeros((150, 3))
         for part, (motion, known) in enumerate(((ypr, truth), (still, []))):
-            tracker = HeadPoseTracker.from_task(TASK, b.pose_tau_s)
-            gd = GestureDetector(b.nod_min_deg, b.shake_min_deg, b.max_swing_s)
-            found: list[HeadGesture] = []
-            next_lm, prior = 0.0, None
+            path.start()
             for i, (y, p, r) in enumerate(motion):
-                t = i / 10
                 im = renderer.render(float(y), float(p), float(r))
                 if part == 1:  # camera noise on the still control
                     noise = rng.normal(0, 3, im.shape)
                     im = np.clip(im + noise, 0, 255).astype(np.uint8)
-                d = det(VideoFrame(im, t))
-                if len(d) == 0:
-                    continue
-                k = largest(d)
-                lms = None
-                if t >= next_lm:
-                    fa = act(im, d.boxes[k], d.landmarks[k][:2], prior, bgr=True)
-                    prior, lms, next_lm = (d.boxes[k], fa.landmarks), fa.landmarks, t + 0.5
-                tracker.update(1, t, d.landmarks[k], im.shape[1], im.shape[0], lms, im)
-                raw = tracker.raw(1)
-                assert raw is not None
-                found += gd.update(1, t, raw.yaw, raw.pitch)
-            found += gd.flush()
+                path.step(im, i / 10)
+            found = path.finish()
             h, f = score(found, known)
             if part == 0:
                 hits, total, false, minutes = hits + h, total + len(known), false + f, minutes + 0.5
@@ -152,32 +173,14 @@ def test_turned_photos_and_still_controls(config: Config, factory: SessionFactor
 @pytest.mark.integration
 def test_events_per_minute_on_real_talking_clips(config: Config, factory: SessionFactory) -> None:
     """No ground truth here (people talking do nod): printed for the record, bounded loosely."""
-    spec = factory.store.manifest[config.models.detector]
-    det = YuNetDetector(factory.get(spec.name), spec, config.detection)
-    act = FaceActionModel(
-        factory.get(config.actions.landmarks_model), factory.get(config.actions.blendshapes_model)
-    )
-    b = config.behaviour
+    path = ProductPath(config, factory)
     for name in ("fer_woman2.mp4", "pyfeat_WolfgangLanger_Pexels.mp4"):
-        tracker = HeadPoseTracker.from_task(TASK, b.pose_tau_s)
-        gd = GestureDetector(b.nod_min_deg, b.shake_min_deg, b.max_swing_s)
-        found: list[HeadGesture] = []
-        next_lm, prior, last_t = 0.0, None, 0.0
+        path.start()
+        last_t = 0.0
         for _, t, im in frames(VIDEO / name, fps=10.0):
-            d = det(VideoFrame(im, t))
-            if len(d) == 0:
-                continue
-            k = largest(d)
-            lms = None
-            if t >= next_lm:
-                fa = act(im, d.boxes[k], d.landmarks[k][:2], prior, bgr=True)
-                prior, lms, next_lm = (d.boxes[k], fa.landmarks), fa.landmarks, t + 0.5
-            tracker.update(1, t, d.landmarks[k], im.shape[1], im.shape[0], lms, im)
-            raw = tracker.raw(1)
-            assert raw is not None
-            found += gd.update(1, t, raw.yaw, raw.pitch)
-            last_t = t
-        found += gd.flush()
+            if path.step(im, t):
+                last_t = t
+        found = path.finish()
         rate = len(found) / (last_t / 60)
         kinds = [f"{g.kind}@{g.start:.1f}s({g.strength:.1f})" for g in found]
         print(f"{name}: {len(found)} gestures in {last_t:.1f} s ({rate:.1f}/min): {kinds}")
