@@ -182,6 +182,10 @@ export class Overlay {
       sp.el.querySelector(".av").textContent = act != null ? `${act >= 0 ? "+" : ""}${act.toFixed(2)}` : "–";
       const ar = act != null ? ` · estimated vocal activation ${act >= 0 ? "+" : ""}${act.toFixed(2)}` : "";
       sp.el.querySelector(".detail").textContent = `${rate}speech in ${Math.round(p.voice_activity_ratio * 100)}% of the last ${p.window_s} s${ar}`;
+      // In a face's closed row the meters are hidden: its one voice line carries pitch and
+      // activation.
+      const pitch = hz ? ` · ${Math.round(hz)} Hz` : "";
+      if (owner) sp.el.querySelector(".who").textContent = `● ${who}${pitch}${ar}`;
     }
   }
 
