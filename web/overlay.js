@@ -2,6 +2,8 @@
 // Renders `frame`, `face.summary`, `face.renamed` and `face.excluded` events (schema v1).
 
 /** Short names of the AU-named facial actions for the cards (full names in the tooltip). */
+/** Speaking reports in a row (0.25 s each) with one mouth match before a voice joins that face's card. */
+const LINK_HOPS = 4;
 const SHORT_AU = {
   AU12_smile: "smile", AU26_jaw_drop: "jaw drop", AU5_upper_lid_raise: "lids up",
   AU2_outer_brow_raise: "brows up", AU1_inner_brow_raise: "inner brows", AU4_brow_lower: "brows down",
@@ -126,8 +128,11 @@ export class Overlay {
   prosody(ev) {
     const sp = this.speaker(ev.speaker);
     sp.prosody = ev; sp.face_id = ev.face_id; sp.speaking = ev.speaking;
-    // The face this voice belongs to: the latest mouth match, kept through silences.
-    const linked = ev.voice_face_id ?? ev.face_id;
+    // The face this voice belongs to, kept through silences: the diarized link, else a mouth
+    // match held for LINK_HOPS speaking reports in a row (one noisy match does not link).
+    sp.run = ev.speaking && ev.face_id != null && ev.face_id === sp.runFace ? (sp.run || 0) + 1 : 1;
+    sp.runFace = ev.speaking ? ev.face_id : null;
+    const linked = ev.voice_face_id ?? (sp.runFace != null && sp.run >= LINK_HOPS ? sp.runFace : null);
     if (linked != null) sp.linked = linked;
     this.updateSpeaker(ev.speaker);
   }
