@@ -347,6 +347,7 @@ class LiveConfig:
     web_dir: str = ""
     ice_servers: tuple[IceServer, ...] = ()
     max_fps: float = 15.0
+    send_max_side: int = 0
     emotion_fps: float = 5.0
     detect_every_max: int = 4
     budget_utilisation: float = 0.8
@@ -372,6 +373,8 @@ class LiveConfig:
         _check(self.max_video_tracks >= 1, "live.max_video_tracks", "must be >= 1")
         _check(self.max_audio_tracks >= 0, "live.max_audio_tracks", "must be >= 0")
         _check(0 < self.max_fps <= 120, "live.max_fps", "must be in (0, 120]")
+        ok = self.send_max_side == 0 or 64 <= self.send_max_side <= 8192
+        _check(ok, "live.send_max_side", "must be 0 (detection.max_side) or 64..8192 pixels")
         _check(0 < self.emotion_fps <= 120, "live.emotion_fps", "must be in (0, 120]")
         _check(self.detect_every_max >= 1, "live.detect_every_max", "must be >= 1")
         _check(0 < self.budget_utilisation <= 1, "live.budget_utilisation", "must be in (0, 1]")

@@ -46,6 +46,13 @@ class Event:
 
 @dataclass(frozen=True)
 class SessionStarted(Event):
+    """The first event of every subscriber; a publisher's also says what to send.
+
+    `send` (publishers only): `{"max_fps": F, "max_side": N}`, at most F video frames per
+    second (`live.max_fps`, what is analysed) with the longer side at most N pixels
+    (`live.send_max_side`, else `detection.max_side`); more would be decoded and dropped.
+    """
+
     TYPE: ClassVar[str] = "session.started"
     role: str
     labels_supported: list[str]
@@ -53,11 +60,13 @@ class SessionStarted(Event):
     ice_servers: list[dict[str, str]]
     notice: str = NOTICE
     viewer_token: str | None = None  # publishers only
+    send: dict[str, float] | None = None  # publishers only
 
     def payload(self) -> dict[str, Any]:
         out = super().payload()
-        if self.viewer_token is None:
-            del out["viewer_token"]
+        for key in ("viewer_token", "send"):
+            if out[key] is None:
+                del out[key]
         return out
 
 

@@ -275,16 +275,21 @@ class LiveSession:
 
     # -- subscribers -----------------------------------------------------------------------
     def started_event(self, role: str) -> SessionStarted:
-        """The first event a subscriber of `role` gets (only publishers see the viewer token)."""
+        """The first event a subscriber of `role` gets (only publishers see the viewer token and
+        what to send: at most the analysed rate, at the size the detector works at)."""
+        live = self.config.live
+        side = live.send_max_side or self.config.detection.max_side
+        send: dict[str, float] = {"max_fps": live.max_fps, "max_side": side}
         return SessionStarted(
             role=role,
             labels_supported=self.stages.supported_labels,
             purpose=self.purpose,
             ice_servers=[
                 {"urls": s.urls, "username": s.username, "credential": s.credential}
-                for s in self.config.live.ice_servers
+                for s in live.ice_servers
             ],
             viewer_token=self.viewer_token if role == "publisher" else None,
+            send=send if role == "publisher" else None,
         )
 
     def subscribe(self, sub: Subscriber) -> None:
