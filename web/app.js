@@ -30,6 +30,37 @@ async function getMedia() {
   }
 }
 
+// What the server analyses (session.started "send": at most max_fps frames per second, the
+// longer side at most max_side pixels): more would cost this device's encoder, the uplink and
+// the server's decoder, and be dropped there.
+async function limitVideo(track, sender, send) {
+  let fps = null, scale = 1;
+  if (send && track.readyState === "live") {
+    const side = send.max_side, now = track.getSettings();
+    fps = send.max_fps;
+    const ask = { ...track.getConstraints(), frameRate: { ideal: fps, max: fps } };
+    const long = Math.max(now.width || 0, now.height || 0);
+    if (long > side) {  // the camera scales down keeping its shape (ideal: never refused)
+      ask.width = { ideal: Math.round(now.width * side / long) };
+      ask.height = { ideal: Math.round(now.height * side / long) };
+    }
+    try { await track.applyConstraints(ask); } catch (err) { /* the encoder limits below hold */ }
+    const got = track.getSettings();  // the encoder scales what the camera still sends too big
+    const sent = Math.max(got.width || 0, got.height || 0);
+    scale = sent > side ? sent / side : 1;
+  }
+  const params = sender.getParameters();
+  params.degradationPreference = "maintain-resolution";  // faces need pixels more than frames
+  if (fps !== null) {
+    if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+    params.encodings[0].maxFramerate = fps;
+    params.encodings[0].scaleResolutionDownBy = scale;
+  }
+  await sender.setParameters(params).catch(() => {});
+  const got = track.getSettings();
+  return { width: Math.round(got.width / scale), height: Math.round(got.height / scale), fps };
+}
+
 async function start() {
   if (!$("consent-check").checked) throw new Error("consent is required");
   $("start").disabled = true;
@@ -45,12 +76,22 @@ async function start() {
   };
   $("video").addEventListener("loadedmetadata", shape);
   $("video").addEventListener("resize", shape);  // the camera changed resolution
+  // The video sender, what the server asked for (session.started) and the limits applied so
+  // far: applied again, one after the other, whenever the camera changes resolution.
+  const video = { track: stream.getVideoTracks()[0], sender: null, asked: null, done: Promise.resolve() };
+  const limit = () => {
+    video.done = video.done.then(() => limitVideo(video.track, video.sender, video.asked)).then((s) => {
+      if (s.fps !== null) $("sending").textContent = `Sending ${s.width}×${s.height} at up to ${s.fps} fps (what the server analyses)`;
+    });
+    return video.done;
+  };
+  $("video").addEventListener("resize", () => { if (video.sender) limit(); });
 
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}/ws`);
   const send = (msg) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); };
   const overlay = new Overlay($("overlay"), $("faces"), send, $("video"));
-  window.emotionStream = { overlay, ws };  // for tests and debugging
+  window.emotionStream = { overlay, ws, pc: null };  // for tests and debugging
   $("reset").onclick = () => send({ type: "reset" });
   let pc = null;
 
@@ -65,15 +106,13 @@ async function start() {
       const report = (fmt) => new URL(`report/${ev.session}.${fmt}?token=${ev.viewer_token}`, location.href);
       $("reports").innerHTML = "Report so far: " + ["html", "json", "csv"]
         .map((fmt) => `<a href="${report(fmt)}" download>${fmt.toUpperCase()}</a>`).join(" · ");
-      pc = new RTCPeerConnection({ iceServers: ev.ice_servers || [] });
+      video.asked = ev.send || null;
+      pc = window.emotionStream.pc = new RTCPeerConnection({ iceServers: ev.ice_servers || [] });
       for (const track of stream.getTracks()) {
         const sender = pc.addTrack(track, stream);
-        if (track.kind === "video") {
-          const params = sender.getParameters();
-          params.degradationPreference = "maintain-resolution";
-          sender.setParameters(params).catch(() => {});
-        }
+        if (track === video.track) video.sender = sender;
       }
+      if (video.sender) await limit();
       await pc.setLocalDescription(await pc.createOffer());
       await waitIceComplete(pc);
       send({ type: "offer", sdp: pc.localDescription.sdp });
