@@ -16,6 +16,9 @@ Events are the server's typed events (`stream.live.events`, wire schema version
 `SpeakerActive`, `FaceRenamed`, `FaceExcluded`, `SpeakerRenamed`, `SessionReset`, `Error`,
 `SessionSummary`, `SessionEnded`, `Redirect`, `Wall`; a type this version does not know arrives
 as `UnknownEvent`, and fields it does not know are ignored (see README "Stability").
+
+Published video goes out at most at the rate and size the server analyses (`SessionStarted.send`;
+`SendLimit` drops and scales frames before aiortc encodes them).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ __all__ = [
     "Prosody",
     "Publication",
     "Redirect",
+    "SendLimit",
     "SessionEnded",
     "SessionReset",
     "SessionStarted",
@@ -244,6 +248,77 @@ class FramesTrack(MediaStreamTrack):
         return frame
 
 
+class SendLimit(MediaStreamTrack):
+    """A video track passed on as the server asks (`SessionStarted.send`): at most `max_fps`
+    frames per second of media time (the others are dropped before encoding) and the longer
+    side scaled down to at most `max_side` pixels. Every frame passes until `limit` is called.
+
+    Attributes:
+        passed: frames passed on so far.
+        dropped: frames dropped so far (above `max_fps`).
+    """
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.source = source
+        self.max_fps: float | None = None
+        self.max_side: int | None = None
+        self.passed = 0
+        self.dropped = 0
+        self._due: float | None = None  # media time of the next frame to pass on
+        source.on("ended", self.stop)
+
+    def limit(self, send: dict[str, float]) -> None:
+        """Apply the server's `send` (`{"max_fps": F, "max_side": N}`) from the next frame."""
+        fps, side = float(send["max_fps"]), int(send["max_side"])
+        if not (fps > 0 and side > 0):
+            raise LiveError(f"the server asks for an impossible video: {send}")
+        self.max_fps, self.max_side = fps, side
+
+    def _keep(self, t: float) -> bool:
+        if self.max_fps is None:
+            return True
+        step = 1.0 / self.max_fps
+        if self._due is not None and t < self._due - min(0.005, step / 4):
+            return False
+        # Due times advance by whole steps (a 25 fps source limited to 10 passes 10 a second),
+        # restarting after a gap.
+        self._due = t + step if self._due is None or self._due + step <= t else self._due + step
+        return True
+
+    def _scaled(self, frame: av.VideoFrame) -> av.VideoFrame:
+        side = max(frame.width, frame.height)
+        if self.max_side is None or side <= self.max_side:
+            return frame
+        k = self.max_side / side
+        w, h = max(2, round(frame.width * k / 2) * 2), max(2, round(frame.height * k / 2) * 2)
+        out = frame.reformat(width=w, height=h)
+        out.pts, out.time_base = frame.pts, frame.time_base
+        return out
+
+    async def recv(self) -> av.VideoFrame:
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            try:
+                frame = await self.source.recv()
+            except MediaStreamError:
+                self.stop()
+                raise
+            assert isinstance(frame, av.VideoFrame)
+            t = frame.time if frame.time is not None else time.monotonic()
+            if self._keep(t):
+                self.passed += 1
+                return self._scaled(frame)
+            self.dropped += 1
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
 Source = str | Path | MediaStreamTrack | list[MediaStreamTrack] | Iterable[Any] | AsyncIterable[Any]
 
 
@@ -296,6 +371,8 @@ class Publication:
         self._bye_sent = False
         for track in tracks:
             track.on("ended", self._track_ended)
+        #: the video tracks, sent as the server asks (`SessionStarted.send`)
+        self.limits = [t for t in tracks if isinstance(t, SendLimit)]
 
     def _track_ended(self) -> None:
         self._live -= 1
@@ -373,6 +450,9 @@ class Publication:
                 if isinstance(event, SessionStarted):
                     self.viewer_token = event.viewer_token
                     self.session = json.loads(raw).get("session")
+                    for track in self.limits:
+                        if event.send:
+                            track.limit(event.send)
                 elif isinstance(event, Answer):
                     await self.pc.setRemoteDescription(RTCSessionDescription(event.sdp, "answer"))
                 elif isinstance(event, Frame):
@@ -401,7 +481,12 @@ async def connect(
 ) -> AsyncIterator[Publication]:
     """Publish `source` to the live server over WebRTC: say hello with consent and `purpose`,
     send the offer; yields the `Publication` (events, commands). Arguments as `publish`."""
-    tracks = _tracks(source, audio, format, options, loop, rgb)
+    # Video is sent at most at the rate and size the server analyses (it says in
+    # session.started, before any media flow): aiortc's sender takes no encoding limits.
+    tracks = [
+        SendLimit(t) if t.kind == "video" else t
+        for t in _tracks(source, audio, format, options, loop, rgb)
+    ]
     from aiortc import RTCIceServer
 
     servers = [RTCIceServer(**s) for s in ice_servers or []]

@@ -1,4 +1,5 @@
-"""The publisher page sends only what the server analyses, measured in a real browser.
+"""Publishers send only what the server analyses: the page, measured in a real browser, and
+the Python client (`stream.client`, frames dropped and scaled before aiortc encodes them).
 
 Headless Chromium (Debian's) with a 30 fps fake camera (synthetic faces, 640x480) publishes to a
 server on fake stages that asks, in `session.started`, for at most 10 frames per second with
@@ -10,6 +11,8 @@ encoder sent over a window; the server's frame events say what it received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,10 @@ import av
 import jsonschema
 import numpy as np
 import pytest
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
+from stream import client
 from stream.analysis.fakes import FakeFace, FakeStages, fake_frames
 from stream.client import parse_event
 from stream.core.config import Config, load_config
@@ -164,3 +170,86 @@ def test_page_sends_at_the_analysed_rate_and_size(cfg: Config, tmp_path: Path) -
     assert rtp.get("framesPerSecond", 0) <= MAX_FPS + 1
     assert received_fps <= MAX_FPS * 1.1 + 0.5, received_fps
     assert sent_fps >= 0.5 * MAX_FPS, sent_fps  # at the analysed rate, not starved
+
+
+class InstantCamera(MediaStreamTrack):
+    """`n` frames of `size` at `fps` media time, as fast as they are read (no pacing)."""
+
+    kind = "video"
+
+    def __init__(self, n: int, fps: int, size: tuple[int, int] = CAMERA) -> None:
+        super().__init__()
+        self.frames = fake_frames(n, moving_faces, fps, size)
+        self.fps = fps
+        self.i = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.i >= len(self.frames):
+            self.stop()
+            raise MediaStreamError
+        frame = av.VideoFrame.from_ndarray(self.frames[self.i].image, format="bgr24")
+        frame.pts, frame.time_base = self.i, Fraction(1, self.fps)
+        self.i += 1
+        return frame
+
+
+def test_client_send_limit_drops_and_scales_frames() -> None:
+    async def read(track: client.SendLimit, n: int | None = None) -> list[av.VideoFrame]:
+        out: list[av.VideoFrame] = []
+        with contextlib.suppress(MediaStreamError):
+            while n is None or len(out) < n:
+                out.append(await track.recv())
+        return out
+
+    async def main() -> dict[int, list[av.VideoFrame]]:
+        got = {}
+        for fps in (30, 25, 8):
+            track = client.SendLimit(InstantCamera(3 * fps + 3, fps))
+            first = await read(track, 3)  # before the server said: every frame
+            assert [f.pts for f in first] == [0, 1, 2] and first[0].width == CAMERA[0]
+            track.limit({"max_fps": MAX_FPS, "max_side": MAX_SIDE})
+            got[fps] = await read(track)
+            assert track.readyState == "ended"  # the source ended: so did the limit
+            assert track.passed == 3 + len(got[fps]) and track.dropped == 3 * fps - len(got[fps])
+        return got
+
+    got = asyncio.run(main())
+    for fps, frames in got.items():
+        times = [float(f.time) for f in frames]
+        print(f"client limit: {fps} fps source -> {len(frames)} frames in 3 s, first {times[:5]}")
+        assert len(frames) == 3 * min(fps, MAX_FPS)  # evenly: 10 a second, also from 25 fps
+        assert all(b - a < 2.01 / min(fps, MAX_FPS) for a, b in itertools.pairwise(times))
+        assert {(f.width, f.height) for f in frames} == {(MAX_SIDE, MAX_SIDE * 3 // 4)}
+    with pytest.raises(client.LiveError, match="impossible"):
+        client.SendLimit(InstantCamera(1, 30)).limit({"max_fps": 0, "max_side": 320})
+
+
+def test_client_publishes_at_the_analysed_rate_and_size(cfg: Config) -> None:
+    """`stream.client.publish` of a 30 fps source to a server asking for 10 fps at 320 px."""
+    seconds = 3.0
+    frames = [(f.image, f.t) for f in fake_frames(round(seconds * 30), moving_faces, 30, CAMERA)]
+
+    async def main() -> tuple[list[client.Event], client.SendLimit]:
+        server = LiveServer(cfg, stages=FakeStages(cfg))
+        await server.start()
+        events: list[client.Event] = []
+        try:
+            async with asyncio.timeout(60):
+                url = f"http://127.0.0.1:{server.port}/"
+                async with client.connect(url, frames, purpose="send limits") as pub:
+                    async for ev in pub.events():
+                        events.append(ev)
+        finally:
+            await server.shutdown()
+        return events, pub.limits[0]
+
+    events, limit = asyncio.run(main())
+    analysed = [e for e in events if isinstance(e, client.Frame)]
+    received = max(e.metrics["received_frames"] for e in analysed)
+    sizes = {(e.width, e.height) for e in analysed}
+    print(
+        f"client publish: 30 fps {CAMERA[0]}x{CAMERA[1]} source for {seconds:g} s -> passed "
+        f"{limit.passed}, dropped {limit.dropped}; server received {received} frames, sizes {sizes}"
+    )
+    assert limit.passed <= seconds * MAX_FPS + 1 and limit.dropped >= seconds * 30 * 0.6
+    assert received <= seconds * MAX_FPS + 1 and sizes == {(MAX_SIDE, MAX_SIDE * 3 // 4)}
