@@ -23,9 +23,14 @@ from stream.cli import main
 from stream.client import Frame, Prosody
 from stream.core.config import Config, load_config
 from stream.core.errors import ConfigError, MediaError, ModelError, NoFacesError
+from stream.live.events import Gesture
+from stream.models.runtime import SessionFactory
 from stream.offline.media import probe, read_audio, read_frames
+from stream.vision.headpose import CanonicalFace
 
+from .compose_heads import TASK, HeadRenderer, photo_faces, script
 from .conftest import MODELS, ROOT, VIDEO
+from .test_gestures import ProductPath
 
 ONE_FACE = VIDEO / "pyfeat_single_face.mp4"  # 2.4 s, one face, speech (mp3)
 NO_FACE = VIDEO / "pyfeat_no_face.mp4"
@@ -345,3 +350,28 @@ def test_analyze_many_on_ray_returns_the_analyses(tmp_path: Path) -> None:
         ray.shutdown()
     assert [(r.status, r.path.name) for r in got] == [("ok", ONE_FACE.name)]
     assert got[0].analysis is not None and [f.id for f in got[0].analysis.faces] == [1]
+
+
+@pytest.mark.integration
+def test_analyzer_reports_nods_and_shakes_as_events(factory: SessionFactory) -> None:
+    """A real photo turned in 3D with scripted nods and shakes, pushed frame by frame: the
+    `Analyzer` returns the `gesture` events the live session publishes, at the scripted times."""
+    cfg = make_config(models=MODELS, voice=False)
+    path = ProductPath(cfg, factory)
+    img, lm = photo_faces(path.det, path.act)[0]
+    renderer = HeadRenderer(img, lm, CanonicalFace.from_task(TASK))
+    ypr, truth = script(100, 30.0)
+    events: list[Any] = []
+    with stream.Analyzer(config=cfg, fps=10.0, name="turned photo") as an:
+        for i, (y, p, r) in enumerate(ypr):
+            events += an.push_video(renderer.render(float(y), float(p), float(r)), i / 10)
+        result = an.close()
+    gestures = [e for e in events if isinstance(e, Gesture)]
+    hits = sum(
+        any(g.gesture == k.kind and g.start < k.end and k.start < g.end for g in gestures)
+        for k in truth
+    )
+    print(f"Analyzer: {len(gestures)} gesture events, {hits}/{len(truth)} scripted found")
+    assert gestures and hits / len(truth) >= 0.5
+    assert all(g.face == 1 for g in gestures)
+    assert len(result.faces[0].gestures) >= len(gestures)  # the result keeps them too

@@ -20,7 +20,15 @@ from stream.core.config import Config
 from stream.core.errors import ConfigError, MediaError
 from stream.core.timing import FrameGrid
 from stream.core.types import MediaInfo, VideoFrame
-from stream.live.events import Event, FaceSummaries, Frame, Prosody, SpeakerActive, face_payloads
+from stream.live.events import (
+    Event,
+    FaceSummaries,
+    Frame,
+    Prosody,
+    SpeakerActive,
+    behaviour_event,
+    face_payloads,
+)
 from stream.voice.resample import array_frame
 
 if TYPE_CHECKING:
@@ -143,7 +151,8 @@ class Analyzer:
         Returns:
             A `Frame` event when the frame was analysed (the live `frame` event: faces with
             id, name, box, label, confidence, probabilities, valence/arousal), and `Prosody` /
-            `SpeakerActive` events of the audio this frame's time decided.
+            `SpeakerActive` events of the audio this frame's time decided, and `Gesture` /
+            `AttentionDrop` events (nods, shakes, looking-away spans) that ended with it.
 
         Raises:
             MediaError: not an HxWx3 uint8 image, or `t` is not finite.
@@ -193,7 +202,8 @@ class Analyzer:
                 Frame(track, round(float(t), 4), result.width, result.height, payload, metrics)
             )
         else:  # between analysed frames: track faces and sample mouths for the voice
-            self._a.push_video(frame, track, detect=True, emotion_for=set(), record=False)
+            result = self._a.push_video(frame, track, detect=True, emotion_for=set(), record=False)
+        events += [behaviour_event(e) for e in result.behaviour_events]
         return events + self._speaker_events(self._a.release_voice())
 
     @public
