@@ -270,9 +270,12 @@ class SendLimit(MediaStreamTrack):
         self._due: float | None = None  # media time of the next frame to pass on
         source.on("ended", self.stop)
 
-    def limit(self, send: dict[str, float]) -> None:
-        """Apply the server's `send` (`{"max_fps": F, "max_side": N}`) from the next frame."""
+    def limit(self, send: dict[str, float], with_audio: bool = False) -> None:
+        """Apply the server's `send` (`{"max_fps": F, "max_fps_with_audio": A, "max_side": N}`)
+        from the next frame: A frames per second when audio is published too, else F."""
         fps, side = float(send["max_fps"]), int(send["max_side"])
+        if with_audio and send.get("max_fps_with_audio"):
+            fps = float(send["max_fps_with_audio"])
         if not (fps > 0 and side > 0):
             raise LiveError(f"the server asks for an impossible video: {send}")
         self.max_fps, self.max_side = fps, side
@@ -373,6 +376,7 @@ class Publication:
             track.on("ended", self._track_ended)
         #: the video tracks, sent as the server asks (`SessionStarted.send`)
         self.limits = [t for t in tracks if isinstance(t, SendLimit)]
+        self._with_audio = any(t.kind == "audio" for t in tracks)
 
     def _track_ended(self) -> None:
         self._live -= 1
@@ -452,7 +456,7 @@ class Publication:
                     self.session = json.loads(raw).get("session")
                     for track in self.limits:
                         if event.send:
-                            track.limit(event.send)
+                            track.limit(event.send, self._with_audio)
                 elif isinstance(event, Answer):
                     await self.pc.setRemoteDescription(RTCSessionDescription(event.sdp, "answer"))
                 elif isinstance(event, Frame):

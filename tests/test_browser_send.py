@@ -40,6 +40,7 @@ VALIDATOR = jsonschema.Draft202012Validator(schema())
 CAMERA_FPS = 30
 CAMERA = (640, 480)
 MAX_FPS = 10.0
+MOUTH_FPS = 15.0  # with a microphone, frames are analysed at audio.mouth_fps (voice matching)
 MAX_SIDE = 320
 
 #: Waits until the page sends video, then reads the sender's statistics over a 4 s window
@@ -112,20 +113,31 @@ def test_started_event_tells_publishers_what_to_send(cfg: Config) -> None:
     with pytest.raises(ConfigError, match=r"live\.send_max_side"):
         default.replace("live", send_max_side=10)
     frames = fake_frames(5, moving_faces(0), size=CAMERA)
+    assert (default.live.max_fps, default.audio.mouth_fps) == (15.0, 25.0)
     for c, side in ((cfg, MAX_SIDE), (default, default.detection.max_side)):
         events, viewers = asyncio.run(run_session(FakeStages(c), frames, viewers=1))
         for ev in (events[0], viewers[0][0]):
             VALIDATOR.validate(ev)
         started = events[0]
         assert started["type"] == "session.started" and started["role"] == "publisher"
-        assert started["send"] == {"max_fps": c.live.max_fps, "max_side": side}
+        with_audio = max(c.live.max_fps, c.audio.mouth_fps) if c.audio.enabled else MAX_FPS
+        want = {"max_fps": c.live.max_fps, "max_fps_with_audio": with_audio, "max_side": side}
+        assert started["send"] == want
         assert viewers[0][0]["role"] == "viewer" and "send" not in viewers[0][0]
         parsed = parse_event(started)
         assert isinstance(parsed, SessionStarted) and parsed.send == started["send"]
 
 
-def test_page_sends_at_the_analysed_rate_and_size(cfg: Config, tmp_path: Path) -> None:
+@pytest.mark.parametrize("microphone", [False, True])
+def test_page_sends_at_the_analysed_rate_and_size(
+    cfg: Config, tmp_path: Path, microphone: bool
+) -> None:
+    """Without audio analysis the page sends at most live.max_fps (10); with it (Chromium's
+    fake microphone, a beep) at most max_fps_with_audio (audio.mouth_fps, 15)."""
     _require_chromium()
+    if microphone:
+        cfg = cfg.replace("audio", enabled=True, mouth_fps=MOUTH_FPS)
+    fps = MOUTH_FPS if microphone else MAX_FPS
     y4m = tmp_path / "camera.y4m"
     write_camera(y4m)
 
@@ -154,7 +166,8 @@ def test_page_sends_at_the_analysed_rate_and_size(cfg: Config, tmp_path: Path) -
     kbits = (rtp["bytesSent"] - a["rtp"]["bytesSent"]) * 8 / 1e3 / window_s
     received_fps = (b["received"] - a["received"]) / ((b["t"] - a["t"]) / 1000)
     print(
-        f"\npage send: camera {CAMERA[0]}x{CAMERA[1]} @ {CAMERA_FPS} fps, asked for <= {MAX_FPS:g}"
+        f"\npage send ({'with' if microphone else 'without'} audio): camera {CAMERA[0]}x"
+        f"{CAMERA[1]} @ {CAMERA_FPS} fps, asked for <= {fps:g}"
         f" fps, longer side <= {MAX_SIDE}; track now {got['settings'].get('width')}x"
         f"{got['settings'].get('height')} @ {got['settings'].get('frameRate')}, source "
         f"{src.get('framesPerSecond')} fps; encoding {got['encoding']}\n"
@@ -164,12 +177,12 @@ def test_page_sends_at_the_analysed_rate_and_size(cfg: Config, tmp_path: Path) -
         f"server received {received_fps:.1f} fps; the page says {got['shown']!r}"
     )
     size = (MAX_SIDE, MAX_SIDE * CAMERA[1] // CAMERA[0])  # the camera's shape, scaled down
-    assert got["shown"].startswith(f"Sending {size[0]}×{size[1]} at up to {MAX_FPS:g} fps")
+    assert got["shown"].startswith(f"Sending {size[0]}×{size[1]} at up to {fps:g} fps")
     assert (rtp["frameWidth"], rtp["frameHeight"]) == size
-    assert sent_fps <= MAX_FPS * 1.1 + 0.5, sent_fps
-    assert rtp.get("framesPerSecond", 0) <= MAX_FPS + 1
-    assert received_fps <= MAX_FPS * 1.1 + 0.5, received_fps
-    assert sent_fps >= 0.5 * MAX_FPS, sent_fps  # at the analysed rate, not starved
+    assert sent_fps <= fps * 1.1 + 0.5, sent_fps
+    assert rtp.get("framesPerSecond", 0) <= fps + 1
+    assert received_fps <= fps * 1.1 + 0.5, received_fps
+    assert sent_fps >= 0.5 * fps, sent_fps  # at the analysed rate, not starved
 
 
 class InstantCamera(MediaStreamTrack):
@@ -220,6 +233,11 @@ def test_client_send_limit_drops_and_scales_frames() -> None:
         assert len(frames) == 3 * min(fps, MAX_FPS)  # evenly: 10 a second, also from 25 fps
         assert all(b - a < 2.01 / min(fps, MAX_FPS) for a, b in itertools.pairwise(times))
         assert {(f.width, f.height) for f in frames} == {(MAX_SIDE, MAX_SIDE * 3 // 4)}
+    track = client.SendLimit(InstantCamera(1, 30))
+    track.limit({"max_fps": 10, "max_fps_with_audio": 25, "max_side": 320}, with_audio=True)
+    assert track.max_fps == 25
+    track.limit({"max_fps": 10, "max_fps_with_audio": 25, "max_side": 320})
+    assert track.max_fps == 10
     with pytest.raises(client.LiveError, match="impossible"):
         client.SendLimit(InstantCamera(1, 30)).limit({"max_fps": 0, "max_side": 320})
 

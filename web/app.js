@@ -30,14 +30,14 @@ async function getMedia() {
   }
 }
 
-// What the server analyses (session.started "send": at most max_fps frames per second, the
-// longer side at most max_side pixels): more would cost this device's encoder, the uplink and
-// the server's decoder, and be dropped there.
-async function limitVideo(track, sender, send) {
+// What the server analyses (session.started "send": at most max_fps frames per second, or
+// max_fps_with_audio while a microphone is sent too, the longer side at most max_side pixels):
+// more would cost this device's encoder, the uplink and the server's decoder, to be dropped.
+async function limitVideo(track, sender, send, withAudio) {
   let fps = null, scale = 1;
   if (send && track.readyState === "live") {
     const side = send.max_side, now = track.getSettings();
-    fps = send.max_fps;
+    fps = (withAudio && send.max_fps_with_audio) || send.max_fps;
     const ask = { ...track.getConstraints(), frameRate: { ideal: fps, max: fps } };
     const long = Math.max(now.width || 0, now.height || 0);
     if (long > side) {  // the camera scales down keeping its shape (ideal: never refused)
@@ -80,7 +80,8 @@ async function start() {
   // far: applied again, one after the other, whenever the camera changes resolution.
   const video = { track: stream.getVideoTracks()[0], sender: null, asked: null, done: Promise.resolve() };
   const limit = () => {
-    video.done = video.done.then(() => limitVideo(video.track, video.sender, video.asked)).then((s) => {
+    video.done = video.done.then(() => limitVideo(video.track, video.sender, video.asked,
+      stream.getAudioTracks().some((t) => t.readyState === "live"))).then((s) => {
       if (s.fps !== null) $("sending").textContent = `Sending ${s.width}×${s.height} at up to ${s.fps} fps (what the server analyses)`;
     });
     return video.done;

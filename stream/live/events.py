@@ -48,9 +48,11 @@ class Event:
 class SessionStarted(Event):
     """The first event of every subscriber; a publisher's also says what to send.
 
-    `send` (publishers only): `{"max_fps": F, "max_side": N}`, at most F video frames per
-    second (`live.max_fps`, what is analysed) with the longer side at most N pixels
-    (`live.send_max_side`, else `detection.max_side`); more would be decoded and dropped.
+    `send` (publishers only): `{"max_fps": F, "max_fps_with_audio": A, "max_side": N}`: at
+    most F video frames per second (`live.max_fps`, what is analysed), A when the publisher
+    also sends audio (voices are matched to mouths at `audio.mouth_fps`), with the longer side
+    at most N pixels (`live.send_max_side`, else `detection.max_side`); more would be decoded
+    and dropped.
     """
 
     TYPE: ClassVar[str] = "session.started"

@@ -277,9 +277,16 @@ class LiveSession:
     def started_event(self, role: str) -> SessionStarted:
         """The first event a subscriber of `role` gets (only publishers see the viewer token and
         what to send: at most the analysed rate, at the size the detector works at)."""
-        live = self.config.live
+        live, audio = self.config.live, self.config.audio
         side = live.send_max_side or self.config.detection.max_side
-        send: dict[str, float] = {"max_fps": live.max_fps, "max_side": side}
+        # As `_analyse`: with a voice to match to mouths, frames are analysed at mouth_fps.
+        voices = audio.enabled and live.max_audio_tracks > 0
+        with_audio = max(live.max_fps, audio.mouth_fps) if voices else live.max_fps
+        send: dict[str, float] = {
+            "max_fps": live.max_fps,
+            "max_fps_with_audio": with_audio,
+            "max_side": side,
+        }
         return SessionStarted(
             role=role,
             labels_supported=self.stages.supported_labels,
