@@ -12,6 +12,7 @@ import numpy as np
 
 from stream.core.config import Config, RuntimeConfig
 from stream.core.errors import ModelError
+from stream.models.graph import fast_model
 from stream.models.registry import Manifest, ModelStore
 from stream.models.scheduler import BatchingSession
 
@@ -107,7 +108,9 @@ class SessionFactory:
         # saw native RSS steps of tens of MB; plain malloc measured no slower here.
         opts.enable_cpu_mem_arena = False
         try:
-            sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+            sess = ort.InferenceSession(
+                fast_model(path), sess_options=opts, providers=self.providers
+            )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"could not load model {path}: {exc}") from None
         if self.providers[0] == CUDA and sess.get_providers()[0] != CUDA:
