@@ -1,12 +1,25 @@
-"""The live frame budget: how much analysis each frame may get, adapted to measured times
-(a `FrameScheduler`, one per video track)."""
+"""The live frame budget: how much analysis each frame may get, adapted to measured times.
+
+`MachineBudget` (one per process, the session host's) shares the machine's inference time
+across every live video track: each track's `TrackBudget` (its `FrameScheduler`) plans its
+frames within a fair share of it, paces the track, and takes turns on the inference threads
+oldest-first. `FrameBudget` is a lone track's budget (no other streams, no decoding charged).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import heapq
+import itertools
 import math
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from stream.core.config import LiveConfig
+from stream.core.config import Config, LiveConfig
 from stream.vision.pipeline import FrameResult
 
 
@@ -81,3 +94,355 @@ class FrameBudget:
         room = max(self.frame_ms - emotion_per_frame - self.other_ms.value, 1.0)
         want = math.ceil(self.detect_ms.value / room)
         self.detect_every = min(max(want, 1), self.config.detect_every_max)
+
+
+#: A track that received no frame for this long no longer takes a share of the machine.
+IDLE_S = 2.0
+#: How often the shares are recomputed (seconds).
+REFRESH_S = 0.25
+#: The lowest analysed rate planned for a track (below it every stream still gets turns).
+MIN_FPS = 1.0
+#: Tracking is confident after this many detector runs in a row that found what the tracker
+#: followed (the same faces, boxes overlapping at least `CONFIDENT_IOU`).
+CONFIDENT_AFTER = 2
+CONFIDENT_IOU = 0.6
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def water_level(needs: list[float], capacity: float) -> float:
+    """The max-min fair level: each need is met up to it and the met needs sum to `capacity`
+    (infinite when every need fits)."""
+    left, n = capacity, len(needs)
+    for x in sorted(needs):
+        if x * n > left:
+            return left / n
+        left -= x
+        n -= 1
+    return math.inf
+
+
+class TrackBudget:
+    """One live video track's share of a `MachineBudget`; its `FrameScheduler`.
+
+    Costs are measured on the track's own frames (detector + tracker, optical flow, each
+    expression, and the rest of a frame: smoothing, facial actions, behaviour signals, and,
+    when the session reports the whole occupancy, conversion and recording). Within its share
+    the track runs at `want_fps` if that fits, raising the detector interval first (up to
+    `live.detect_every_max`), then lowering its rate. When tracking is confident (the detector
+    keeps finding the faces the optical flow followed) the detector runs every
+    `live.detect_every_max` frames even when there is room. Each face's expression follows
+    `live.emotion_fps`, oldest first when the frame's time does not fit them all.
+    """
+
+    def __init__(self, machine: MachineBudget) -> None:
+        self.machine = machine
+        live = machine.live
+        self.want_fps = live.max_fps  # the session may raise it (mouth sampling for voices)
+        self.rate = live.max_fps  # planned analysed frames per second
+        self.share_ms = 1000.0  # worker ms per second this track may use (decoding included)
+        self.decode_ms = 0.0  # of which decoding its received frames (charged part)
+        self.detect_every = 1
+        self.confident = False
+        self.detect_ms = _Ema()
+        self.follow_ms = _Ema()
+        self.face_ms = _Ema()
+        self.base_ms = _Ema()  # everything else of an analysed frame
+        self.faces = 0
+        self.received = 0
+        self.recv_fps = 0.0
+        self.last_received = -math.inf
+        self._recv_mark = 0
+        self._since_detect = 0
+        self._streak = 0
+        self._boxes: dict[int, tuple[float, ...]] = {}
+        self._last_emotion: dict[int, float] = {}
+        self._parts_ms = 0.0  # detector/flow + expressions of the last observed frame
+        self._occupancy_reported = False
+        self._next = -math.inf
+
+    # -- costs ---------------------------------------------------------------------------
+    def frame_cost(self, k: int, fps: float) -> float:
+        """Estimated worker ms of one analysed frame with the detector every k frames at `fps`."""
+        det = self.detect_ms.value
+        follow = self.follow_ms.value if self.follow_ms.seen else 0.2 * det
+        step = follow + max(det - follow, 0.0) / k
+        share = min(1.0, self.machine.live.emotion_fps / max(fps, 1e-6))
+        return self.base_ms.value + step + self.faces * self.face_ms.value * share
+
+    def allocate(self, share_ms: float) -> None:
+        """Plan the rate and detector interval within a share (worker ms per second)."""
+        live = self.machine.live
+        self.share_ms = share_ms
+        room = share_ms - self.decode_ms
+        want = self.want_fps
+        top = live.detect_every_max
+        k0 = top if self.confident else 1
+        for k in range(k0, top + 1):
+            if want * self.frame_cost(k, want) <= room:
+                self.detect_every, self.rate = k, want
+                return
+        self.detect_every = top
+        lo, hi = min(MIN_FPS, want), want
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            if mid * self.frame_cost(top, mid) <= room:
+                lo = mid
+            else:
+                hi = mid
+        self.rate = lo
+
+    @property
+    def frame_ms(self) -> float:
+        """Worker ms an analysed frame of this track may take."""
+        return max(self.share_ms - self.decode_ms, 0.0) / max(self.rate, 1e-6)
+
+    # -- FrameScheduler ----------------------------------------------------------------------
+    def plan(self, t: float, faces: list[int]) -> tuple[bool, set[int]]:
+        """(run the detector?, faces whose expression to compute) for the frame at media time t."""
+        self.machine.refresh()
+        detect = self._since_detect + 1 >= self.detect_every or not faces
+        step = self.detect_ms.value if detect else self.follow_ms.value
+        room = self.frame_ms - self.base_ms.value - step
+        per_face = max(self.face_ms.value, 0.1)
+        fit = max(1, int(room // per_face)) if self.face_ms.seen else len(faces)
+        period = 1.0 / self.machine.live.emotion_fps
+        due = sorted(
+            (n for n in faces if t - self._last_emotion.get(n, -1e9) >= period - 1e-6),
+            key=lambda n: self._last_emotion.get(n, -1e9),
+        )
+        return detect, set(due[:fit])
+
+    def observe(self, t: float, result: FrameResult, detected: bool) -> None:
+        """Learn the costs from a finished frame; judge the tracking on detector frames."""
+        ms = result.timings_ms
+        step = ms.get("detect" if detected else "flow", 0.0) + ms.get("track", 0.0)
+        (self.detect_ms if detected else self.follow_ms).add(step)
+        emotion = ms.get("emotion", 0.0)
+        if result.emotions:
+            self.face_ms.add(emotion / result.emotions)
+        self._parts_ms = step + emotion
+        if not self._occupancy_reported:
+            self.base_ms.add(max(ms.get("total", 0.0) - step - emotion, 0.0))
+        boxes = {f.number: tuple(float(v) for v in f.box) for f in result.faces}
+        if detected:
+            self._since_detect = 0
+            self._judge(result, boxes)
+        else:
+            self._since_detect += 1
+        self._boxes = boxes
+        self.faces = len(result.faces)
+        for f in result.faces:
+            if f.fresh:
+                self._last_emotion[f.number] = t
+
+    def _judge(self, result: FrameResult, boxes: dict[int, tuple[float, ...]]) -> None:
+        """Confident tracking: the detector found exactly the faces followed, where they were."""
+        new = bool(len(result.detections)) and bool((result.detections.track_ids <= 0).any())
+        prev = self._boxes
+        ok = (
+            bool(boxes)
+            and not new
+            and set(boxes) == set(prev)
+            and all(_iou(prev[n], boxes[n]) >= CONFIDENT_IOU for n in boxes)
+        )
+        self._streak = self._streak + 1 if ok else 0
+        confident = self._streak >= CONFIDENT_AFTER
+        if confident != self.confident:
+            self.confident = confident
+            self.allocate(self.share_ms)  # act on it now, not at the next refresh
+
+    # -- the session's side -------------------------------------------------------------------
+    def receive(self, now: float | None = None) -> None:
+        """A frame arrived (decoded) on this track."""
+        self.received += 1
+        self.last_received = self.machine.clock() if now is None else now
+        self.machine.received(self)
+
+    def occupied(self, ms: float) -> None:
+        """The worker ms the last frame really took (conversion and recording included)."""
+        self._occupancy_reported = True
+        self.base_ms.add(max(ms - self._parts_ms, 0.0))
+
+    def delay(self, now: float) -> float:
+        """Seconds until this track may start its next frame (its planned rate)."""
+        self.machine.refresh()
+        return max(self._next - now, 0.0)
+
+    def started(self, now: float) -> None:
+        """A frame started now: the next may start one period later (catching up at most half
+        a period after a late start)."""
+        period = 1.0 / max(self.rate, 1e-6)
+        first = not math.isfinite(self._next)
+        self._next = now + period if first else max(self._next + period, now + period / 2)
+
+    def close(self) -> None:
+        """The track ended: it takes no share any more."""
+        self.machine.remove(self)
+
+
+class MachineBudget:
+    """The process's analysis time, shared by every live video track (the session host owns
+    one; each track's scheduler is `track()`).
+
+    Capacity: `live.workers` inference threads busy `live.budget_utilisation` of each second,
+    less the decoding of received frames that lands on the cores inference uses (measured
+    decoder CPU per received frame; on a machine with more cores than the inference threads
+    use, the spare cores absorb it). Each active track gets a max-min fair share (its
+    decoding included: a stream that needs less leaves the rest to the others) and plans its
+    rate and detector interval within it (`TrackBudget`). Turns on the inference threads go
+    oldest-first: the track whose waiting frame arrived earliest.
+
+    Args:
+        config: `live` budget settings; `runtime.intra_op_threads` (threads of one inference).
+        decode_cpu_s: cumulative CPU seconds spent decoding received video in this process
+            (e.g. stream/live/host.py `DecoderCpu`); None: decoding is not charged.
+        cores: CPU cores of the process (default: its CPU affinity).
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        decode_cpu_s: Callable[[], float] | None = None,
+        cores: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.live = config.live
+        self.cores = cores or len(os.sched_getaffinity(0))
+        if self.cores < 1:
+            raise ValueError("cores must be >= 1")
+        threads = config.runtime.intra_op_threads or self.cores
+        #: Cores the inference threads leave to decoding.
+        self.spare_cores = max(self.cores - self.live.workers * threads, 0)
+        self.decode_cpu_s = decode_cpu_s
+        self.clock = clock
+        self.tracks: list[TrackBudget] = []
+        self.decode_ms = _Ema()  # decoder CPU ms per received frame
+        self.decode_load = 0.0  # decoder cores in use
+        self.charged = 0.0  # share of decoding charged against the inference threads
+        self._lock = threading.Lock()
+        self._refreshed = -math.inf
+        self._received = 0
+        self._received_mark = 0
+        self._cpu_mark: float | None = None
+        self._free = self.live.workers
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @property
+    def capacity_ms(self) -> float:
+        """Inference-thread ms per second the analysis may use, decoding not yet taken off."""
+        return 1000.0 * self.live.workers * self.live.budget_utilisation
+
+    def track(self) -> TrackBudget:
+        """A new track's scheduler (a `SchedulerFactory`)."""
+        tb = TrackBudget(self)
+        with self._lock:
+            self.tracks.append(tb)
+        self.refresh(force=True)
+        return tb
+
+    def remove(self, tb: TrackBudget) -> None:
+        with self._lock:
+            if tb in self.tracks:
+                self.tracks.remove(tb)
+        self.refresh(force=True)
+
+    def received(self, tb: TrackBudget) -> None:
+        self._received += 1
+        if tb not in self.tracks:  # a closed track that receives again
+            with self._lock:
+                self.tracks.append(tb)
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-measure decoding and received rates and re-plan every track's share (at most every
+        `REFRESH_S` unless forced)."""
+        now = self.clock()
+        with self._lock:
+            dt = now - self._refreshed
+            if not force and dt < REFRESH_S:
+                return
+            self._refreshed = now
+            if math.isfinite(dt) and dt >= REFRESH_S:
+                self._measure(dt)
+            self._share(now)
+
+    def _measure(self, dt: float) -> None:
+        frames = self._received - self._received_mark
+        self._received_mark = self._received
+        if self.decode_cpu_s is not None:
+            cpu = self.decode_cpu_s()
+            if self._cpu_mark is not None and frames > 0:
+                self.decode_ms.add(max(cpu - self._cpu_mark, 0.0) * 1e3 / frames)
+            self._cpu_mark = cpu
+        for tb in self.tracks:
+            fps = (tb.received - tb._recv_mark) / dt
+            tb._recv_mark = tb.received
+            tb.recv_fps = fps if tb.recv_fps == 0.0 else tb.recv_fps + 0.5 * (fps - tb.recv_fps)
+        self.decode_load = sum(t.recv_fps for t in self.tracks) * self.decode_ms.value / 1e3
+        over = max(self.decode_load - self.spare_cores, 0.0)
+        self.charged = over / self.decode_load if self.decode_load > 0 else 0.0
+
+    def _share(self, now: float) -> None:
+        """Max-min fair shares of the capacity: water-filling on each track's need (its decoding
+        and its wanted rate with the detector as rare as allowed); what no track needs is
+        spread evenly (it lets them detect more often)."""
+        active = [t for t in self.tracks if now - t.last_received <= IDLE_S]
+        for tb in self.tracks:
+            tb.decode_ms = tb.recv_fps * self.decode_ms.value * self.charged
+        if not active:
+            return
+        top = self.live.detect_every_max
+        need = [t.decode_ms + t.want_fps * t.frame_cost(top, t.want_fps) for t in active]
+        level = water_level(need, self.capacity_ms)
+        shares = [min(x, level) for x in need]
+        spare = max(self.capacity_ms - sum(shares), 0.0) / len(active)
+        for tb, share in zip(active, shares, strict=True):
+            tb.allocate(share + spare)
+        for tb in self.tracks:
+            if tb not in active:
+                tb.allocate(self.capacity_ms / (len(active) + 1))
+
+    # -- turns on the inference threads ---------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def turn(self, since: float) -> AsyncIterator[None]:
+        """Hold one of the `live.workers` inference turns; waiting turns are granted
+        oldest-first by `since` (when the track's waiting frame arrived)."""
+        await self._acquire(since)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, since: float) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (since, next(self._order), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._release()  # granted as it was cancelled: hand the turn on
+            raise
+
+    def _release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        """Tracks waiting for a turn."""
+        return sum(1 for *_, f in self._waiters if not f.done())

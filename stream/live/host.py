@@ -11,6 +11,10 @@ verbs of `SessionHost`:
 - `close(session, reason)`: the summary and `session.ended` to every subscriber and relayed
   viewer, `--save-reports`, the directory record removed. Closing twice does nothing.
 
+The host owns the process's `MachineBudget` (stream/analysis/budget.py): every session's video
+tracks share the machine's inference time through it (fair shares by measured cost, the
+decoding of received frames included, measured by `DecoderCpu`; turns oldest-first).
+
 The host also serves viewers (`view`: a session here, or one of another worker relayed through
 Redis) and shuts everything down (`shutdown`). The stages are injected (`StageSource`): the
 server loads the real models, tests pass fakes.
@@ -19,6 +23,7 @@ server loads the real models, tests pass fakes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +33,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from stream.analysis.budget import MachineBudget
 from stream.analysis.stages import StageSource
 from stream.core.config import Config
 from stream.core.errors import EmotionStreamError
@@ -66,6 +72,36 @@ class Refused(EmotionStreamError):
         self.room = room
 
 
+class DecoderCpu:
+    """Cumulative CPU seconds of this process's video-decoding threads: aiortc's per-track
+    "video-decoder" threads (page, WHIP, Janus) and the URL reader of `watch` ("url-source",
+    which decodes its audio too). Read from /proc (Linux); 0 where that is missing."""
+
+    NAMES = ("video-decoder", "url-source")
+
+    def __init__(self) -> None:
+        self._seen: dict[threading.Thread, float] = {}  # CPU seconds when last read
+        self._total = 0.0
+
+    def __call__(self) -> float:
+        alive = [t for t in threading.enumerate() if t.name in self.NAMES]
+        self._seen = {t: v for t, v in self._seen.items() if t in alive}
+        for t in alive:
+            cpu = self._thread_cpu_s(t.native_id) if t.native_id is not None else None
+            if cpu is not None:
+                self._total += max(cpu - self._seen.get(t, 0.0), 0.0)
+                self._seen[t] = cpu
+        return self._total
+
+    @staticmethod
+    def _thread_cpu_s(tid: int) -> float | None:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", encoding="ascii") as f:
+                return int(f.read().split()[0]) / 1e9  # ns on a CPU
+        except (OSError, ValueError, IndexError):
+            return None
+
+
 class SessionHost:
     """Owns the loaded stages, the inference executors, the sessions, the cluster membership,
     viewers, summaries and report saving.
@@ -92,6 +128,8 @@ class SessionHost:
         # Voice runs beside vision so that audio never waits behind video frames.
         self.audio_executor = ThreadPoolExecutor(1, thread_name_prefix="voice")
         self.sessions: dict[str, LiveSession] = {}
+        #: The machine's analysis time, shared by every session's video tracks.
+        self.budget = MachineBudget(config, DecoderCpu())
         self.cluster = Cluster(config, self.sessions)  # Redis directory and relay, if configured
         self.save_reports: Path | None = None  # --save-reports: write each session's reports
 
@@ -124,6 +162,7 @@ class SessionHost:
             clock=self.clock,
             pace=self.pace,
             via=via,
+            budget=self.budget,
         )
         self.sessions[session.id] = session
         await self.cluster.attach(session)

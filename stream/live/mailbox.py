@@ -44,6 +44,14 @@ class LatestMailbox(Generic[T]):
         item, self._item = self._item, None
         return item
 
+    def newest(self, item: T) -> T:
+        """`item`, or a newer unread item in its place (`item` then counts as dropped)."""
+        if self._item is None:
+            return item
+        newer, self._item = self._item, None
+        self.dropped += 1
+        return newer
+
     def close(self) -> None:
         """Wake the consumer; `get` raises EOFError once the last item is taken."""
         self._closed = True

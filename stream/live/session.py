@@ -4,8 +4,10 @@ The session knows nothing about WebRTC: its `MediaSource` (stream/live/source.py
 peer from webrtc.py, a URL from url.py, a Janus room from janus.py, lists in testing.py) hands it
 async iterators of received video frames and audio frames. Per video track, a receive task
 empties the source at once into a one-slot mailbox (newest frame wins, drops counted) and an
-analysis task takes the newest frame, plans it with the frame budget and analyses it in the
-inference executor, never on the event loop.
+analysis task, paced at the rate its share of the machine allows, waits for a turn on the
+inference threads (oldest waiting frame first, across every session of the process), takes the
+newest frame, plans it with its `TrackBudget` and analyses it in the inference executor, never
+on the event loop.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.analysis.budget import FrameBudget
+from stream.analysis.budget import MachineBudget, TrackBudget
 from stream.analysis.live_turns import LiveTurn, LiveTurns
 from stream.analysis.participants import live_participants
 from stream.analysis.stages import StageSource
@@ -188,6 +190,7 @@ class TrackStats:
     latency_ms: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)
     detect_every: int = 1
+    budget_fps: float = 0.0  # the rate the track's share of the machine allows now
     _times: list[float] = field(default_factory=list)
 
     def tick(self, now: float) -> None:
@@ -211,6 +214,7 @@ class TrackStats:
             "queue_age_ms": round(self.queue_age_ms, 2),
             "latency_ms": round(self.latency_ms, 2),
             "detect_every": self.detect_every,
+            "budget_fps": round(self.budget_fps, 2),
             "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
         }
 
@@ -228,6 +232,8 @@ class LiveSession:
         pace: cap analysis at `live.max_fps` in real time (off in in-process tests, which feed
             frames as fast as they are analysed).
         via: how the media come in ("page", "whip", "watch", "join", "test"; on the wall).
+        budget: the machine's analysis time shared with the process's other sessions (the
+            host's); default: one of its own (a session alone in its process).
     """
 
     def __init__(
@@ -240,6 +246,7 @@ class LiveSession:
         clock: Callable[[], float] = time.time,
         pace: bool = True,
         via: str = "page",
+        budget: MachineBudget | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.viewer_token = secrets.token_urlsafe(24)
@@ -252,13 +259,14 @@ class LiveSession:
         self.pace = pace
         self.via = via
         self.events = EventFactory(self.id, clock)
+        self.budget = budget or MachineBudget(config)
         # Timelines and thumbnails feed the session's reports (downloaded or --save-reports).
         self.analysis = StreamAnalysis(
             stages,
             config.live.max_fps,
             keep_timeline=True,
             thumbnails=True,
-            schedule=lambda: FrameBudget(config.live),
+            schedule=self.budget.track,
         )
         self.turns = LiveTurns(config.audio.hop_s)  # speech turns of the audio tracks
         self.subscribers: list[Subscriber] = []
@@ -383,6 +391,8 @@ class LiveSession:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._mailboxes.clear()
+        for track in self.tracks:
+            self._track_budget(track).close()
         self.tracks.clear()
         self.replace_source = False
 
@@ -414,8 +424,16 @@ class LiveSession:
         self.tracks[track] = stats
         box: LatestMailbox[ReceivedVideo] = LatestMailbox()
         self._mailboxes.append(box)
-        self.spawn(self._receive(track, source, box, stats))
-        self.spawn(self._analyse(track, box, stats))
+        budget = self._track_budget(track)
+        self.spawn(self._receive(track, source, box, stats, budget))
+        self.spawn(self._analyse(track, box, stats, budget))
+
+    def _track_budget(self, track: str) -> TrackBudget:
+        """The track's share of the machine (its scheduler)."""
+        budget = self.analysis.scheduler(track)
+        if not isinstance(budget, TrackBudget):
+            raise TypeError(f"live tracks are scheduled by a TrackBudget, not {budget!r}")
+        return budget
 
     def add_audio(self, track: str, source: AsyncIterator[ReceivedAudio]) -> asyncio.Task[Any]:
         """Start analysing an audio track as one speaker; the task ends with the source."""
@@ -434,11 +452,13 @@ class LiveSession:
         source: AsyncIterator[ReceivedVideo],
         box: LatestMailbox[ReceivedVideo],
         stats: TrackStats,
+        budget: TrackBudget,
     ) -> None:
         """Take every frame off the source at once; only the newest is kept."""
         try:
             async for item in self._watch(source, "video"):
                 box.put(item)
+                budget.receive()
                 stats.received, stats.dropped = box.received, box.dropped
         except StopAsyncIteration:
             pass
@@ -448,41 +468,44 @@ class LiveSession:
             box.close()
 
     async def _analyse(
-        self, track: str, box: LatestMailbox[ReceivedVideo], stats: TrackStats
+        self, track: str, box: LatestMailbox[ReceivedVideo], stats: TrackStats, budget: TrackBudget
     ) -> None:
         loop = asyncio.get_running_loop()
         live, audio = self.config.live, self.config.audio
-        next_start = 0.0
         last_summary = 0.0
         while True:
-            wait = next_start - time.perf_counter()
+            # Speaker matching needs mouth samples at about audio.mouth_fps: with a voice to
+            # match, frames are analysed that often (expressions still follow live.emotion_fps).
+            speakers = self.analysis.speakers
+            budget.want_fps = max(live.max_fps, audio.mouth_fps) if speakers else live.max_fps
+            wait = budget.delay(time.perf_counter())
             if wait > 0 and self.pace:
-                await asyncio.sleep(wait)  # rate cap; the newest frame is taken after it
+                await asyncio.sleep(wait)  # the track's rate; the newest frame is taken after it
             try:
                 item = await box.get()
             except EOFError:
                 return
-            start = time.perf_counter()
-            # Speaker matching needs mouth samples at about audio.mouth_fps: with a voice to
-            # match, frames are analysed that often (expressions still follow live.emotion_fps).
-            rate = max(live.max_fps, audio.mouth_fps) if self.analysis.speakers else live.max_fps
-            next_start = start + 1.0 / rate
-            async with self._lock:
-                try:
-                    # The track's FrameBudget plans the frame and learns from it (push_video).
-                    result, began = await loop.run_in_executor(
-                        self.executor, self._process, track, item
-                    )
-                except Exception as exc:  # keep the session alive; report the frame failure
-                    log.exception("analysis failed")
-                    self.publish(Error("analysis_failed", str(exc)))
-                    continue
+            budget.started(time.perf_counter())
+            # One turn on the inference threads, oldest waiting frame of the process first.
+            async with self.budget.turn(item.since):
+                item = box.newest(item)  # a newer frame came while waiting: the newest wins
+                async with self._lock:
+                    try:
+                        # The track's budget plans the frame and learns from it (push_video).
+                        result, began, took = await loop.run_in_executor(
+                            self.executor, self._process, track, item
+                        )
+                    except Exception as exc:  # keep the session alive; report the failure
+                        log.exception("analysis failed")
+                        self.publish(Error("analysis_failed", str(exc)))
+                        continue
+            budget.occupied(took * 1e3)
             done = time.perf_counter()
             stats.tick(done)
             stats.queue_age_ms = (began - item.since) * 1e3  # until inference really began
             stats.latency_ms = (done - item.since) * 1e3
-            budget = self.analysis.scheduler(track)
-            stats.detect_every = budget.detect_every if isinstance(budget, FrameBudget) else 1
+            stats.detect_every = budget.detect_every
+            stats.budget_fps = budget.rate
             stats.observe(result.timings_ms)
             self.publish(
                 Frame(
@@ -506,14 +529,16 @@ class LiveSession:
                 last_summary = done
                 self.publish(FaceSummaries(**self.summary()))
 
-    def _process(self, track: str, item: ReceivedVideo) -> tuple[FrameResult, float]:
+    def _process(self, track: str, item: ReceivedVideo) -> tuple[FrameResult, float, float]:
         """Convert and analyse one frame (runs in the inference executor).
 
-        Returns the result and when the work started (so queue age includes the executor wait).
+        Returns the result, when the work started (so queue age includes the executor wait)
+        and how long it took (seconds: the worker time the budget charges).
         """
         began = time.perf_counter()
         frame = VideoFrame(item.image(), item.t)
-        return self.analysis.push_video(frame, track, received=item.received), began
+        result = self.analysis.push_video(frame, track, received=item.received)
+        return result, began, time.perf_counter() - began
 
     async def _analyse_audio(self, track: str, source: AsyncIterator[ReceivedAudio]) -> None:
         """One audio track: denoised prosody every hop, diarized voices (with

@@ -1,0 +1,292 @@
+"""The machine budget: live tracks share the inference time fairly by measured cost (decoding
+included), turns go oldest-first, the detector runs less when tracking is confident, and each
+track is paced at its share. Fake clocks, fake decode meters and fake frame results only."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from stream.analysis.budget import MachineBudget, TrackBudget, water_level
+from stream.core.config import Config
+from stream.core.types import FaceDetections, FaceSample
+from stream.vision.pipeline import FaceResult, FrameResult
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _config(**live: float) -> Config:
+    """Default config, one inference thread of 2 intra-op threads, live settings overridden."""
+    return Config().replace("runtime", intra_op_threads=2).replace("live", **live)
+
+
+def _result(
+    detected: bool,
+    faces: int = 4,
+    step_ms: float = 20.0,
+    emotion_ms: float = 0.0,
+    emotions: int = 0,
+    other_ms: float = 4.0,
+    shift: float = 0.0,
+    tentative: int = 0,
+    fresh: set[int] | None = None,
+) -> FrameResult:
+    """A result with `faces` confirmed faces in a row (boxes shifted by `shift` px) and
+    `tentative` unconfirmed detections, with the given stage times; expressions computed for
+    faces 1..`emotions` (or the `fresh` ones)."""
+    fresh = set(range(1, emotions + 1)) if fresh is None else fresh
+    z8 = np.zeros(8, np.float32)
+    out = []
+    boxes = []
+    for n in range(1, faces + 1):
+        box = np.array([100 * n + shift, 100, 100 * n + 80 + shift, 180], np.float32)
+        boxes.append(box)
+        sample = FaceSample(n, "neutral", 0.9, z8, z8, np.zeros(2, np.float32), (0, 0, 1, 1))
+        out.append(FaceResult(n, box, np.zeros((5, 2), np.float32), 1.0, z8, sample, n in fresh))
+    ids = list(range(1, faces + 1)) + [-1] * tentative
+    boxes += [np.array([0, 0, 50, 50], np.float32)] * tentative
+    m = len(ids)
+    dets = FaceDetections(
+        np.array(boxes, np.float32).reshape(m, 4),
+        np.ones(m, np.float32),
+        np.zeros((m, 5, 2), np.float32),
+        np.array(ids, np.int64),
+    )
+    key = "detect" if detected else "flow"
+    timings = {key: step_ms, "track": 0.0, "emotion": emotion_ms, "smooth": other_ms}
+    timings["total"] = sum(timings.values())
+    return FrameResult(0.0, 640, 480, out, dets, timings, 0, len(fresh))
+
+
+def _feed(clock: Clock, tracks: list[TrackBudget], fps: list[float], seconds: float) -> None:
+    """Receive frames on each track at its fps for `seconds` of the fake clock."""
+    steps = int(seconds * 100)
+    for i in range(steps):
+        clock.t += 0.01
+        for tb, f in zip(tracks, fps, strict=True):
+            if int((i + 1) * f / 100) != int(i * f / 100):
+                tb.receive()
+        tracks[0].machine.refresh()
+
+
+def _learn(tb: TrackBudget, detect_ms: float, follow_ms: float, face_ms: float) -> None:
+    """Teach a track its costs: a detector frame, a flow frame, four expressions."""
+    tb.observe(0.0, _result(True, step_ms=detect_ms, emotion_ms=4 * face_ms, emotions=4), True)
+    tb.observe(0.1, _result(False, step_ms=follow_ms, shift=50.0), False)
+
+
+def test_water_level_is_max_min_fair() -> None:
+    assert water_level([100, 100], 1000) == float("inf")  # everyone fits
+    assert water_level([400, 400, 400, 400], 800) == pytest.approx(200)
+    assert water_level([50, 400, 400], 800) == pytest.approx(375)  # the small one is met
+    print("levels:", water_level([400] * 4, 800), water_level([50, 400, 400], 800))
+
+
+def test_four_equal_streams_get_equal_rates_within_the_machine() -> None:
+    clock = Clock()
+    m = MachineBudget(_config(max_fps=15, emotion_fps=5, budget_utilisation=0.8), cores=2)
+    m.clock = clock
+    tracks = [m.track() for _ in range(4)]
+    for tb in tracks:
+        _learn(tb, detect_ms=30.0, follow_ms=3.0, face_ms=4.0)
+    _feed(clock, tracks, [15] * 4, 2.0)
+    rates = [tb.rate for tb in tracks]
+    used = sum(tb.rate * tb.frame_cost(tb.detect_every, tb.rate) for tb in tracks)
+    print(f"rates {[round(r, 2) for r in rates]}, k {[t.detect_every for t in tracks]}, "
+          f"used {used:.0f} of {m.capacity_ms:.0f} ms/s")  # fmt: skip
+    assert max(rates) - min(rates) < 1e-6  # fair
+    assert all(tb.detect_every == m.live.detect_every_max for tb in tracks)  # detector first
+    assert used == pytest.approx(m.capacity_ms, rel=1e-3)  # the whole machine, no more
+    assert rates[0] < 15
+
+
+def test_a_light_stream_leaves_its_unused_share_to_the_others() -> None:
+    clock = Clock()
+    m = MachineBudget(_config(max_fps=15, emotion_fps=5), cores=2)
+    m.clock = clock
+    heavy = [m.track() for _ in range(3)]
+    light = m.track()
+    for tb in heavy:
+        _learn(tb, detect_ms=30.0, follow_ms=3.0, face_ms=4.0)
+    light.observe(0.0, _result(True, faces=1, step_ms=6.0, emotion_ms=1.0, emotions=1), True)
+    light.observe(0.1, _result(False, faces=1, step_ms=1.0, shift=50.0), False)
+    _feed(clock, [*heavy, light], [15] * 4, 2.0)
+    print(f"light {light.rate:.1f} fps in {light.share_ms:.0f} ms/s; heavy {heavy[0].rate:.2f}"
+          f" fps in {heavy[0].share_ms:.0f} ms/s")  # fmt: skip
+    assert light.rate == 15  # it needs less than a quarter: it gets all it wants
+    assert heavy[0].share_ms > m.capacity_ms / 4  # and the others share what it leaves
+    assert heavy[0].rate < 15
+
+
+def test_decoding_is_charged_to_the_streams_that_send_more() -> None:
+    clock = Clock()
+    cpu = [0.0]
+
+    def decode_cpu_s() -> float:
+        return cpu[0]
+
+    m = MachineBudget(_config(max_fps=15, emotion_fps=5), decode_cpu_s=decode_cpu_s, cores=2)
+    m.clock = clock
+    fast, slow = m.track(), m.track()
+    for tb in (fast, slow):
+        _learn(tb, detect_ms=40.0, follow_ms=6.0, face_ms=5.0)
+    for i in range(300):  # 3 s: 30 fps on `fast`, 15 on `slow`, 4 ms of decoder CPU per frame
+        clock.t += 0.01
+        for tb, f in ((fast, 30), (slow, 15)):
+            if int((i + 1) * f / 100) != int(i * f / 100):
+                tb.receive()
+                cpu[0] += 0.004
+        m.refresh()
+    print(f"decode {m.decode_ms.value:.2f} ms/frame, charged {m.charged:.2f}; fast: decode"
+          f" {fast.decode_ms:.0f} ms/s, {fast.rate:.2f} fps; slow: decode {slow.decode_ms:.0f}"
+          f" ms/s, {slow.rate:.2f} fps")  # fmt: skip
+    assert m.decode_ms.value == pytest.approx(4.0, rel=0.01)
+    assert m.charged == 1.0  # 2 cores, 2 inference threads: decoding displaces inference
+    assert fast.decode_ms == pytest.approx(120, rel=0.05)
+    assert slow.decode_ms == pytest.approx(60, rel=0.05)
+    assert fast.share_ms == pytest.approx(slow.share_ms)  # equal shares...
+    assert fast.rate < slow.rate  # ...of which the 30 fps sender decodes more
+
+    # With cores to spare beyond the inference threads, decoding takes nothing from them.
+    big = MachineBudget(_config(max_fps=15), decode_cpu_s=decode_cpu_s, cores=16)
+    big.clock = clock
+    tb = big.track()
+    _learn(tb, detect_ms=40.0, follow_ms=6.0, face_ms=5.0)
+    for _ in range(100):
+        clock.t += 0.01
+        for _ in range(3):
+            tb.receive()
+            cpu[0] += 0.004
+        big.refresh()
+    assert big.charged == 0.0 and tb.decode_ms == 0.0
+
+
+def test_detector_runs_less_when_tracking_is_confident() -> None:
+    clock = Clock()
+    m = MachineBudget(_config(max_fps=15, detect_every_max=4), cores=2)
+    m.clock = clock
+    tb = m.track()
+    _feed(clock, [tb], [15], 0.5)
+    # Plenty of room: the budget alone would detect every frame.
+    tb.observe(0.0, _result(True, step_ms=2.0), True)
+    tb.observe(0.1, _result(False, step_ms=0.5, shift=1.0), False)
+    assert tb.detect_every == 1 and not tb.confident
+    plans = []
+    for i in range(12):
+        t = 0.2 + i / 15
+        detect, _ = tb.plan(t, [1, 2, 3, 4])
+        plans.append(detect)
+        shift = 1.0 + i  # the faces drift; the detector finds them where the flow had them
+        tb.observe(t, _result(detect, step_ms=2.0 if detect else 0.5, shift=shift), detect)
+    print("detector runs while tracking is confident:", "".join("D" if p else "." for p in plans))
+    assert tb.confident and tb.detect_every == 4
+    assert plans[:3] == [True, True, False]  # every frame until two detections agree...
+    assert sum(plans[3:]) <= 3  # ...then every 4th
+
+    # A new face (an unconfirmed detection) ends the confidence: every frame again.
+    tb.observe(2.0, _result(True, step_ms=2.0, shift=13.0, tentative=1), True)
+    assert not tb.confident and tb.detect_every == 1
+    # So does a face the flow followed to the wrong place.
+    for i in range(2):
+        tb.observe(2.1 + i / 15, _result(True, step_ms=2.0, shift=13.0), True)
+    assert tb.confident
+    tb.observe(2.3, _result(False, step_ms=0.5, shift=13.0), False)
+    tb.observe(2.4, _result(True, step_ms=2.0, shift=60.0), True)
+    assert not tb.confident
+
+
+def test_expressions_oldest_first_within_the_frame_time() -> None:
+    clock = Clock()
+    m = MachineBudget(_config(max_fps=15, emotion_fps=5), cores=2)
+    m.clock = clock
+    tb = m.track()
+    _feed(clock, [tb], [15], 0.5)
+    # 20 ms per face, 10 ms detector: 15 fps with each face every third frame fits 800 ms/s,
+    # but a 53 ms frame holds only two faces when all four are due.
+    tb.observe(0.0, _result(True, step_ms=10.0, emotion_ms=80.0, emotions=4, other_ms=0.0), True)
+    tb.allocate(800.0)
+    seen: list[set[int]] = []
+    for i in range(4):
+        t = 0.3 + i / 15  # every face is due on the first of these frames
+        _, chosen = tb.plan(t, [1, 2, 3, 4])
+        seen.append(chosen)
+        ms = 20.0 * len(chosen)
+        tb.observe(t, _result(True, step_ms=10.0, emotion_ms=ms, other_ms=0.0, fresh=chosen), True)
+    print("expressions per frame:", seen)
+    assert all(len(c) <= 2 for c in seen)
+    assert seen[0] | seen[1] == {1, 2, 3, 4}  # everyone within two frames
+
+
+def test_tracks_are_paced_at_their_rate_catching_up_half_a_period() -> None:
+    clock = Clock()
+    m = MachineBudget(_config(max_fps=10), cores=2)
+    m.clock = clock
+    tb = m.track()
+    assert tb.delay(0.0) == 0.0
+    tb.started(0.0)
+    assert tb.delay(0.0) == pytest.approx(0.1)
+    assert tb.delay(0.06) == pytest.approx(0.04)
+    tb.started(0.1)
+    assert tb.delay(0.1) == pytest.approx(0.1)
+    tb.started(1.0)  # started late (no frame came): the next may come half a period early
+    assert tb.delay(1.0) == pytest.approx(0.05)
+
+
+def test_turns_go_oldest_first_and_a_cancelled_waiter_loses_nothing() -> None:
+    async def main() -> list[str]:
+        m = MachineBudget(_config(workers=1), cores=2)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with m.turn(0.0):
+                order.append("holder")
+                await release.wait()
+
+        async def waiter(name: str, since: float) -> None:
+            async with m.turn(since):
+                order.append(name)
+
+        first = asyncio.ensure_future(holder())
+        await asyncio.sleep(0)
+        tasks = {n: asyncio.ensure_future(waiter(n, s)) for n, s in [("c", 3.0), ("a", 1.0)]}
+        tasks["b"] = asyncio.ensure_future(waiter("b", 2.0))
+        gone = asyncio.ensure_future(waiter("gone", 0.5))  # oldest, but its task is cancelled
+        await asyncio.sleep(0)
+        assert m.waiting == 4
+        gone.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, *tasks.values(), return_exceptions=True)
+        async with m.turn(9.0):  # the turn came back: no slot was lost
+            order.append("after")
+        return order
+
+    order = asyncio.run(main())
+    print("turns:", order)
+    assert order == ["holder", "a", "b", "c", "after"]
+
+
+def test_an_idle_track_takes_no_share() -> None:
+    clock = Clock()
+    m = MachineBudget(_config(max_fps=15), cores=2)
+    m.clock = clock
+    a, b = m.track(), m.track()
+    for tb in (a, b):
+        _learn(tb, detect_ms=60.0, follow_ms=10.0, face_ms=6.0)
+    _feed(clock, [a, b], [15, 15], 1.0)
+    both = a.share_ms
+    _feed(clock, [a, b], [15, 0], 3.0)  # b stops receiving
+    print(f"share with two tracks {both:.0f} ms/s, alone {a.share_ms:.0f} ms/s")
+    assert both == pytest.approx(m.capacity_ms / 2)
+    assert a.share_ms == pytest.approx(m.capacity_ms)
+    b.close()
+    assert b not in m.tracks
