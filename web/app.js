@@ -83,7 +83,7 @@ async function start() {
     video.done = video.done.then(() => limitVideo(video.track, video.sender, video.asked,
       stream.getAudioTracks().some((t) => t.readyState === "live"))).then((s) => {
       if (s.fps !== null) $("sending").textContent = `Sending ${s.width}×${s.height} at up to ${s.fps} fps (what the server analyses)`;
-    });
+    }).catch(() => {});  // a closed connection: nothing to limit; later calls still run
     return video.done;
   };
   $("video").addEventListener("resize", () => { if (video.sender) limit(); });
