@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -165,6 +166,7 @@ class Snapshot:
     client_cpu_s: float
     server_rss_mb: float
     machine_cpu_s: float  # busy CPU seconds of the whole machine (/proc/stat)
+    parts: dict[str, float] = field(default_factory=dict)  # server CPU s by part (/metrics)
 
 
 class ServerProcess:
@@ -221,8 +223,25 @@ class ServerProcess:
         """CPU of both processes and server RSS, now."""
         t = os.times()
         return Snapshot(
-            time.time(), self.cpu_s(), t.user + t.system, self.rss_mb(), self.machine_cpu_s()
+            time.time(),
+            self.cpu_s(),
+            t.user + t.system,
+            self.rss_mb(),
+            self.machine_cpu_s(),
+            self.cpu_parts(),
         )
+
+    def cpu_parts(self) -> dict[str, float]:
+        """The server's CPU seconds by part (decode, loop, inference, native...) from /metrics
+        (empty for a server without them)."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        pat = r'^emotion_stream_cpu_seconds_total\{part="([^"]+)"\} (\S+)$'
+        return {m.group(1): float(m.group(2)) for m in re.finditer(pat, text, re.M)}
 
     def machine_cpu_s(self) -> float:
         """Busy (not idle or iowait) CPU seconds of all cores since boot."""
@@ -591,6 +610,7 @@ class RunResult:
     load_before: float = math.nan  # 1-minute load average when the window began / ended
     load_after: float = math.nan
     send_fps: list[float] = field(default_factory=list)  # what each publisher sent
+    server_parts_pct: dict[str, float] = field(default_factory=dict)  # server CPU by part
 
 
 def _check_records(records: Sequence[StreamRecord]) -> list[str]:
@@ -689,6 +709,10 @@ async def measure(
     a, b = snaps[0], snaps[-1]
     result.server_cpu_pct, result.client_cpu_pct, result.other_cpu_pct = cpu_pct(a, b)
     result.server_rss_mb = b.server_rss_mb
+    dt = max(b.t - a.t, 1e-9)
+    result.server_parts_pct = {
+        k: 100 * (b.parts[k] - v) / dt for k, v in a.parts.items() if k in b.parts
+    }
     result.window_s = b.t - a.t
     result.stats = [window_stats(r, a.t, b.t) for r in records]
     for r, out in zip(records, outcomes, strict=True):
@@ -715,6 +739,9 @@ def print_run(run: RunResult) -> None:
         f" | client CPU {run.client_cpu_pct:.0f}% | other processes {run.other_cpu_pct:.0f}%"
         f" | total events/s {sum(fps):.1f} | time to first event {run.connect_s:.2f} s"
     )
+    if run.server_parts_pct:
+        parts = ", ".join(f"{k} {v:.0f}" for k, v in run.server_parts_pct.items())
+        print(f"  server CPU by part (% of one core): {parts}")
     sent = ", ".join(sorted({f"{f:g}" for f in run.send_fps}))
     print(
         f"  publishers sent {sent} fps | load average (1 min) {run.load_before:.2f} at the"

@@ -302,7 +302,7 @@ class MachineBudget:
     Args:
         config: `live` budget settings; `runtime.intra_op_threads` (threads of one inference).
         decode_cpu_s: cumulative CPU seconds spent decoding received video in this process
-            (e.g. stream/live/host.py `DecoderCpu`); None: decoding is not charged.
+            (e.g. stream/live/host.py `ThreadCpu.decode_s`); None: decoding is not charged.
         cores: CPU cores of the process (default: its CPU affinity).
         clock: monotonic seconds.
     """

@@ -13,7 +13,7 @@ verbs of `SessionHost`:
 
 The host owns the process's `MachineBudget` (stream/analysis/budget.py): every session's video
 tracks share the machine's inference time through it (fair shares by measured cost, the
-decoding of received frames included, measured by `DecoderCpu`; turns oldest-first).
+decoding of received frames included, measured by `ThreadCpu`; turns oldest-first).
 
 The host also serves viewers (`view`: a session here, or one of another worker relayed through
 Redis) and shuts everything down (`shutdown`). The stages are injected (`StageSource`): the
@@ -72,26 +72,54 @@ class Refused(EmotionStreamError):
         self.room = room
 
 
-class DecoderCpu:
-    """Cumulative CPU seconds of this process's video-decoding threads: aiortc's per-track
-    "video-decoder" threads (page, WHIP, Janus) and the URL reader of `watch` ("url-source",
-    which decodes its audio too). Read from /proc (Linux); 0 where that is missing."""
+class ThreadCpu:
+    """Cumulative CPU seconds of this process by part, from its threads' names: "decode"
+    (aiortc's per-track "video-decoder" threads of the page, WHIP and Janus; the URL reader
+    "url-source" of `watch`, which decodes its audio too), "audio decode" ("audio-decoder"),
+    "inference" (the "infer" executor threads), "voice" (the "voice" executor thread), "loop"
+    (the event loop: RTP, SRTP, events), "python other" (other Python threads) and "native"
+    (threads Python does not know: ONNX Runtime's intra-op pools, codec threads): the process
+    total less the rest. Read from /proc (Linux); parts stay 0 where that is missing."""
 
-    NAMES = ("video-decoder", "url-source")
+    PARTS = ("decode", "audio decode", "inference", "voice", "loop", "python other", "native")
 
     def __init__(self) -> None:
-        self._seen: dict[threading.Thread, float] = {}  # CPU seconds when last read
-        self._total = 0.0
+        self._seen: dict[threading.Thread, tuple[str, float]] = {}  # CPU s when last read
+        self._total = dict.fromkeys(self.PARTS, 0.0)
+        self._lock = threading.Lock()
 
-    def __call__(self) -> float:
-        alive = [t for t in threading.enumerate() if t.name in self.NAMES]
-        self._seen = {t: v for t, v in self._seen.items() if t in alive}
-        for t in alive:
-            cpu = self._thread_cpu_s(t.native_id) if t.native_id is not None else None
-            if cpu is not None:
-                self._total += max(cpu - self._seen.get(t, 0.0), 0.0)
-                self._seen[t] = cpu
-        return self._total
+    @staticmethod
+    def part(name: str) -> str:
+        """The part a thread of this name belongs to."""
+        if name in ("video-decoder", "url-source"):
+            return "decode"
+        if name == "audio-decoder":
+            return "audio decode"
+        if name.startswith("infer"):
+            return "inference"
+        if name.startswith("voice"):
+            return "voice"
+        return "loop" if name == "MainThread" else "python other"
+
+    def read(self) -> dict[str, float]:
+        """CPU seconds per part since the process started (threads that ended included)."""
+        with self._lock:
+            alive = threading.enumerate()
+            self._seen = {t: v for t, v in self._seen.items() if t in alive}
+            for t in alive:
+                cpu = self._thread_cpu_s(t.native_id) if t.native_id is not None else None
+                if cpu is None:
+                    continue
+                part, before = self._seen.get(t, (self.part(t.name), 0.0))
+                self._total[part] += max(cpu - before, 0.0)
+                self._seen[t] = (part, cpu)
+            known = sum(v for k, v in self._total.items() if k != "native")
+            self._total["native"] = max(self._total["native"], time.process_time() - known)
+            return dict(self._total)
+
+    def decode_s(self) -> float:
+        """CPU seconds spent decoding received video (what the machine budget charges)."""
+        return self.read()["decode"]
 
     @staticmethod
     def _thread_cpu_s(tid: int) -> float | None:
@@ -129,7 +157,8 @@ class SessionHost:
         self.audio_executor = ThreadPoolExecutor(1, thread_name_prefix="voice")
         self.sessions: dict[str, LiveSession] = {}
         #: The machine's analysis time, shared by every session's video tracks.
-        self.budget = MachineBudget(config, DecoderCpu())
+        self.cpu = ThreadCpu()
+        self.budget = MachineBudget(config, self.cpu.decode_s)
         self.cluster = Cluster(config, self.sessions)  # Redis directory and relay, if configured
         self.save_reports: Path | None = None  # --save-reports: write each session's reports
 
