@@ -55,7 +55,7 @@ from bench.bench_vision import (  # noqa: E402
     load_faces,
     print_checks,
 )
-from stream.core.config import ENV_MODELS, load_config  # noqa: E402
+from stream.core.config import ENV_CONFIG, ENV_MODELS, load_config  # noqa: E402
 from stream.vision.pipeline import VisionPipeline  # noqa: E402
 
 #: One 4-face stream: glass-to-event latency targets (ms) and analysed frames/s.
@@ -173,13 +173,20 @@ class ServerProcess:
     """`emotion-stream serve --port 0` in a subprocess, its output in a log file."""
 
     def __init__(
-        self, models: str, log: IO[bytes], heap: Path | None = None, max_fps: float | None = None
+        self,
+        models: str,
+        log: IO[bytes],
+        heap: Path | None = None,
+        max_fps: float | None = None,
+        config: Path | None = None,
     ) -> None:
         self.log = log
         cmd = [*cli_command(), "serve", "--port", "0", "--models", models]
         if max_fps is not None:
             cmd += ["--max-fps", f"{max_fps:g}"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", ENV_MODELS: models}
+        if config is not None:
+            env[ENV_CONFIG] = str(config)
         if heap is not None:  # the server under tracemalloc (1 frame: cheapest), a diff a minute
             profiled = [sys.executable, "-m", "bench.bench_soak", "serve-profiled", str(heap)]
             args = cmd[len(cli_command()) :]  # serve and its flags
@@ -953,6 +960,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--max-fps", type=float, help="start the server with serve --max-fps F (default: config)"
     )
     p.add_argument(
+        "--server-config", type=Path, metavar="TOML", help="the server's config file (default's)"
+    )
+    p.add_argument(
         "--send-fps",
         default="30",
         help="frames per second each publisher sends: a number (30: the whole camera, as WHIP"
@@ -1012,7 +1022,7 @@ async def run_all(args: argparse.Namespace, models: str) -> int:
         " this process"
     )
     with tempfile.NamedTemporaryFile(prefix="bench-live-server-", suffix=".log") as log:
-        server = ServerProcess(models, log, args.memory_profile, args.max_fps)
+        server = ServerProcess(models, log, args.memory_profile, args.max_fps, args.server_config)
         runs: list[RunResult] = []
         records: list[StreamRecord] = []
         try:

@@ -130,10 +130,10 @@ def test_decoding_is_charged_to_the_streams_that_send_more() -> None:
     clock = Clock()
     cpu = [0.0]
 
-    def decode_cpu_s() -> float:
-        return cpu[0]
+    def cpu_s() -> dict[str, float]:
+        return {"decode": cpu[0]}
 
-    m = MachineBudget(_config(max_fps=15, emotion_fps=5), decode_cpu_s=decode_cpu_s, cores=2)
+    m = MachineBudget(_config(max_fps=15, emotion_fps=5), cpu_s=cpu_s, cores=2)
     m.clock = clock
     fast, slow = m.track(), m.track()
     for tb in (fast, slow):
@@ -156,7 +156,7 @@ def test_decoding_is_charged_to_the_streams_that_send_more() -> None:
     assert fast.rate < slow.rate  # ...of which the 30 fps sender decodes more
 
     # With cores to spare beyond the inference threads, decoding takes nothing from them.
-    big = MachineBudget(_config(max_fps=15), decode_cpu_s=decode_cpu_s, cores=16)
+    big = MachineBudget(_config(max_fps=15), cpu_s=cpu_s, cores=16)
     big.clock = clock
     tb = big.track()
     _learn(tb, detect_ms=40.0, follow_ms=6.0, face_ms=5.0)
@@ -290,3 +290,30 @@ def test_an_idle_track_takes_no_share() -> None:
     assert a.share_ms == pytest.approx(m.capacity_ms)
     b.close()
     assert b not in m.tracks
+
+
+def test_decoding_on_cores_inference_leaves_idle_is_not_charged() -> None:
+    """Measured: inference keeps one core busy per worker ms, the loop a fifth of one; on 2
+    cores the decoders (0.36 cores) fit in what is left, so the streams are not charged."""
+    clock = Clock()
+    cpu = {"decode": 0.0, "inference": 0.0, "loop": 0.0}
+    m = MachineBudget(_config(max_fps=15, workers=1), cpu_s=lambda: cpu, cores=2)
+    m.clock = clock
+    tb = m.track()
+    _learn(tb, detect_ms=40.0, follow_ms=6.0, face_ms=5.0)
+    assert m.spare_cores == 0  # before measuring: 2 intra-op threads assumed busy
+    for i in range(300):
+        clock.t += 0.01
+        if i % 3 == 0:  # 33 fps received, 10 analysed taking 50 ms of a worker each
+            for _ in range(3):
+                tb.receive()
+                cpu["decode"] += 0.004
+            tb.occupied(50.0 / 3.3)
+            cpu["inference"] += 0.050 / 3.3
+        cpu["loop"] += 0.002
+        m.refresh()
+    cores = f"inference cores {m.inference_cores.value:.2f}, loop {m.loop_cores:.2f}"
+    print(f"{cores}, spare {m.spare_cores:.2f}, decode {m.decode_load:.2f}, charged {m.charged}")
+    assert m.inference_cores.value == pytest.approx(1.0, rel=0.02)
+    assert m.loop_cores == pytest.approx(0.2, rel=0.05)
+    assert m.charged == 0.0 and tb.decode_ms == 0.0

@@ -16,7 +16,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from stream.core.config import Config, LiveConfig
@@ -269,6 +269,7 @@ class TrackBudget:
         """The worker ms the last frame really took (conversion and recording included)."""
         self._occupancy_reported = True
         self.base_ms.add(max(ms - self._parts_ms, 0.0))
+        self.machine.busy_ms += ms
 
     def delay(self, now: float) -> float:
         """Seconds until this track may start its next frame (its planned rate)."""
@@ -292,17 +293,21 @@ class MachineBudget:
     one; each track's scheduler is `track()`).
 
     Capacity: `live.workers` inference threads busy `live.budget_utilisation` of each second,
-    less the decoding of received frames that lands on the cores inference uses (measured
-    decoder CPU per received frame; on a machine with more cores than the inference threads
-    use, the spare cores absorb it). Each active track gets a max-min fair share (its
+    less the decoding of received frames that lands on the cores inference uses: decoder CPU
+    per received frame is measured, and so are the cores inference really keeps busy (its CPU
+    per ms of a worker's wall time) and those of the event loop; decoding beyond the cores
+    they leave spare is charged. Each active track gets a max-min fair share (its
     decoding included: a stream that needs less leaves the rest to the others) and plans its
     rate and detector interval within it (`TrackBudget`). Turns on the inference threads go
     oldest-first: the track whose waiting frame arrived earliest.
 
     Args:
-        config: `live` budget settings; `runtime.intra_op_threads` (threads of one inference).
-        decode_cpu_s: cumulative CPU seconds spent decoding received video in this process
-            (e.g. stream/live/host.py `ThreadCpu.decode_s`); None: decoding is not charged.
+        config: `live` budget settings; `runtime.intra_op_threads` (threads of one inference,
+            the cores it is assumed to keep busy until measured).
+        cpu_s: cumulative CPU seconds of the process by part: "decode" (received video),
+            "inference" (the inference threads and their native pools), "loop" (the event
+            loop); e.g. stream/live/host.py `ThreadCpu.budget_parts`. None: decoding is not
+            charged.
         cores: CPU cores of the process (default: its CPU affinity).
         clock: monotonic seconds.
     """
@@ -310,7 +315,7 @@ class MachineBudget:
     def __init__(
         self,
         config: Config,
-        decode_cpu_s: Callable[[], float] | None = None,
+        cpu_s: Callable[[], Mapping[str, float]] | None = None,
         cores: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -319,9 +324,11 @@ class MachineBudget:
         if self.cores < 1:
             raise ValueError("cores must be >= 1")
         threads = config.runtime.intra_op_threads or self.cores
-        #: Cores the inference threads leave to decoding.
-        self.spare_cores = max(self.cores - self.live.workers * threads, 0)
-        self.decode_cpu_s = decode_cpu_s
+        self.inference_cores = _Ema(float(min(threads, self.cores)))  # per busy worker
+        self.loop_cores = 0.0
+        #: Cores the inference threads and the event loop leave to decoding.
+        self.spare_cores = max(self.cores - self.live.workers * self.inference_cores.value, 0)
+        self.cpu_s = cpu_s
         self.clock = clock
         self.tracks: list[TrackBudget] = []
         self.decode_ms = _Ema()  # decoder CPU ms per received frame
@@ -331,7 +338,9 @@ class MachineBudget:
         self._refreshed = -math.inf
         self._received = 0
         self._received_mark = 0
-        self._cpu_mark: float | None = None
+        self._cpu_mark: dict[str, float] | None = None
+        self.busy_ms = 0.0  # worker ms the tracks reported (TrackBudget.occupied)
+        self._busy_mark = 0.0
         self._free = self.live.workers
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
@@ -377,11 +386,19 @@ class MachineBudget:
     def _measure(self, dt: float) -> None:
         frames = self._received - self._received_mark
         self._received_mark = self._received
-        if self.decode_cpu_s is not None:
-            cpu = self.decode_cpu_s()
-            if self._cpu_mark is not None and frames > 0:
-                self.decode_ms.add(max(cpu - self._cpu_mark, 0.0) * 1e3 / frames)
+        busy, self._busy_mark = self.busy_ms - self._busy_mark, self.busy_ms
+        if self.cpu_s is not None:
+            cpu = dict(self.cpu_s())
+            if self._cpu_mark is not None:
+                d = {k: max(v - self._cpu_mark.get(k, v), 0.0) * 1e3 for k, v in cpu.items()}
+                if frames > 0:
+                    self.decode_ms.add(d.get("decode", 0.0) / frames)
+                if busy >= 50.0:  # CPU ms per worker ms: how many cores an inference uses
+                    self.inference_cores.add(min(d.get("inference", 0.0) / busy, self.cores))
+                self.loop_cores = d.get("loop", 0.0) / 1e3 / dt
             self._cpu_mark = cpu
+        used = self.live.workers * self.inference_cores.value + self.loop_cores
+        self.spare_cores = max(self.cores - used, 0.0)
         for tb in self.tracks:
             fps = (tb.received - tb._recv_mark) / dt
             tb._recv_mark = tb.received

@@ -117,9 +117,15 @@ class ThreadCpu:
             self._total["native"] = max(self._total["native"], time.process_time() - known)
             return dict(self._total)
 
-    def decode_s(self) -> float:
-        """CPU seconds spent decoding received video (what the machine budget charges)."""
-        return self.read()["decode"]
+    def budget_parts(self) -> dict[str, float]:
+        """The parts the machine budget measures: decode, inference (its threads and the
+        native pools), loop."""
+        cpu = self.read()
+        return {
+            "decode": cpu["decode"],
+            "inference": cpu["inference"] + cpu["native"],
+            "loop": cpu["loop"],
+        }
 
     @staticmethod
     def _thread_cpu_s(tid: int) -> float | None:
@@ -158,7 +164,7 @@ class SessionHost:
         self.sessions: dict[str, LiveSession] = {}
         #: The machine's analysis time, shared by every session's video tracks.
         self.cpu = ThreadCpu()
-        self.budget = MachineBudget(config, self.cpu.decode_s)
+        self.budget = MachineBudget(config, self.cpu.budget_parts)
         self.cluster = Cluster(config, self.sessions)  # Redis directory and relay, if configured
         self.save_reports: Path | None = None  # --save-reports: write each session's reports
 
