@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -10,7 +11,10 @@ import numpy.typing as npt
 import pytest
 
 from stream.analysis.stages import Stages
+from stream.analysis.voice import VoiceTrack
+from stream.analysis.voices import Voices
 from stream.core.config import AudioConfig, Config
+from stream.core.errors import MediaError
 from stream.models.runtime import SessionFactory
 from stream.offline.analyze import analyze_file
 from stream.voice.analyzer import VoiceAnalyzer, VoiceUpdate
@@ -219,3 +223,40 @@ def test_voice_config_is_validated() -> None:
 
     with pytest.raises(ConfigError, match="vad_on"):
         AudioConfig(vad_on=0.2, vad_off=0.5)
+
+
+def _voice_track(stages: Stages, config: Config) -> VoiceTrack:
+    voices = Voices(config.diarization.link_min_share)
+    return VoiceTrack("audio", stages.voice(), config, stages.speaker_embedder, voices, False)
+
+
+def _reports(track: VoiceTrack) -> list[dict[str, object]]:
+    return [r.to_dict() for r, _ in track.timeline]
+
+
+@pytest.mark.integration
+def test_file_audio_pipelined_gives_the_same_reports(config: Config, stages: Stages) -> None:
+    """`push_all` (gain and denoiser a thread ahead of VAD, pitch and prosody) gives exactly
+    the reports and turns of pushing frame by frame; a decoding error is raised after the
+    audio before it was analysed."""
+    with av.open(str(AUDIO / "pyannote_sample.wav")) as c:
+        frames = list(c.decode(audio=0))
+    one = _voice_track(stages, config)
+    for f in [*frames, None]:
+        one.push(f)
+    both = _voice_track(stages, config)
+    both.push_all([*frames, None])
+    print(f"{len(_reports(one))} reports, {len(one.turns())} turns, frame by frame and pipelined")
+    assert len(_reports(one)) > 100 and _reports(both) == _reports(one)
+    assert both.turns() == one.turns() and len(one.turns()) >= 2
+
+    def broken() -> Iterator[av.AudioFrame]:
+        yield from frames[: len(frames) // 2]
+        raise MediaError("audio decoding failed")
+
+    cut = _voice_track(stages, config)
+    with pytest.raises(MediaError, match="decoding failed"):
+        cut.push_all(broken())
+    n = len(_reports(cut))
+    assert 0.8 * len(_reports(one)) / 2 < n <= len(_reports(one)) / 2 + 1
+    assert _reports(cut) == _reports(one)[:n]

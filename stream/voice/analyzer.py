@@ -42,6 +42,28 @@ class VoiceUpdate:
     audio16k: F32 = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
+@dataclass
+class _Pitch:
+    """A pitch frame centred at `t`: estimated (f0 Hz, confidence) once a speech hop needs it."""
+
+    t: float
+    frame: F32
+    f0: float = 0.0
+    conf: float = 0.0
+    todo: bool = True
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The chain's first half for a chunk (gain, denoiser, resampling), made by `prepare` and
+    read in order by `finish`: the two halves share no state, so they may run on two threads."""
+
+    s16: F32  # the audio the models hear (gain applied, denoised), 16 kHz
+    raw16: F32 | None  # the original 16 kHz audio for voice prints (None: not denoised, s16)
+    gains: list[tuple[float, float]]  # (stream time, gain dB) per 10 ms frame scaled
+    kept: list[float]  # the denoiser's retention (dB) per output frame
+
+
 class VoiceAnalyzer:
     """Analyses one speaker's audio stream. Not thread-safe: one instance per stream.
 
@@ -73,7 +95,7 @@ class VoiceAnalyzer:
         self._audio = np.zeros(0, np.float32)  # recent 16 kHz audio for energy
         self._audio_t0 = 0.0
         self._vad: deque[VadStep] = deque()  # decisions not yet older than every pending hop
-        self._pitch: deque[tuple[float, float, float]] = deque()  # (t, f0, confidence)
+        self._pitch: deque[_Pitch] = deque()  # pitch frames not yet behind every hop
         # (t, dBFS, spectral tilt dB) waiting for VAD and pitch
         self._energy: deque[tuple[float, float, float]] = deque()
         self._next_energy_t = 0.0
@@ -84,26 +106,46 @@ class VoiceAnalyzer:
 
     def feed_many(self, frames: list[av.AudioFrame | None]) -> VoiceUpdate:
         """Feed several frames at once: the models then run on batches (cheaper per second)."""
-        if not frames:
-            return VoiceUpdate([], [], [])
-        return self.feed48k(np.concatenate([self.to48k(f) for f in frames]))
+        return self.finish(self.prepare(frames))
 
     def feed48k(self, samples: F32) -> VoiceUpdate:
         """Feed 48 kHz mono float32 samples."""
-        scaled = self.level.process(samples)
+        return self.finish(self.prepare48k(samples))
+
+    def prepare(self, frames: list[av.AudioFrame | None]) -> Prepared | None:
+        """The first half of `feed_many` (None: no frames)."""
+        if not frames:
+            return None
+        return self.prepare48k(np.concatenate([self.to48k(f) for f in frames]))
+
+    def prepare48k(self, samples: F32) -> Prepared:
+        """The first half of `feed48k`: gain, denoiser, retention, 16 kHz resampling."""
+        scaled, gains = self.level.scale(samples)
         clean = self.denoiser.process(scaled) if self.denoiser is not None else scaled
-        if self.retention is not None:
-            self.retention.add(scaled, clean)
+        kept = self.retention.measure(scaled, clean) if self.retention is not None else []
         if self.denoiser is not None and len(samples):
             self._raw = np.concatenate([self._raw, self.raw16k(array_frame(samples, 48_000))])
-        if len(clean) == 0:
+        raw16 = None
+        if self.denoiser is not None and len(clean):
+            raw16, self._raw = self._raw, self._raw[:0]
+        s16 = self.to16k(array_frame(clean, 48_000)) if len(clean) else clean[:0]
+        return Prepared(s16, raw16, gains, kept)
+
+    def finish(self, prepared: Prepared | None) -> VoiceUpdate:
+        """The second half of `feed_many`: VAD, pitch, energy, prosody (in `prepare`'s order)."""
+        if prepared is None:
             return VoiceUpdate([], [], [])
-        s16 = self.to16k(array_frame(clean, 48_000))
+        self.level.record(prepared.gains)
+        if self.retention is not None:
+            self.retention.record(prepared.kept)
+        if len(prepared.s16) == 0 and prepared.raw16 is None:
+            return VoiceUpdate([], [], [])
+        s16 = prepared.s16
         steps = self.vad.process(s16, self._foreground if self.retention is not None else None)
         self._vad.extend(steps)
         self._audio = np.concatenate([self._audio, s16])
-        times, f0, conf = self.pitch.process(s16)
-        self._pitch.extend(zip(times.tolist(), f0.tolist(), conf.tolist(), strict=True))
+        times, frames = self.pitch.frames(s16)
+        self._pitch.extend(_Pitch(t, f) for t, f in zip(times.tolist(), frames, strict=True))
         # Energy every ENERGY_HOP_S (finer than pitch: syllable peaks need it), on audio that
         # is still in the buffer.
         end_t = self._audio_t0 + len(self._audio) / 16000
@@ -114,33 +156,39 @@ class VoiceAnalyzer:
             self._energy.append((t, energy - gain, tilt))
             self._next_energy_t = round(t + ENERGY_HOP_S, 6)
         self._trim_audio()
-        hops = []
+        # Each hop takes the pitch frame nearest to it; frames are estimated only for speech
+        # hops (prosody reads pitch only there), all of a call's in one model run.
+        due: list[tuple[float, float, float, VadStep | None, _Pitch]] = []
         vad_end = self._vad[-1].t + CHUNK / 16000 if self._vad else -1.0
-        pitch_end = self._pitch[-1][0] if self._pitch else -1.0
+        pitch_end = self._pitch[-1].t if self._pitch else -1.0
         while self._energy and self._energy[0][0] < vad_end and self._energy[0][0] <= pitch_end:
             t, energy, tilt = self._energy.popleft()
-            while len(self._pitch) > 1 and abs(self._pitch[1][0] - t) <= abs(self._pitch[0][0] - t):
-                self._pitch.popleft()  # keep the pitch estimate nearest to t in front
-            _, hz, c = self._pitch[0]
-            step = self._step_at(t)
+            while len(self._pitch) > 1 and abs(self._pitch[1].t - t) <= abs(self._pitch[0].t - t):
+                self._pitch.popleft()  # keep the pitch frame nearest to t in front
+            due.append((t, energy, tilt, self._step_at(t), self._pitch[0]))
+        todo: list[_Pitch] = []
+        for *_, step, p in due:
+            if step is not None and step.speech and p.todo:
+                p.todo = False
+                todo.append(p)
+        if todo:
+            f0, conf = self.pitch.estimate(np.stack([p.frame for p in todo]))
+            for p, hz, c in zip(todo, f0.tolist(), conf.tolist(), strict=True):
+                p.f0, p.conf = hz, c
+        hops = []
+        for t, energy, tilt, step, p in due:
+            speech = step.speech if step else False
+            hz, c = (p.f0, p.conf) if speech else (0.0, 0.0)
             hops.append(
                 HopFeatures(
-                    t - self.offset,
-                    energy,
-                    hz,
-                    c,
-                    step.speech if step else False,
-                    step.prob if step else 0.0,
-                    tilt,
+                    t - self.offset, energy, hz, c, speech, step.prob if step else 0.0, tilt
                 )
             )
         keep_from = (self._energy[0][0] if self._energy else vad_end) - 0.1
         while len(self._vad) > 1 and self._vad[1].t <= keep_from:
             self._vad.popleft()
         shifted = [VadStep(v.t - self.offset, v.prob, v.speech) for v in steps]
-        voice16, self._raw = (
-            (s16, self._raw) if self.denoiser is None else (self._raw, self._raw[:0])
-        )
+        voice16 = s16 if prepared.raw16 is None else prepared.raw16
         return VoiceUpdate(shifted, hops, self.window.add(hops), voice16)
 
     def _foreground(self, t: float) -> bool:

@@ -62,15 +62,23 @@ class LevelNormaliser:
 
     def process(self, samples: F32) -> F32:
         """Scale a chunk; returns the samples of every completed 10 ms frame (the rest waits)."""
+        out, gains = self.scale(samples)
+        self.record(gains)
+        return out
+
+    def scale(self, samples: F32) -> tuple[F32, list[tuple[float, float]]]:
+        """`process` without keeping the gains: the scaled samples and each completed frame's
+        (stream time, gain dB), for `record` (possibly on another thread, in order)."""
         buf = np.concatenate([self._pending, np.asarray(samples, np.float32)])
         n = len(buf) // self.frame
         self._pending = buf[n * self.frame :].copy()
         if n == 0:
-            return np.zeros(0, np.float32)
+            return np.zeros(0, np.float32), []
         frames = buf[: n * self.frame].reshape(n, self.frame).astype(np.float64)
         rms_db = 10 * np.log10(np.maximum((frames**2).mean(axis=1), 1e-12))
         gains = np.empty(n + 1)
         gains[0] = self._gain
+        history: list[tuple[float, float]] = []
         for i, level in enumerate(rms_db):
             self.ref_db -= self.release
             if level > self.floor_db:
@@ -78,14 +86,18 @@ class LevelNormaliser:
             self.ref_db = max(self.ref_db, self.target_db - self.max_gain_db)
             g_db = float(np.clip(self.target_db - self.ref_db, 0.0, self.max_gain_db))
             gains[i + 1] = 10 ** (g_db / 20)
-            self._history.append((self._t, g_db))
+            history.append((self._t, g_db))
             self._t += 0.01
         self._gain = float(gains[-1])
         # Within a frame the gain moves linearly from the previous frame's to this one's.
         ramp = np.linspace(0.0, 1.0, self.frame, endpoint=False)[None, :]
         g = gains[:-1, None] + (gains[1:, None] - gains[:-1, None]) * ramp
         out: F32 = (frames * g).reshape(-1).astype(np.float32)
-        return out
+        return out, history
+
+    def record(self, gains: list[tuple[float, float]]) -> None:
+        """Keep frames' (time, gain dB) from `scale` for `gain_db_at`."""
+        self._history.extend(gains)
 
     def gain_db_at(self, t: float) -> float:
         """The gain (dB) applied to the audio at stream time `t` (the latest 30 s are kept)."""
@@ -122,9 +134,15 @@ class Retention:
 
     def add(self, before: F32, after: F32) -> None:
         """Feed the denoiser's input and output (equal lengths of whole frames)."""
+        self.record(self.measure(before, after))
+
+    def measure(self, before: F32, after: F32) -> list[float]:
+        """`add` without keeping the result: the retention (dB) of each output frame, for
+        `record` (possibly on another thread, in order)."""
+        out: list[float] = []
         n = min(len(before), len(after)) // self.frame
         if n == 0:
-            return
+            return out
         e_in = (before[: n * self.frame].astype(np.float64).reshape(n, -1) ** 2).sum(axis=1)
         e_out = (after[: n * self.frame].astype(np.float64).reshape(n, -1) ** 2).sum(axis=1)
         for a, b in zip(e_in.tolist(), e_out.tolist(), strict=True):
@@ -136,9 +154,15 @@ class Retention:
             else:
                 e_o, e_i = sum(self._out) / len(self._out), sum(ins) / len(ins)
                 kept = 10 * np.log10(max(e_o, 1e-12) / max(e_i, 1e-12))
+            out.append(float(kept))
+        return out
+
+    def record(self, kept: list[float]) -> None:
+        """Keep output frames' retention from `measure` for `at`."""
+        for k in kept:
             if len(self._kept) == self._kept.maxlen:
                 self._t0 += 0.01
-            self._kept.append(float(kept))
+            self._kept.append(k)
 
     def at(self, t: float) -> float:
         """Retention (dB) over the window ending at output time `t` (0 before any audio)."""

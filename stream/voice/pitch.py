@@ -45,22 +45,35 @@ class CrepePitch:
 
     def process(self, samples: F32) -> tuple[F32, F32, F32]:
         """Feed 16 kHz samples; returns (times, f0 Hz, confidence) of the completed hops."""
+        times, frames = self.frames(samples)
+        f0, conf = self.estimate(frames)
+        return times, f0, conf
+
+    def frames(self, samples: F32) -> tuple[F32, F32]:
+        """Feed 16 kHz samples; returns the completed hops' times and their normalised frames
+        [N, 1024], for `estimate` (callers may estimate only the frames they need)."""
         self._buf = np.concatenate([self._buf, np.asarray(samples, np.float32)])
         starts = []
         while self._next + FRAME <= len(self._buf):
             starts.append(self._next)
             self._next += self.hop
         if not starts:
-            return (np.zeros(0, np.float32),) * 3
+            return np.zeros(0, np.float32), np.zeros((0, FRAME), np.float32)
         frames = np.stack([self._buf[s : s + FRAME] for s in starts])
         frames = frames - frames.mean(axis=1, keepdims=True)
         frames = frames / np.maximum(frames.std(axis=1, keepdims=True), 1e-8)
-        act = np.asarray(self.session.run(None, {"frames": frames.astype(np.float32)})[0])
-        f0, conf = activation_to_f0(act)
         times = self._t0 + np.asarray(starts, np.float32) / 16000.0
         drop = self._next - FRAME // 2 if self._next > FRAME else 0
         if drop > 0:  # keep memory bounded: forget audio no frame will use again
             self._buf = self._buf[drop:]
             self._next -= drop
             self._t0 += drop / 16000.0
-        return times.astype(np.float32), f0, conf
+        return times.astype(np.float32), frames.astype(np.float32)
+
+    def estimate(self, frames: F32) -> tuple[F32, F32]:
+        """f0 (Hz) and confidence of frames from `frames`, in one model call (a frame's result
+        does not depend on the others in the batch)."""
+        if len(frames) == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        act = np.asarray(self.session.run(None, {"frames": frames})[0])
+        return activation_to_f0(act)

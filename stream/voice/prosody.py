@@ -31,7 +31,7 @@ class HopFeatures:
 
     t: float
     energy_dbfs: float
-    f0_hz: float
+    f0_hz: float  # pitch and its confidence: estimated in speech only (0 outside it)
     confidence: float
     speech: bool
     speech_prob: float
