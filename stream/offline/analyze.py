@@ -192,8 +192,7 @@ def analyze_audio_file(
     error = ""
     _, frames = read_audio(info.path)
     try:
-        for frame in _with_end(frames):
-            voice.push(frame, until=analysis.voice_until)
+        voice.push_all(_with_end(frames), until=analysis.voice_until)
     except MediaError as exc:
         error = str(exc)
     end = max(voice.audio_end, 0.0)
