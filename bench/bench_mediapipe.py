@@ -3,7 +3,18 @@
 Both run as whole processes, interleaved, on every frame of the same clips: one face (a 30 fps
 clip) and a 9-face 960x540 gallery made from real clips. Each process times its own decode +
 analysis loop (model loading excluded) and its CPU time; the parent prints frames/s, faces found
-per frame, CPU seconds per frame and the ratios. Not a test: it prints.
+per frame, CPU seconds per frame, the load average around each run and the ratios (each round's
+pair, and the median). Not a test: it prints.
+
+What each produces per analysed frame (printed first, as OUTPUTS): MediaPipe finds up to
+`--mp-faces` faces (16 by default, as many as ours would report in a gallery; with fewer faces
+tracked than that it runs its detector on every frame) and gives each 478 landmarks, 52
+blendshapes and the head's transformation matrix (pose). `analyze` gives each face a box and 5
+points, a persistent re-identified ID, a smoothed expression with confidence and valence/arousal,
+head pose, gaze/attention and 52 smoothed facial actions on every frame; the models behind them
+run at their configured rates in media time (detector 10/s with optical flow in between,
+expression 10/s per face, landmarks + blendshapes 2/s per face, posture every 5 s), as
+`analyze --fps <clip fps>` does.
 
 MediaPipe needs opencv-contrib-python, which clashes with this project's opencv-python-headless,
 so it runs from its own venv (made on first use: pip install mediapipe; `--mediapipe-python` to
@@ -44,6 +55,27 @@ GALLERY = [
 ]
 
 
+OUTPUTS = [
+    ("faces found", "up to 32, all frames", "up to --mp-faces (16)"),
+    ("box + 5 points", "every frame (detector 10/s, flow between)", "from the landmarks"),
+    ("persistent ID", "every frame (re-identified by embedding)", "none"),
+    ("expression, confidence, V/A", "every frame (model 10/s per face)", "none"),
+    ("head pose", "every frame (landmark fit + flow)", "every frame (matrix)"),
+    ("gaze / attention, blinks", "every frame", "none (from blendshapes)"),
+    ("478 landmarks", "2/s per face", "every frame"),
+    ("52 blendshapes / actions", "every frame (model 2/s per face)", "every frame"),
+    ("posture (shoulders, hands)", "every 5 s per face", "none"),
+]
+
+
+def print_outputs() -> None:
+    """The per-frame outputs of both, side by side."""
+    print(f"{'OUTPUTS per face':<30} {'analyze':<44} mediapipe")
+    for what, ours, theirs in OUTPUTS:
+        print(f"  {what:<28} {ours:<44} {theirs}")
+    print()
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -72,8 +104,9 @@ def child_ours(clip: Path) -> dict[str, Any]:
     return {"frames": a.frames, "seconds": wall, "cpu_s": cpu, "faces": faces}
 
 
-def child_mediapipe(clip: Path, model: Path) -> dict[str, Any]:
-    """FaceLandmarker in VIDEO mode (tracking between detections), blendshapes on."""
+def child_mediapipe(clip: Path, model: Path, num_faces: int = 16) -> dict[str, Any]:
+    """FaceLandmarker in VIDEO mode (tracking between detections), blendshapes and head pose
+    (transformation matrix) on."""
     import cv2
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions
@@ -87,8 +120,9 @@ def child_mediapipe(clip: Path, model: Path) -> dict[str, Any]:
         options = FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(model)),
             running_mode=RunningMode.VIDEO,
-            num_faces=16,
+            num_faces=num_faces,
             output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
         )
         frames = faces = 0
         with FaceLandmarker.create_from_options(options) as lm:
@@ -160,10 +194,15 @@ def mediapipe_python(given: str | None) -> str:
     return str(py)
 
 
-def run_child(python: str, kind: str, clip: Path, model: Path) -> dict[str, Any]:
+def run_child(
+    python: str, kind: str, clip: Path, model: Path, mp_faces: int = 16
+) -> dict[str, Any]:
     cmd = [python, str(Path(__file__).resolve()), "--child", kind, str(clip), "--model", str(model)]
+    cmd += ["--mp-faces", str(mp_faces)]
+    load0 = os.getloadavg()[0]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["load"] = (load0 + os.getloadavg()[0]) / 2
     return result
 
 
@@ -175,12 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("clip", nargs="?", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--model", type=Path, default=SHARED / "models" / "face_landmarker.task")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.add_argument("--mp-faces", type=int, default=16, help="MediaPipe's num_faces")
     args = p.parse_args(argv)
     if args.child:
         res = (
             child_ours(args.clip)
             if args.child == "ours"
-            else child_mediapipe(args.clip, args.model)
+            else child_mediapipe(args.clip, args.model, args.mp_faces)
         )
         print(json.dumps(res))
         return 0
@@ -191,12 +231,23 @@ def main(argv: list[str] | None = None) -> int:
     clips = {"1 face (fer_woman2, 596x336)": SHARED / "media" / "video" / ONE_FACE,
              "9-face gallery 960x540": gallery}  # fmt: skip
     results: dict[str, Any] = {}
+    print_outputs()
+    print(f"MediaPipe num_faces = {args.mp_faces}; {os.cpu_count()} CPUs")
     print(f"{'clip':<32} {'who':<10} {'frames/s':>9} {'faces/frame':>11} {'CPU ms/frame':>12}")
     for label, clip in clips.items():
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "mediapipe": []}
-        for _ in range(args.rounds):
-            runs["ours"].append(run_child(sys.executable, "ours", clip, args.model))
-            runs["mediapipe"].append(run_child(mp_python, "mediapipe", clip, args.model))
+        for k in range(args.rounds):
+            ours = run_child(sys.executable, "ours", clip, args.model, args.mp_faces)
+            theirs = run_child(mp_python, "mediapipe", clip, args.model, args.mp_faces)
+            runs["ours"].append(ours)
+            runs["mediapipe"].append(theirs)
+            r = (ours["frames"] / ours["seconds"]) / (theirs["frames"] / theirs["seconds"])
+            print(
+                f"  round {k + 1}: {ours['frames'] / ours['seconds']:.1f} vs "
+                f"{theirs['frames'] / theirs['seconds']:.1f} frames/s = {r:.2f}x "
+                f"(load {ours['load']:.1f} / {theirs['load']:.1f})",
+                flush=True,
+            )
         summary = {}
         for who, rs in runs.items():
             fps = statistics.median(r["frames"] / r["seconds"] for r in rs)
@@ -204,10 +255,16 @@ def main(argv: list[str] | None = None) -> int:
             cpu = statistics.median(1e3 * r["cpu_s"] / max(r["frames"], 1) for r in rs)
             summary[who] = {"fps": fps, "faces_per_frame": per, "cpu_ms_per_frame": cpu}
             print(f"{label:<32} {who:<10} {fps:>9.1f} {per:>11.2f} {cpu:>12.1f}")
-        ratio = summary["ours"]["fps"] / summary["mediapipe"]["fps"]
+        ratio = statistics.median(
+            (a["frames"] / a["seconds"]) / (b["frames"] / b["seconds"])
+            for a, b in zip(runs["ours"], runs["mediapipe"], strict=True)
+        )
         cpu_ratio = summary["ours"]["cpu_ms_per_frame"] / summary["mediapipe"]["cpu_ms_per_frame"]
         verdict = "ahead" if ratio > 1 else "behind"
-        print(f"{'':<32} ours/mediapipe: {ratio:.2f}x frames/s ({verdict}), {cpu_ratio:.2f}x CPU")
+        print(
+            f"{'':<32} ours/mediapipe: {ratio:.2f}x frames/s (median of the rounds' pairs, "
+            f"{verdict}), {cpu_ratio:.2f}x CPU"
+        )
         results[label] = {**summary, "ratio_fps": ratio, "ratio_cpu": cpu_ratio}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

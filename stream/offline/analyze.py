@@ -139,7 +139,7 @@ def analyze_file(
     # where the mouth is; measured 85% vs 80% of voiced time matched on the two-speaker video)
     # to measure mouths.
     read_fps = max(fps, config.audio.mouth_fps) if audio is not None else fps
-    source: Iterable[VideoFrame] = read_frames(path, read_fps, warnings)
+    source: Iterable[VideoFrame] = prefetched(read_frames(path, read_fps, warnings))
     if progress is not None:
         source = progress(source, info)
     grid = FrameGrid(fps)
@@ -229,6 +229,49 @@ def require_findings(a: Analysis, path: Path | str) -> None:
         f"no faces {'and no speech ' if heard else ''}found in {path} "
         f"({a.frames} frame(s) analysed{over})"
     )
+
+
+def prefetched(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+    """The items, produced by a thread up to `depth` ahead (decoding, mostly native code that
+    releases the GIL, overlaps the analysis); its exception is raised in order."""
+    out: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as exc:  # handed to the consumer
+            put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name="decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = out.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _with_end(frames: Iterable[Any]) -> Iterator[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -126,6 +127,10 @@ class VisionPipeline:
         signals: behaviour signals of the faces (None: off).
         signal_landmarks: give the signals the facial-action landmarks when fresh (False
             when the action model has no real face mesh, e.g. fakes: 5-point pose only).
+        overlap: run the expression model in a helper thread while facial actions and
+            behaviour signals are computed (same results; ONNX Runtime and OpenCV release the
+            GIL, so a second core is used). Files turn it on; live tracks leave it off (their
+            budget measures each stage on the inference threads).
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class VisionPipeline:
         actions: FaceActionTracker | None = None,
         signals: BehaviourSignals | None = None,
         signal_landmarks: bool = True,
+        overlap: bool = False,
     ) -> None:
         self.detector = detector
         self.tracker = tracker
@@ -152,6 +158,8 @@ class VisionPipeline:
         self._samples: dict[int, FaceSample] = {}
         self._last: FaceDetections | None = None
         self._last_grey: U8 = np.zeros((1, 1), np.uint8)
+        self.overlap = overlap
+        self._helper: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_config(
@@ -191,6 +199,7 @@ class VisionPipeline:
             BehaviourSignals.from_config(config, models.factory, live)
             if config.behaviour.enabled
             else None,
+            overlap=not live,
         )
 
     def reset(self) -> None:
@@ -251,14 +260,37 @@ class VisionPipeline:
             ],
             dtype=bool,
         )
-        scores = self.emotion(frame.image, faces.select(fresh))
+        due = faces.select(fresh)
+        pending: Future[tuple[EmotionScores, float]] | None = None
+        scores: EmotionScores | None = None
+        emotion_ms = 0.0
+        if self.overlap and len(due):
+            pending = self._helper_pool().submit(self._expressions, frame.image, due)
+        else:
+            scores, emotion_ms = self._expressions(frame.image, due)
         t3 = time.perf_counter()
         w, h = frame.width, frame.height
+        faces_in = [
+            (int(faces.track_ids[k]), faces.boxes[k], faces.landmarks[k]) for k in range(len(faces))
+        ]
+        mouths = [self.mouth.update(frame.t, frame.image, n, lm) for n, _b, lm in faces_in]
+        t_mouth = time.perf_counter()
+        timings: dict[str, float] = {}
+        acts: dict[int, tuple[F32, bool]] = {}
+        if actions and self.actions is not None and faces_in:
+            acts = self._facial_actions(frame, faces_in, timings)
+        signals: dict[int, FaceSignals] = {}
+        events: list[HeadGesture | AttentionDrop] = []
+        if self.signals is not None and faces_in:
+            signals, events = self._behaviour(frame, faces_in, acts, timings, actions)
+        if pending is not None:
+            scores, emotion_ms = pending.result()
+        assert scores is not None
+        t_wait = time.perf_counter()
         results = []
         j = 0
-        for k in range(len(faces)):
-            number = int(faces.track_ids[k])
-            x1, y1, x2, y2 = (float(v) for v in faces.boxes[k])
+        for k, (number, b, lm) in enumerate(faces_in):
+            x1, y1, x2, y2 = (float(v) for v in b)
             box = (x1 / w, y1 / h, x2 / w, y2 / h)
             if fresh[k]:
                 raw = scores.probs[j]
@@ -270,83 +302,84 @@ class VisionPipeline:
             else:
                 sample = dataclasses.replace(self._samples[number], box=box)
             self._samples[number] = sample
+            a = acts.get(number)
             results.append(
                 FaceResult(
                     number,
-                    faces.boxes[k],
-                    faces.landmarks[k],
+                    b,
+                    lm,
                     float(faces.scores[k]),
                     sample.raw_probs,
                     sample,
                     bool(fresh[k]),
-                    self.mouth.update(frame.t, frame.image, number, faces.landmarks[k]),
+                    mouths[k],
+                    None if a is None else a[0],
+                    False if a is None else a[1],
+                    signals.get(number),
                 )
             )
-        t4 = time.perf_counter()
+        t5 = time.perf_counter()
         timings = {
             "detect" if detect else "flow": (t1 - t0) * 1e3,
             "track": (t2 - t1) * 1e3,
-            "emotion": (t3 - t2) * 1e3,
-            "smooth": (t4 - t3) * 1e3,
-            "total": (t4 - t0) * 1e3,
+            "emotion": emotion_ms,
+            "smooth": (t5 - t_wait + t_mouth - t3) * 1e3,
+            **timings,
+            "total": (t5 - t0) * 1e3,
         }
         excluded = [
             (int(n), dets.boxes[i]) for i, n in enumerate(ids) if excluded_mask[i] and n > 0
         ]
-        if actions and self.actions is not None and results:
-            results = self._facial_actions(frame, results, timings)
-        events: list[HeadGesture | AttentionDrop] = []
-        if self.signals is not None and results:
-            results, events = self._behaviour(frame, results, timings, actions)
         return FrameResult(
             frame.t, w, h, results, dets, timings, embedded, int(fresh.sum()), excluded, events
         )
 
+    def _helper_pool(self) -> ThreadPoolExecutor:
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="expression")
+        return self._helper
+
+    def _expressions(self, image: U8, faces: FaceDetections) -> tuple[EmotionScores, float]:
+        """The expression scores of `faces` and the milliseconds they took."""
+        t0 = time.perf_counter()
+        scores = self.emotion(image, faces)
+        return scores, (time.perf_counter() - t0) * 1e3
+
     def _behaviour(
-        self, frame: VideoFrame, faces: list[FaceResult], timings: dict[str, float], actions: bool
-    ) -> tuple[list[FaceResult], list[HeadGesture | AttentionDrop]]:
-        """Faces with their behaviour signals, and the behaviour events that ended now (every
+        self,
+        frame: VideoFrame,
+        faces: list[tuple[int, F32, F32]],
+        acts: dict[int, tuple[F32, bool]],
+        timings: dict[str, float],
+        actions: bool,
+    ) -> tuple[dict[int, FaceSignals], list[HeadGesture | AttentionDrop]]:
+        """The faces' behaviour signals, and the behaviour events that ended now (every
         analysed frame: head tracking between landmark passes follows consecutive frames)."""
         assert self.signals is not None
         t0 = time.perf_counter()
         tracker = self.actions if actions and self.signal_landmarks else None
-        inputs = [
-            FaceInput(
-                f.number,
-                f.box,
-                f.landmarks,
-                tracker.landmarks(f.number, frame.t) if tracker and f.actions_fresh else None,
-            )
-            for f in faces
-        ]
+        inputs = []
+        for number, box, points in faces:
+            fresh = number in acts and acts[number][1]
+            lm = tracker.landmarks(number, frame.t) if tracker and fresh else None
+            inputs.append(FaceInput(number, box, points, lm))
         fs = self.signals.update(frame.t, frame.image, inputs)
-        out = [dataclasses.replace(f, signals=fs.faces.get(f.number)) for f in faces]
-        ms = (time.perf_counter() - t0) * 1e3
-        timings["behaviour"] = ms
-        timings["total"] += ms
-        return out, [*fs.gestures, *fs.drops]
+        timings["behaviour"] = (time.perf_counter() - t0) * 1e3
+        return fs.faces, [*fs.gestures, *fs.drops]
 
     def flush_behaviour(self) -> FrameSignals:
         """Behaviour events still open (end of the media or session); none when off."""
         return self.signals.flush() if self.signals is not None else FrameSignals()
 
     def _facial_actions(
-        self, frame: VideoFrame, faces: list[FaceResult], timings: dict[str, float]
-    ) -> list[FaceResult]:
-        """Faces with their latest smoothed facial actions (computed for the faces due now)."""
+        self, frame: VideoFrame, faces: list[tuple[int, F32, F32]], timings: dict[str, float]
+    ) -> dict[int, tuple[F32, bool]]:
+        """The faces' latest smoothed facial actions (computed for the faces due now)."""
         assert self.actions is not None
         t0 = time.perf_counter()
-        scores = self.actions.update(
-            frame.image, frame.t, [(f.number, f.box, f.landmarks) for f in faces]
-        )
-        out = []
-        for f in faces:
-            s = scores.get(f.number)
-            out.append(f if s is None else dataclasses.replace(f, actions=s[0], actions_fresh=s[1]))
-        ms = (time.perf_counter() - t0) * 1e3
-        timings["actions"] = ms
-        timings["total"] += ms
-        return out
+        scores = self.actions.update(frame.image, frame.t, faces)
+        timings["actions"] = (time.perf_counter() - t0) * 1e3
+        return scores
 
     def tracker_numbers(self) -> list[int]:
         """Numbers of the faces in the last analysed frame (for budget planning)."""
