@@ -138,7 +138,8 @@ class TrackBudget:
     `live.detect_every_max`), then lowering its rate. When tracking is confident (the detector
     keeps finding the faces the optical flow followed) the detector runs every
     `live.detect_every_max` frames even when there is room. Each face's expression follows
-    `live.emotion_fps`, oldest first when the frame's time does not fit them all.
+    `live.emotion_fps`, oldest first when the frame's time does not fit them all. The
+    track is paced in its media time (`due`, `took`).
     """
 
     def __init__(self, machine: MachineBudget) -> None:
@@ -165,7 +166,9 @@ class TrackBudget:
         self._last_emotion: dict[int, float] = {}
         self._parts_ms = 0.0  # detector/flow + expressions of the last observed frame
         self._occupancy_reported = False
-        self._next = -math.inf
+        self._next_t: float | None = None  # media time the next analysed frame is due
+        self._last_t = -math.inf
+        self.skipped = 0  # frames skipped by the pacing (`due`)
 
     # -- costs ---------------------------------------------------------------------------
     def frame_cost(self, k: int, fps: float) -> float:
@@ -271,17 +274,31 @@ class TrackBudget:
         self.base_ms.add(max(ms - self._parts_ms, 0.0))
         self.machine.busy_ms += ms
 
-    def delay(self, now: float) -> float:
-        """Seconds until this track may start its next frame (its planned rate)."""
-        self.machine.refresh()
-        return max(self._next - now, 0.0)
+    @property
+    def pace_fps(self) -> float:
+        """The rate the track is paced at: its planned rate over `live.budget_utilisation`
+        (frames are planned to fill that share of the machine; the turns on the inference
+        threads keep the streams fair when they all run faster), at most `want_fps`."""
+        return min(self.want_fps, self.rate / self.machine.live.budget_utilisation)
 
-    def started(self, now: float) -> None:
-        """A frame started now: the next may start one period later (catching up at most half
-        a period after a late start)."""
-        period = 1.0 / max(self.rate, 1e-6)
-        first = not math.isfinite(self._next)
-        self._next = now + period if first else max(self._next + period, now + period / 2)
+    def due(self, t: float) -> bool:
+        """Whether the frame at media time `t` is analysed: the track is paced at `pace_fps`
+        of its media time, frames arriving early (by more than a quarter period) are skipped
+        and a later one is taken instead; nothing waits, so a taken frame starts at once."""
+        self.machine.refresh()
+        if self._next_t is None or t < self._last_t:  # the first frame, or a new media clock
+            return True
+        return t >= self._next_t - 0.25 / max(self.pace_fps, 1e-6)
+
+    def took(self, t: float) -> None:
+        """The frame at media time `t` is analysed: the next is due one period later (catching
+        up at most half a period after a late one)."""
+        period = 1.0 / max(self.pace_fps, 1e-6)
+        if self._next_t is None or t < self._last_t:
+            self._next_t = t + period
+        else:
+            self._next_t = max(self._next_t + period, t + period / 2)
+        self._last_t = t
 
     def close(self) -> None:
         """The track ended: it takes no share any more."""

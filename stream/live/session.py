@@ -4,10 +4,11 @@ The session knows nothing about WebRTC: its `MediaSource` (stream/live/source.py
 peer from webrtc.py, a URL from url.py, a Janus room from janus.py, lists in testing.py) hands it
 async iterators of received video frames and audio frames. Per video track, a receive task
 empties the source at once into a one-slot mailbox (newest frame wins, drops counted) and an
-analysis task, paced at the rate its share of the machine allows, waits for a turn on the
-inference threads (oldest waiting frame first, across every session of the process), takes the
-newest frame, plans it with its `TrackBudget` and analyses it in the inference executor, never
-on the event loop.
+analysis task takes the newest frame when it is due at the rate the track's share of the
+machine allows (paced in media time: earlier frames are skipped, a taken one never waits for
+a timer), waits for a turn on the inference threads (oldest waiting frame first, across every
+session of the process), takes a newer frame if one came meanwhile, plans it with its
+`TrackBudget` and analyses it in the inference executor, never on the event loop.
 """
 
 from __future__ import annotations
@@ -225,12 +226,14 @@ class LiveSession:
     Args:
         config: the configuration (live limits, frame budget).
         stages: the process's loaded models (`Stages`, or fakes in tests).
-        executor: runs vision inference (shared by all sessions, FIFO, so streams share fairly).
+        executor: runs vision inference (shared by all sessions; the budget's turns decide
+            which stream's frame goes next).
         purpose: the purpose the publisher declared with its consent.
         audio_executor: runs voice analysis beside vision (defaults to `executor`).
         clock: wall clock for event timestamps.
-        pace: cap analysis at `live.max_fps` in real time (off in in-process tests, which feed
-            frames as fast as they are analysed).
+        pace: analyse each track at the rate its budget allows (at most `live.max_fps`),
+            skipping early frames (off in in-process tests, which feed frames as fast as they
+            are analysed).
         via: how the media come in ("page", "whip", "watch", "join", "test"; on the wall).
         budget: the machine's analysis time shared with the process's other sessions (the
             host's); default: one of its own (a session alone in its process).
@@ -459,7 +462,7 @@ class LiveSession:
             async for item in self._watch(source, "video"):
                 box.put(item)
                 budget.receive()
-                stats.received, stats.dropped = box.received, box.dropped
+                stats.received, stats.dropped = box.received, box.dropped + budget.skipped
         except StopAsyncIteration:
             pass
         except Exception as exc:  # e.g. MediaStreamError when a WebRTC track ends
@@ -478,17 +481,17 @@ class LiveSession:
             # match, frames are analysed that often (expressions still follow live.emotion_fps).
             speakers = self.analysis.speakers
             budget.want_fps = max(live.max_fps, audio.mouth_fps) if speakers else live.max_fps
-            wait = budget.delay(time.perf_counter())
-            if wait > 0 and self.pace:
-                await asyncio.sleep(wait)  # the track's rate; the newest frame is taken after it
             try:
                 item = await box.get()
             except EOFError:
                 return
-            budget.started(time.perf_counter())
+            if self.pace and not budget.due(item.t):
+                budget.skipped += 1  # early for the track's rate: a later frame is taken
+                continue
             # One turn on the inference threads, oldest waiting frame of the process first.
             async with self.budget.turn(item.since):
                 item = box.newest(item)  # a newer frame came while waiting: the newest wins
+                budget.took(item.t)
                 async with self._lock:
                     try:
                         # The track's budget plans the frame and learns from it (push_video).
