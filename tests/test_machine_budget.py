@@ -339,3 +339,27 @@ def test_a_track_is_paced_above_its_planned_rate_up_to_the_wanted_one() -> None:
     assert tb.pace_fps == pytest.approx(10.0)
     tb.rate = 14.0
     assert tb.pace_fps == 15.0  # never above the wanted rate
+
+
+def test_expressions_are_spread_over_the_frames() -> None:
+    """At 30 fps with 4 faces at 5 expressions/s, one face per frame (not four every sixth):
+    each face still gets >= 5 per second."""
+    m = MachineBudget(_config(max_fps=30, emotion_fps=5), cores=2)
+    tb = m.track()
+    tb.observe(0.0, _result(True, step_ms=2.0, emotion_ms=4.0, emotions=4, other_ms=0.0), True)
+    tb.allocate(800.0)
+    assert tb.rate == 30
+    counts = dict.fromkeys(range(1, 5), 0)
+    per_frame = []
+    for k in range(1, 61):  # two seconds
+        t = k / 30
+        _, chosen = tb.plan(t, [1, 2, 3, 4])
+        per_frame.append(len(chosen))
+        for n in chosen:
+            counts[n] += 1
+        tb.observe(
+            t, _result(False, step_ms=0.5, emotion_ms=1.0 * len(chosen), fresh=chosen), False
+        )
+    print("expressions per frame:", per_frame[:12], "per face in 2 s:", counts)
+    assert max(per_frame) == 1
+    assert all(c >= 9 for c in counts.values())  # due from 0.2 s on: ~5/s each

@@ -138,7 +138,8 @@ class TrackBudget:
     `live.detect_every_max`), then lowering its rate. When tracking is confident (the detector
     keeps finding the faces the optical flow followed) the detector runs every
     `live.detect_every_max` frames even when there is room. Each face's expression follows
-    `live.emotion_fps`, oldest first when the frame's time does not fit them all. The
+    `live.emotion_fps`, spread over the frames (about the average number due per frame, and
+    what fits the frame's time), oldest first. The
     track is paced in its media time (`due`, `took`).
     """
 
@@ -215,7 +216,11 @@ class TrackBudget:
         room = self.frame_ms - self.base_ms.value - step
         per_face = max(self.face_ms.value, 0.1)
         fit = max(1, int(room // per_face)) if self.face_ms.seen else len(faces)
-        period = 1.0 / self.machine.live.emotion_fps
+        # Spread the expressions over the frames (a frame with every face's is a latency
+        # spike): about as many per frame as the faces need at emotion_fps on average.
+        emotion_fps = self.machine.live.emotion_fps
+        fit = min(fit, max(1, math.ceil(len(faces) * emotion_fps / max(self.rate, 1e-6))))
+        period = 1.0 / emotion_fps
         due = sorted(
             (n for n in faces if t - self._last_emotion.get(n, -1e9) >= period - 1e-6),
             key=lambda n: self._last_emotion.get(n, -1e9),
