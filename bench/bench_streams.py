@@ -3,7 +3,8 @@ with the dynamic-batching scheduler off and on.
 
 Each simulated stream is a camera at 15 fps showing 4 drifting real faces (640x480); a thread
 per stream analyses the newest frame whenever it is free (as the live server does: newest frame
-wins), with the live frame budget (detection every k frames, expressions at live.emotion_fps).
+wins), with the live machine budget shared by the streams (one inference thread per stream:
+live.workers = streams; detection every k frames, expressions at live.emotion_fps).
 Latency is from the frame's capture time to the end of its analysis. Not a test: it prints.
 
     EMOTION_STREAM_MODELS=../shared/models python bench/bench_streams.py --streams 1,2,4
@@ -29,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.bench_vision import SHARED, DriftScene, load_faces  # noqa: E402
-from stream.analysis.budget import FrameBudget  # noqa: E402
+from stream.analysis.budget import MachineBudget  # noqa: E402
 from stream.analysis.stages import Stages  # noqa: E402
 from stream.core.config import ENV_MODELS, Config, load_config  # noqa: E402
 from stream.models.scheduler import BatchingSession  # noqa: E402
@@ -54,6 +55,7 @@ def run(
 ) -> tuple[list[float], list[float]]:
     """Run len(scenes) streams for `seconds`; returns analysed fps per stream and latencies."""
     n = len(scenes)
+    machine = MachineBudget(stages.config.replace("live", workers=n))
     counts = [0] * n
     latencies: list[list[float]] = [[] for _ in range(n)]
     start = time.perf_counter() + 0.5
@@ -61,7 +63,7 @@ def run(
 
     def stream(i: int) -> None:
         pipe = stages.vision(live=True)  # live settings (posture follows behaviour.posture_live)
-        budget = FrameBudget(stages.config.live)
+        budget = machine.track()
         while time.perf_counter() < start:
             time.sleep(0.001)
         last = -1
@@ -73,10 +75,12 @@ def run(
             last = index
             frame = scenes[i].frame(index)
             t = index / CAMERA_FPS
+            budget.receive()
             detect, emotion_for = budget.plan(t, pipe.tracker_numbers())
             result = pipe.process(frame, detect, emotion_for)
             budget.observe(t, result, detect)
             done = time.perf_counter()
+            budget.occupied((done - now) * 1e3)
             counts[i] += 1
             latencies[i].append((done - (start + t)) * 1e3)
 
