@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stream import __version__
+from stream.core.allocator import keep_trimming
 from stream.core.config import ENV_CONFIG, ENV_MODELS, ENV_PROVIDER, Config, load_config
 from stream.core.errors import ConfigError, EmotionStreamError, MediaError
 from stream.core.notices import REGULATION
@@ -757,6 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # long-running commands hand free C heap pages back (stream/core/allocator.py)
+    trimming = keep_trimming() if args.command in ("serve", "watch", "join") else None
     try:
         if args.command == "analyze":
             return _cmd_analyze(args)
@@ -773,6 +776,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emotion-stream: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if trimming is not None:
+            trimming.set()
 
 
 if __name__ == "__main__":  # pragma: no cover
