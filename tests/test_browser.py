@@ -305,6 +305,7 @@ OPEN_CARD = """new Promise(resolve => {
       && card.querySelector('.dominant').textContent.startsWith('dominant');
     const aside = document.querySelector('aside').getBoundingClientRect();
     resolve({before, after, details, asideBottom: aside.bottom,
+             behaviour: card.querySelector('.behaviour').textContent,
              page: document.documentElement.scrollHeight});
   }));
 })"""
@@ -513,6 +514,7 @@ def test_browser_consent_gallery_overlay_geometry_and_viewer(
     opened = seen[-1]["opened"]
     print(f"  a click opens a face row: {opened}")
     assert opened["after"] > opened["before"] + 30 and opened["details"]
+    assert "head yaw" in opened["behaviour"] and "looking" in opened["behaviour"], opened
     assert opened["closed_again"] == opened["before"]
     assert opened["asideBottom"] <= sizes[-1][1] + 0.5 and opened["page"] <= sizes[-1][1]
     print(f"browser: viewer {viewed}; voice strip {voice!r}")

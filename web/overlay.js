@@ -30,6 +30,28 @@ export function behaviourWords(f, s, now = performance.now()) {
   if (lean != null && lean > 0.1) words.push("leaning in");
   return words;
 }
+/**
+ * A face's behaviour in words and degrees for its card: where the head points, toward the screen
+ * or away, gestures, upper body ("not visible" rather than a guess). Behaviour, never a state of mind.
+ */
+export function behaviourLine(f, s, now = performance.now()) {
+  if (!f || (!f.head && f.attention == null && !(s && s.posture))) return "";
+  const parts = [];
+  const deg = (v) => `${v >= 0 ? "+" : "−"}${Math.abs(Math.round(v))}°`;
+  if (f.head) parts.push(`head yaw ${deg(f.head.yaw)}, pitch ${deg(f.head.pitch)}`);
+  if (f.attention != null) parts.push(f.looking_away ? "looking away" : "looking toward the screen");
+  if (s && s.gesture && now < s.gesture.until) parts.push(s.gesture.kind === "nod" ? "nodding" : "shaking head");
+  const p = s && s.posture;
+  if (p) {
+    if (!p.visible) parts.push("upper body not visible");
+    else {
+      if (p.lean != null) parts.push(p.lean > 0.1 ? "leaning in" : p.lean < -0.1 ? "leaning back" : "upright");
+      if (p.shoulders_raised) parts.push("shoulders raised");
+      if (p.hand_to_face) parts.push("hand at the face");
+    }
+  }
+  return parts.join(" · ");
+}
 /** Uncertain share from which headlines name it next to the dominant label (README: Definitions). */
 export const UNCERTAIN_NOTE = 0.2;
 
@@ -352,7 +374,7 @@ export class Overlay {
       card.innerHTML = `<div class="row" role="button" tabindex="0" aria-expanded="false">
           <span class="name"></span><span class="label"></span><span class="toggle" aria-hidden="true">▸</span>
           <div class="bar"><span></span></div></div>
-        <div class="details"><div class="va"></div>
+        <div class="details"><div class="va"></div><div class="behaviour" title="behaviour: where the head points and the body is, not a state of mind"></div>
         <canvas width="300" height="30" title="last ${HISTORY_S} s: colour = shown expression, height = confidence"></canvas>
         <div class="dominant"></div><div class="actions" title="facial actions (blendshape scores, 0-1; AU names where the mapping is established)"></div>
         <div class="buttons"></div></div><div class="voice"></div>`;
@@ -360,7 +382,10 @@ export class Overlay {
       const toggle = () => {
         const open = card.classList.toggle("open");
         row.setAttribute("aria-expanded", String(open));
-        if (open) this.sparkline(card.querySelector("canvas"), s.history);
+        if (open) {
+          this.sparkline(card.querySelector("canvas"), s.history);
+          card.querySelector(".behaviour").textContent = s.excluded ? "" : behaviourLine(s.current, s);
+        }
       };
       row.addEventListener("click", toggle);
       row.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); toggle(); } });
@@ -403,6 +428,7 @@ export class Overlay {
     }
     const open = card.classList.contains("open");
     if (open && f && f.actions && !s.excluded) this.actionBars(card.querySelector(".actions"), f.actions);
+    if (open) card.querySelector(".behaviour").textContent = s.excluded ? "" : behaviourLine(f, s);
     if (s.dominant) {
       card.querySelector(".dominant").textContent =
         `dominant: ${headline(s.dominant, s.shares)} of ${(s.visible ?? 0).toFixed(1)} s`;
