@@ -419,6 +419,9 @@ class HeadPoseTracker:
         self.point_gain = point_gain
         self._ids = np.array(FLOW_POINTS)
         self._tracks: dict[int, _Track] = {}
+        # The grey copy of the last frame seen (its time and array), made once for its faces.
+        self._frame: tuple[float, npt.NDArray[np.uint8]] | None = None
+        self._frame_grey: npt.NDArray[np.uint8] = np.zeros((0, 0), np.uint8)
 
     @classmethod
     def from_task(cls, path: Path, tau_s: float = 0.1) -> HeadPoseTracker:
@@ -447,6 +450,11 @@ class HeadPoseTracker:
         tr = self._tracks.get(face)
         if tr is not None and (t - tr.t > self.reset_after_s or t < tr.t):
             tr = None
+        if image is not None and (
+            self._frame is None or self._frame[1] is not image or self._frame[0] != t
+        ):
+            self._frame = (t, image)  # a new frame (a reused buffer comes with a new time)
+            self._frame_grey = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), np.uint8)
         raw: HeadPose | None = None
         p: HeadPose | None = None  # the 5-point fit, only where it is needed
         if landmarks is not None:
@@ -522,18 +530,17 @@ class HeadPoseTracker:
         x1, y1 = min(int(c[0] + side / 2) + 1, w), min(int(c[1] + side / 2) + 1, h)
         k = min(1.0, _FLOW_SIDE / max(x1 - x0, y1 - y0, 1))
         tr.roi = (x0, y0, x1, y1, k)
-        tr.grey = self._grey(image, tr.roi)
+        tr.grey = self._grey(tr.roi)
 
-    @staticmethod
-    def _grey(
-        image: npt.NDArray[np.uint8], roi: tuple[int, int, int, int, float]
-    ) -> npt.NDArray[np.uint8]:
+    def _grey(self, roi: tuple[int, int, int, int, float]) -> npt.NDArray[np.uint8]:
+        """The region of the frame in grey, scaled by the roi's factor (the frame is converted
+        once for all its faces: the same pixels as converting each region)."""
         x0, y0, x1, y1, k = roi
-        g = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+        g = self._frame_grey[y0:y1, x0:x1]
         if k < 1.0:
             size = (max(round((x1 - x0) * k), 1), max(round((y1 - y0) * k), 1))
-            g = cv2.resize(g, size, interpolation=cv2.INTER_LINEAR)
-        return np.asarray(g, np.uint8)
+            return np.asarray(cv2.resize(g, size, interpolation=cv2.INTER_LINEAR), np.uint8)
+        return np.ascontiguousarray(g)
 
     def _flow(
         self, tr: _Track, image: npt.NDArray[np.uint8], width: int, height: int
@@ -543,7 +550,7 @@ class HeadPoseTracker:
         x0, y0, x1, y1, k = tr.roi
         if image.shape[0] < y1 or image.shape[1] < x1:
             return None
-        cur = self._grey(image, tr.roi)
+        cur = self._grey(tr.roi)
         p0 = ((tr.pts - np.array([x0, y0], np.float32)) * k).reshape(-1, 1, 2).astype(np.float32)
         p1, status, _ = cv2.calcOpticalFlowPyrLK(
             tr.grey, cur, p0, None, winSize=(15, 15), maxLevel=3
@@ -588,3 +595,4 @@ class HeadPoseTracker:
 
     def reset(self) -> None:
         self._tracks.clear()
+        self._frame = None
