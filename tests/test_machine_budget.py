@@ -363,3 +363,30 @@ def test_expressions_are_spread_over_the_frames() -> None:
     print("expressions per frame:", per_frame[:12], "per face in 2 s:", counts)
     assert max(per_frame) == 1
     assert all(c >= 9 for c in counts.values())  # due from 0.2 s on: ~5/s each
+
+
+def test_decoding_is_charged_when_other_processes_take_the_spare_cores() -> None:
+    """The same process as above, but another process keeps 0.7 cores busy: the decoders no
+    longer fit beside inference and the loop, and what does not fit is charged."""
+    clock = Clock()
+    cpu = {"decode": 0.0, "inference": 0.0, "loop": 0.0, "others": 0.0}
+    m = MachineBudget(_config(max_fps=15, workers=1), cpu_s=lambda: cpu, cores=2)
+    m.clock = clock
+    tb = m.track()
+    _learn(tb, detect_ms=40.0, follow_ms=6.0, face_ms=5.0)
+    for i in range(300):
+        clock.t += 0.01
+        if i % 3 == 0:
+            for _ in range(3):
+                tb.receive()
+                cpu["decode"] += 0.004
+            tb.occupied(50.0 / 3.3)
+            cpu["inference"] += 0.050 / 3.3
+        cpu["loop"] += 0.002
+        cpu["others"] += 0.007
+        m.refresh()
+    print(f"others {m.other_cores:.2f} cores, spare {m.spare_cores:.2f}, charged {m.charged:.2f}")
+    assert m.other_cores == pytest.approx(0.7, rel=0.05)
+    assert m.spare_cores == pytest.approx(0.1, abs=0.05)
+    assert m.charged == pytest.approx((0.4 - 0.1) / 0.4, abs=0.1)
+    assert tb.decode_ms > 0

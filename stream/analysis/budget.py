@@ -317,19 +317,20 @@ class MachineBudget:
     Capacity: `live.workers` inference threads busy `live.budget_utilisation` of each second,
     less the decoding of received frames that lands on the cores inference uses: decoder CPU
     per received frame is measured, and so are the cores inference really keeps busy (its CPU
-    per ms of a worker's wall time) and those of the event loop; decoding beyond the cores
-    they leave spare is charged. Each active track gets a max-min fair share (its
-    decoding included: a stream that needs less leaves the rest to the others) and plans its
-    rate and detector interval within it (`TrackBudget`). Turns on the inference threads go
-    oldest-first: the track whose waiting frame arrived earliest.
+    per ms of a worker's wall time), those of the event loop and those other processes of the
+    machine use; decoding beyond the cores they leave spare is charged. Each active track
+    gets a max-min fair share (its decoding included: a stream that needs less leaves the
+    rest to the others) and plans its rate and detector interval within it (`TrackBudget`).
+    Turns on the inference threads go oldest-first: the track whose waiting frame arrived
+    earliest.
 
     Args:
         config: `live` budget settings; `runtime.intra_op_threads` (threads of one inference,
             the cores it is assumed to keep busy until measured).
         cpu_s: cumulative CPU seconds of the process by part: "decode" (received video),
             "inference" (the inference threads and their native pools), "loop" (the event
-            loop); e.g. stream/live/host.py `ThreadCpu.budget_parts`. None: decoding is not
-            charged.
+            loop), optionally "others" (every other process of the machine); e.g.
+            stream/live/host.py `ThreadCpu.budget_parts`. None: decoding is not charged.
         cores: CPU cores of the process (default: its CPU affinity).
         clock: monotonic seconds.
     """
@@ -348,6 +349,7 @@ class MachineBudget:
         threads = config.runtime.intra_op_threads or self.cores
         self.inference_cores = _Ema(float(min(threads, self.cores)))  # per busy worker
         self.loop_cores = 0.0
+        self.other_cores = 0.0  # other processes of the machine
         #: Cores the inference threads and the event loop leave to decoding.
         self.spare_cores = max(self.cores - self.live.workers * self.inference_cores.value, 0)
         self.cpu_s = cpu_s
@@ -418,8 +420,9 @@ class MachineBudget:
                 if busy >= 50.0:  # CPU ms per worker ms: how many cores an inference uses
                     self.inference_cores.add(min(d.get("inference", 0.0) / busy, self.cores))
                 self.loop_cores = d.get("loop", 0.0) / 1e3 / dt
+                self.other_cores = d.get("others", 0.0) / 1e3 / dt
             self._cpu_mark = cpu
-        used = self.live.workers * self.inference_cores.value + self.loop_cores
+        used = self.live.workers * self.inference_cores.value + self.loop_cores + self.other_cores
         self.spare_cores = max(self.cores - used, 0.0)
         for tb in self.tracks:
             fps = (tb.received - tb._recv_mark) / dt

@@ -23,6 +23,7 @@ server loads the real models, tests pass fakes.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -119,13 +120,28 @@ class ThreadCpu:
 
     def budget_parts(self) -> dict[str, float]:
         """The parts the machine budget measures: decode, inference (its threads and the
-        native pools), loop."""
+        native pools), loop, and "others": busy CPU of every other process of the machine
+        (/proc/stat; absent where it cannot be read)."""
         cpu = self.read()
-        return {
+        parts = {
             "decode": cpu["decode"],
             "inference": cpu["inference"] + cpu["native"],
             "loop": cpu["loop"],
         }
+        machine = self._machine_busy_s()
+        if machine is not None:
+            parts["others"] = machine - sum(cpu.values())
+        return parts
+
+    @staticmethod
+    def _machine_busy_s() -> float | None:
+        """Busy (not idle or iowait) CPU seconds of all cores since boot."""
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                ticks = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
     @staticmethod
     def _thread_cpu_s(tid: int) -> float | None:
