@@ -648,7 +648,7 @@ async def measure(
     window: float,
     per_minute: bool,
     all_records: list[StreamRecord],
-    send: str = "30",
+    send: str = "hint",
 ) -> RunResult:
     """Publish `streams` tracks, warm up, measure for `window` seconds, then stop them.
 
@@ -964,9 +964,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--send-fps",
-        default="30",
-        help="frames per second each publisher sends: a number (30: the whole camera, as WHIP"
-        " publishers do) or 'hint' (session.started's send.max_fps, as the page does)",
+        default="hint",
+        help="frames per second each publisher sends: 'hint' (session.started's send.max_fps,"
+        " as the page does) or a number (30: the whole camera, as WHIP publishers do)",
     )
     p.add_argument(
         "--minutes", type=float, help="long run instead: one stream for M minutes, per minute"
@@ -1019,7 +1019,12 @@ async def run_all(args: argparse.Namespace, models: str) -> int:
     print(
         f"clients: {FRAME_DESC}, {FACES} faces tiled 2x2 drifting 1-2 px/frame ({SEQ_FRAMES}"
         " pre-rendered frames played forwards and backwards), one aiortc peer per stream in"
-        " this process"
+        " this process, sending "
+        + (
+            "what session.started asks (send.max_fps, as the page does)"
+            if args.send_fps == "hint"
+            else f"{float(args.send_fps):g} fps of the camera"
+        )
     )
     with tempfile.NamedTemporaryFile(prefix="bench-live-server-", suffix=".log") as log:
         server = ServerProcess(models, log, args.memory_profile, args.max_fps, args.server_config)
