@@ -267,6 +267,22 @@ def test_watch_on_a_bad_path_is_a_one_line_error_with_exit_3(
     assert code == 3 and len(err) == 1 and err[0].startswith("emotion-stream: error: ")
 
 
+def test_watch_on_a_device_without_media_exits_3_instead_of_retrying() -> None:
+    """/dev/null opens but holds no media: a MediaError (exit 3); it used to reconnect forever."""
+    from stream.analysis.fakes import FakeStages
+    from stream.core.config import load_config
+    from stream.core.errors import MediaError
+    from stream.live.url import run_watch
+
+    from .conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "default.toml", env={}).replace("live", port=0)
+    with pytest.raises(MediaError) as err:
+        asyncio.run(run_watch(cfg, "/dev/null", "probe", stages=FakeStages(cfg)))
+    print(err.value)
+    assert str(err.value).startswith("cannot read /dev/null") and err.value.exit_code == 3
+
+
 @pytest.mark.parametrize("kind", ["garbage", "truncated"])
 def test_watch_on_an_unreadable_file_raises_media_error(kind: str, tmp_path: Any) -> None:
     """A local file that cannot be decoded ends the session and exits 3 (was exit 0)."""

@@ -214,7 +214,7 @@ class UrlSource:
                     why = "the stream ended" if got else "no media in the stream"
                 except Exception as exc:  # av.error.* and OSError: FFmpeg's one-line reasons
                     why = scrub(str(exc).strip() or type(exc).__name__, self.url)
-                    if self.local:  # FFmpeg's reason without its copy of the path
+                    if self.local or self._not_media(exc):  # FFmpeg's reason, not its path
                         reason = getattr(exc, "strerror", None) or why
                         self.failure = f"cannot read {self.url}: {reason}"
                         self._status("source_failed", self.failure)
@@ -243,6 +243,15 @@ class UrlSource:
             assert self._loop is not None
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self.done.set)
+
+    def _not_media(self, exc: Exception) -> bool:
+        """A device or pipe path (no scheme) whose first open found no media at all, such as
+        /dev/null: retrying would not help (a camera that is busy or a pipe without a writer
+        yet fails otherwise, and is retried)."""
+        import av
+
+        path = not self.listen and "://" not in self.url and ":" not in self.url
+        return path and not self.opened and isinstance(exc, av.error.InvalidDataError)
 
     def _read_once(self, offset: float) -> tuple[bool, float, bool]:
         """Open, read until the end or an error; returns (got frames, last media time, flowed).
