@@ -124,6 +124,7 @@ class TileTrack(VideoStreamTrack):
         self.phase = phase
         self.glass: list[float] = []
         self.lag: list[float] = []
+        self.sent: list[float] = []  # glass times of the frames sent
         self.send_fps = float(FPS)
 
     def sends(self, k: int) -> bool:
@@ -148,6 +149,7 @@ class TileTrack(VideoStreamTrack):
             self.glass.append(now)
             self.lag.append(now - (self._start + k / FPS))
             if self.sends(k):
+                self.sent.append(now)
                 break
         frame = av.VideoFrame.from_ndarray(self.sequence[self.seq_index(k)], format="yuv420p")
         frame.pts, frame.time_base = pts, time_base
@@ -297,7 +299,7 @@ class FrameEvent:
     detect_every: int
     stage_ms: dict[str, float]  # the server's smoothed (EMA) stage times
     raw_ms: dict[str, float] | None  # this frame's own stage times, recovered from the EMAs
-    produced: int  # frames the client had produced when the event was made (glass <= ts)
+    produced: int  # frames the client had sent when the event was made (glass <= ts)
     centres: tuple[tuple[float, float], ...]  # face box centres in pixels
     glass_to_receive_ms: float | None  # (ts - server latency) - glass[k]
 
@@ -370,7 +372,7 @@ class StreamRecord:
                 detect_every=int(m["detect_every"]),
                 stage_ms=stage,
                 raw_ms=self._raw_stages(stage),
-                produced=bisect.bisect_right(glass, float(ev["ts"])),
+                produced=bisect.bisect_right(self.track.sent, float(ev["ts"])),
                 centres=tuple(
                     (
                         (f["box"][0] + f["box"][2]) * FRAME_W / 2,
