@@ -187,9 +187,9 @@ def test_detector_runs_less_when_tracking_is_confident() -> None:
         shift = 1.0 + i  # the faces drift; the detector finds them where the flow had them
         tb.observe(t, _result(detect, step_ms=2.0 if detect else 0.5, shift=shift), detect)
     print("detector runs while tracking is confident:", "".join("D" if p else "." for p in plans))
-    assert tb.confident and tb.detect_every == 4
+    assert tb.confident and tb.detect_every == 8  # every 4th frame, or every 0.5 s at 15 fps
     assert plans[:3] == [True, True, False]  # every frame until two detections agree...
-    assert sum(plans[3:]) <= 3  # ...then every 4th
+    assert sum(plans[3:]) <= 2  # ...then every 8th
 
     # A new face (an unconfirmed detection) ends the confidence: every frame again.
     tb.observe(2.0, _result(True, step_ms=2.0, shift=13.0, tentative=1), True)
@@ -390,3 +390,18 @@ def test_decoding_is_charged_when_other_processes_take_the_spare_cores() -> None
     assert m.spare_cores == pytest.approx(0.1, abs=0.05)
     assert m.charged == pytest.approx((0.4 - 0.1) / 0.4, abs=0.1)
     assert tb.decode_ms > 0
+
+
+def test_confident_tracking_at_30_fps_detects_twice_a_second() -> None:
+    m = MachineBudget(_config(max_fps=30, detect_every_max=4), cores=2)
+    tb = m.track()
+    tb.observe(0.0, _result(True, step_ms=2.0), True)
+    plans = []
+    for i in range(1, 61):
+        t = i / 30
+        detect, _ = tb.plan(t, [1, 2, 3, 4])
+        plans.append(detect)
+        tb.observe(t, _result(detect, step_ms=2.0 if detect else 0.5, shift=i * 0.5), detect)
+    print("30 fps, confident:", "".join("D" if p else "." for p in plans))
+    assert tb.confident and tb.detect_every == 15
+    assert sum(plans[10:]) <= 4  # 50 frames: every 15th

@@ -106,6 +106,9 @@ MIN_FPS = 1.0
 #: followed (the same faces, boxes overlapping at least `CONFIDENT_IOU`).
 CONFIDENT_AFTER = 2
 CONFIDENT_IOU = 0.6
+#: With confident tracking the detector runs every `live.detect_every_max` frames, or less
+#: often down to once per this many seconds at high frame rates (new faces are found within it).
+CONFIDENT_DETECT_S = 0.5
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -137,7 +140,8 @@ class TrackBudget:
     the track runs at `want_fps` if that fits, raising the detector interval first (up to
     `live.detect_every_max`), then lowering its rate. When tracking is confident (the detector
     keeps finding the faces the optical flow followed) the detector runs every
-    `live.detect_every_max` frames even when there is room. Each face's expression follows
+    `live.detect_every_max` frames even when there is room, or every `CONFIDENT_DETECT_S`
+    seconds at high rates (every 15th frame at 30 fps). Each face's expression follows
     `live.emotion_fps`, spread over the frames (about the average number due per frame, and
     what fits the frame's time), oldest first. The
     track is paced in its media time (`due`, `took`).
@@ -187,6 +191,8 @@ class TrackBudget:
         room = share_ms - self.decode_ms
         want = self.want_fps
         top = live.detect_every_max
+        if self.confident:  # the detector at least every CONFIDENT_DETECT_S of media time
+            top = max(top, round(want * CONFIDENT_DETECT_S))
         k0 = top if self.confident else 1
         for k in range(k0, top + 1):
             if want * self.frame_cost(k, want) <= room:
