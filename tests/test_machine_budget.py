@@ -405,3 +405,13 @@ def test_confident_tracking_at_30_fps_detects_twice_a_second() -> None:
     print("30 fps, confident:", "".join("D" if p else "." for p in plans))
     assert tb.confident and tb.detect_every == 15
     assert sum(plans[10:]) <= 4  # 50 frames: every 15th
+
+
+def test_detect_every_max_1_keeps_the_detector_on_every_frame() -> None:
+    m = MachineBudget(_config(max_fps=30, detect_every_max=1), cores=2)
+    tb = m.track()
+    for i in range(10):
+        detect, _ = tb.plan(i / 30, [1, 2, 3, 4])
+        assert detect
+        tb.observe(i / 30, _result(True, step_ms=2.0, shift=i * 0.5), True)
+    assert tb.confident and tb.detect_every == 1

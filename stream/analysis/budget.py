@@ -107,7 +107,8 @@ MIN_FPS = 1.0
 CONFIDENT_AFTER = 2
 CONFIDENT_IOU = 0.6
 #: With confident tracking the detector runs every `live.detect_every_max` frames, or less
-#: often down to once per this many seconds at high frame rates (new faces are found within it).
+#: often down to once per this many seconds at high frame rates (new faces are found within
+#: it); `live.detect_every_max = 1` keeps it on every frame.
 CONFIDENT_DETECT_S = 0.5
 
 
@@ -191,7 +192,7 @@ class TrackBudget:
         room = share_ms - self.decode_ms
         want = self.want_fps
         top = live.detect_every_max
-        if self.confident:  # the detector at least every CONFIDENT_DETECT_S of media time
+        if self.confident and top > 1:  # the detector every CONFIDENT_DETECT_S of media time
             top = max(top, round(want * CONFIDENT_DETECT_S))
         k0 = top if self.confident else 1
         for k in range(k0, top + 1):
