@@ -415,3 +415,45 @@ def test_detect_every_max_1_keeps_the_detector_on_every_frame() -> None:
         assert detect
         tb.observe(i / 30, _result(True, step_ms=2.0, shift=i * 0.5), True)
     assert tb.confident and tb.detect_every == 1
+
+
+def test_sessions_of_one_host_share_its_budget_and_report_their_rate() -> None:
+    """Two sessions on a host (fake stages, frames fed as fast as they are analysed): both
+    tracks plan within the host's one MachineBudget, frame events carry `budget_fps`, and a
+    closed session's track leaves the budget."""
+    from stream.analysis.fakes import FakeStages, fake_frames
+    from stream.core.config import load_config
+    from stream.live.host import SessionHost
+    from stream.live.session import Subscriber
+
+    from .test_live_host import PEOPLE, ROOT, Feed, ListSource, bounded, has_faces
+
+    cfg = load_config(ROOT / "configs" / "default.toml", env={}).replace("audio", enabled=False)
+
+    @bounded(30)
+    async def main() -> tuple[list[Feed], int, int, bool]:
+        host = SessionHost(cfg, FakeStages(cfg), pace=False)
+        feeds = []
+        sessions = []
+        for purpose in ("first call", "second call"):
+            s = await host.open(purpose, "test")
+            feed = Feed()
+            s.subscribe(Subscriber(feed.send, "viewer"))
+            await s.attach(ListSource(fake_frames(40, PEOPLE), fps=100.0))
+            feeds.append(feed)
+            sessions.append(s)
+        for feed in feeds:
+            await feed.until(has_faces(5), 10)
+        shared = all(s.budget is host.budget for s in sessions)
+        tracks = len(host.budget.tracks)
+        await host.close(sessions[0], "done")
+        left = len(host.budget.tracks)
+        await host.shutdown()
+        return feeds, tracks, left, shared
+
+    feeds, tracks, left, shared = main()
+    rates = [e["metrics"]["budget_fps"] for f in feeds for e in f.of("frame")]
+    print(f"tracks in the budget: {tracks}, after one session closed: {left}; budget_fps seen"
+          f" {min(rates):.1f}..{max(rates):.1f}")  # fmt: skip
+    assert shared and tracks == 2 and left == 1
+    assert rates and all(r > 0 for r in rates)
