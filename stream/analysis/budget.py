@@ -120,18 +120,6 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def water_level(needs: list[float], capacity: float) -> float:
-    """The max-min fair level: each need is met up to it and the met needs sum to `capacity`
-    (infinite when every need fits)."""
-    left, n = capacity, len(needs)
-    for x in sorted(needs):
-        if x * n > left:
-            return left / n
-        left -= x
-        n -= 1
-    return math.inf
-
-
 class TrackBudget:
     """One live video track's share of a `MachineBudget`; its `FrameScheduler`.
 
@@ -325,9 +313,10 @@ class MachineBudget:
     less the decoding of received frames that lands on the cores inference uses: decoder CPU
     per received frame is measured, and so are the cores inference really keeps busy (its CPU
     per ms of a worker's wall time), those of the event loop and those other processes of the
-    machine use; decoding beyond the cores they leave spare is charged. Each active track
-    gets a max-min fair share (its decoding included: a stream that needs less leaves the
-    rest to the others) and plans its rate and detector interval within it (`TrackBudget`).
+    machine use; decoding beyond the cores they leave spare is charged. Shares are fair in
+    analysed frames per second: every active track gets the same rate (a stream that wants
+    less leaves the rest to the others), its share being what that rate costs it, decoding
+    included; within it the track plans its detector interval (`TrackBudget`).
     Turns on the inference threads go oldest-first: the track whose waiting frame arrived
     earliest.
 
@@ -440,18 +429,32 @@ class MachineBudget:
         self.charged = over / self.decode_load if self.decode_load > 0 else 0.0
 
     def _share(self, now: float) -> None:
-        """Max-min fair shares of the capacity: water-filling on each track's need (its decoding
-        and its wanted rate with the detector as rare as allowed); what no track needs is
-        spread evenly (it lets them detect more often)."""
+        """Fair shares of the capacity: every active track gets the same analysed rate (at
+        most what it wants), its share being what that rate costs it with the detector as rare
+        as allowed, plus its decoding; what no track needs is spread evenly (it lets them
+        detect more often)."""
         active = [t for t in self.tracks if now - t.last_received <= IDLE_S]
         for tb in self.tracks:
             tb.decode_ms = tb.recv_fps * self.decode_ms.value * self.charged
         if not active:
             return
         top = self.live.detect_every_max
-        need = [t.decode_ms + t.want_fps * t.frame_cost(top, t.want_fps) for t in active]
-        level = water_level(need, self.capacity_ms)
-        shares = [min(x, level) for x in need]
+
+        def need(tb: TrackBudget, fps: float) -> float:
+            r = min(fps, tb.want_fps)
+            return tb.decode_ms + r * tb.frame_cost(top, max(r, 1e-6))
+
+        hi = max(t.want_fps for t in active)
+        if sum(need(t, hi) for t in active) > self.capacity_ms:
+            lo = 0.0
+            for _ in range(30):
+                mid = (lo + hi) / 2
+                if sum(need(t, mid) for t in active) <= self.capacity_ms:
+                    lo = mid
+                else:
+                    hi = mid
+            hi = lo
+        shares = [need(t, hi) for t in active]
         spare = max(self.capacity_ms - sum(shares), 0.0) / len(active)
         for tb, share in zip(active, shares, strict=True):
             tb.allocate(share + spare)
