@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tarfile
-import tempfile
 import tomllib
-import urllib.error
 import urllib.parse
-import urllib.request
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +170,8 @@ class Manifest:
 
 def sha256_file(path: Path) -> str:
     """Return the hex sha256 of a file."""
+    import hashlib  # here, not at import: it maps OpenSSL (~3.5 MB) into every process
+
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
@@ -300,7 +296,7 @@ class ModelStore:
     def fetch(
         self,
         name: str,
-        opener: Callable[[str], Any] = urllib.request.urlopen,
+        opener: Callable[[str], Any] | None = None,
         progress: Progress | None = None,
         mirror: str | None = None,
     ) -> Path:
@@ -308,7 +304,8 @@ class ModelStore:
 
         Args:
             name: manifest entry.
-            opener: opens a URL and returns a readable response (tests swap it).
+            opener: opens a URL and returns a readable response (default urlopen; tests swap
+                it).
             progress: called with (bytes so far, total bytes or None) while downloading.
             mirror: download base replacing the URL's scheme (see `mirror_url`); default
                 ${EMOTION_STREAM_MODEL_MIRROR}.
@@ -361,6 +358,9 @@ def _copy_hashing(src: Any, dst: Any, h: Any, progress: Progress | None, total: 
 
 def _extract(archive: Path, member: str, out: Any, h: Any) -> None:
     """Copy one member of a zip (wheel, .task) or tar archive into `out`, hashing it."""
+    import tarfile
+    import zipfile
+
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             try:
@@ -392,7 +392,7 @@ def download(
     *,
     member: str = "",
     archive_sha256: str = "",
-    opener: Callable[[str], Any] = urllib.request.urlopen,
+    opener: Callable[[str], Any] | None = None,
     progress: Progress | None = None,
     mirror: str = "",
 ) -> Path:
@@ -405,6 +405,15 @@ def download(
     Raises:
         ModelError: one line naming the file, the URL and what went wrong.
     """
+    # Imported here: urllib.request loads ssl and OpenSSL (~7 MB resident), which analysing
+    # a file never needs.
+    import hashlib
+    import tempfile
+    import urllib.error
+    import urllib.request
+    import zipfile
+
+    opener = opener or urllib.request.urlopen
     src_url = mirror_url(url, mirror)
     what = f"{target.name} from {src_url}" + (f" ({member})" if member else "")
     target.parent.mkdir(parents=True, exist_ok=True)

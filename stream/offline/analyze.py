@@ -16,6 +16,7 @@ from stream.analysis.stages import Stages
 from stream.analysis.stream import StreamAnalysis
 from stream.analysis.summary import Analysis
 from stream.analysis.voice import AnalysedAudio, VoiceTrack
+from stream.core.allocator import trim_allocator
 from stream.core.config import Config
 from stream.core.errors import EmotionStreamError, MediaError, NoFacesError, NoSpeechError
 from stream.core.timing import FrameGrid
@@ -26,6 +27,40 @@ from stream.offline.media import probe, read_audio, read_frames
 #: faces (the matcher keeps `match_window_s + 1 s` of history).
 VOICE_SLACK_S = 0.5
 SPEAKER = "audio"
+#: Seconds of work between hand-backs of freed C heap pages while a file is analysed.
+TRIM_EVERY_S = 1.0
+
+
+class HeapTrim:
+    """Hands the C heaps' freed pages back to the system every `every_s` seconds of work.
+
+    Model calls free tens of MB of scratch memory per frame (detector, embedder, pose) and
+    glibc keeps most of it, fragmented among live blocks: on the 9-face gallery the process
+    held ~110 MB free inside its heaps at its peak. A trim costs a few milliseconds (~1% at
+    one a second); results do not change.
+    """
+
+    def __init__(
+        self,
+        every_s: float = TRIM_EVERY_S,
+        clock: Callable[[], float] = time.perf_counter,
+        trim: Callable[[], bool] = trim_allocator,
+    ) -> None:
+        if every_s <= 0:
+            raise ValueError(f"HeapTrim: every_s must be > 0, got {every_s}")
+        self.every_s = every_s
+        self.clock = clock
+        self.trim = trim
+        self.last = clock()
+        self.trims = 0
+
+    def tick(self) -> None:
+        """Trim when `every_s` has passed since the last trim."""
+        now = self.clock()
+        if now - self.last >= self.every_s:
+            self.trim()
+            self.trims += 1
+            self.last = self.clock()
 
 
 @dataclass
@@ -144,8 +179,10 @@ def analyze_file(
         source = progress(source, info)
     grid = FrameGrid(fps)
     last_t = 0.0
+    heap = HeapTrim()
     try:
         for frame in source:
+            heap.tick()
             last_t = frame.t
             if audio is not None:
                 audio.pump(frame.t)
