@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from stream.models.graph import _fields, _Graph, rewrite_prelu
+from stream.models.graph import _fields, _Graph, fold_pads, rewrite_prelu
 from tests.conftest import MODELS
 
 
@@ -21,7 +21,7 @@ def _session(source: bytes | str) -> ort.InferenceSession:
 
 def _ops(model: bytes) -> dict[str, int]:
     graph = next(f[2] for f in _fields(model) if f[0] == 7)
-    assert isinstance(graph, bytes)
+    assert isinstance(graph, memoryview)
     counts: dict[str, int] = {}
     for n in _Graph.parse(graph).nodes.values():
         counts[n.op] = counts.get(n.op, 0) + 1
@@ -70,3 +70,34 @@ def test_prelu_rewrite_keeps_outputs(name: str, shape: tuple[int, ...], count: i
 def test_models_without_prelu_are_left_alone() -> None:
     data = (MODELS / "yunet_n_dynamic.onnx").read_bytes()
     assert rewrite_prelu(data) == (data, 0)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("name", "count"), [("faceapi_expression_7c", 16), ("crepe_tiny_pitch", 6)]
+)
+def test_computed_pads_fold_into_their_convs(name: str, count: int) -> None:
+    data = (MODELS / f"{name}.onnx").read_bytes()
+    fast, n = fold_pads(data)
+    assert n == count
+    before, after = _ops(data), _ops(fast)
+    assert before["Pad"] - after.get("Pad", 0) == count
+    assert after["Conv"] == before["Conv"]
+    # The pads' arithmetic is gone with them.
+    assert sum(after.values()) < sum(before.values()) - count
+    a, b = _session(str(MODELS / f"{name}.onnx")), _session(fast)
+    rng = np.random.default_rng(1)
+    inp = a.get_inputs()[0]
+    for batch in (1, 5):  # the amounts depend on the fixed input size, not on the batch
+        shape = [batch, *inp.shape[1:]]
+        x = rng.random(shape, dtype=np.float32) * (255.0 if name.startswith("faceapi") else 1.0)
+        feed = {inp.name: x}
+        for p, q in zip(a.run(None, feed), b.run(None, feed), strict=True):
+            err = float(np.abs(p - q).max())
+            print(f"{name} batch {batch}: max abs difference {err:.3g}")
+            assert err <= 1e-5 * max(float(np.abs(p).max()), 1.0)
+
+
+def test_pads_of_models_without_a_fixed_input_stay() -> None:
+    data = (MODELS / "silero_vad_v6.onnx").read_bytes()
+    assert fold_pads(data) == (data, 0)
