@@ -5,13 +5,17 @@ track is paced at its share. Fake clocks, fake decode meters and fake frame resu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import types
 
 import numpy as np
 import pytest
 
 from stream.analysis.budget import MachineBudget, TrackBudget
+from stream.analysis.video import pace_actions
 from stream.core.config import Config
 from stream.core.types import FaceDetections, FaceSample
+from stream.vision.blendshapes import ActionScheduler
 from stream.vision.pipeline import FaceResult, FrameResult
 
 
@@ -463,3 +467,40 @@ def test_sessions_of_one_host_share_its_budget_and_report_their_rate() -> None:
           f" {min(rates):.1f}..{max(rates):.1f}")  # fmt: skip
     assert shared and tracks == 2 and left == 1
     assert rates and all(r > 0 for r in rates)
+
+
+def _with_actions(tb: TrackBudget, action_ms: float) -> None:
+    """Teach a track that one face's facial actions cost `action_ms`."""
+    r = _result(False, step_ms=1.0, other_ms=0.0, shift=0.0)
+    faces = [dataclasses.replace(f, actions_fresh=f.number == 1) for f in r.faces]
+    r = dataclasses.replace(r, faces=faces)
+    r.timings_ms["actions"] = action_ms
+    r.timings_ms["total"] += action_ms
+    tb.observe(0.2, r, False)
+
+
+def test_facial_actions_slow_down_before_the_frame_rate() -> None:
+    """Landmark passes of 15 ms each: 4 faces at 2/s cost 120 ms/s. In a tight share the
+    detector interval rises first, then the actions slow (to a quarter), then the rate falls;
+    VideoTracks hands the planned rate to the pipeline's action scheduler."""
+    m = MachineBudget(_config(max_fps=10, emotion_fps=5, detect_every_max=4), cores=2)
+    tb = m.track()
+    _learn(tb, detect_ms=20.0, follow_ms=2.0, face_ms=3.0)
+    _with_actions(tb, 15.0)
+    print(f"base {tb.base_ms.value:.1f} ms, action {tb.action_ms.value:.1f} ms per face")
+    plans = []
+    for share in (800.0, 280.0, 220.0, 190.0, 120.0):  # 10 fps costs 277/217/187 ms/s at k=4
+        tb.allocate(share)
+        plans.append((share, tb.detect_every, tb.actions_fps, round(tb.rate, 2)))
+    print("share -> (k, actions/s per face, fps):", plans)
+    assert plans[0][1:] == (1, 2.0, 10)  # room for everything
+    assert plans[1][1:] == (4, 2.0, 10)  # the detector first
+    assert plans[2][1:] == (4, 1.0, 10)  # then the facial actions
+    assert plans[3][1:] == (4, 0.5, 10)
+    assert plans[4][1] == 4 and plans[4][2] == 0.5 and plans[4][3] < 10  # then the rate
+
+    stage = types.SimpleNamespace(actions=types.SimpleNamespace(scheduler=ActionScheduler(2, 1)))
+    pace_actions(stage, tb.actions_fps)
+    assert stage.actions.scheduler.fps == 0.5
+    pace_actions(stage, None)  # a file's schedule leaves the configured rate
+    assert stage.actions.scheduler.fps == 0.5

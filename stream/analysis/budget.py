@@ -110,6 +110,9 @@ CONFIDENT_IOU = 0.6
 #: often down to once per this many seconds at high frame rates (new faces are found within
 #: it); `live.detect_every_max = 1` keeps it on every frame.
 CONFIDENT_DETECT_S = 0.5
+#: Under load each face's facial actions slow down to this share of `actions.fps` (after the
+#: detector interval is raised, before the frame rate is lowered).
+ACTIONS_FLOOR = 0.25
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -124,16 +127,17 @@ class TrackBudget:
     """One live video track's share of a `MachineBudget`; its `FrameScheduler`.
 
     Costs are measured on the track's own frames (detector + tracker, optical flow, each
-    expression, and the rest of a frame: smoothing, facial actions, behaviour signals, and,
-    when the session reports the whole occupancy, conversion and recording). Within its share
-    the track runs at `want_fps` if that fits, raising the detector interval first (up to
-    `live.detect_every_max`), then lowering its rate. When tracking is confident (the detector
-    keeps finding the faces the optical flow followed) the detector runs every
-    `live.detect_every_max` frames even when there is room, or every `CONFIDENT_DETECT_S`
-    seconds at high rates (every 15th frame at 30 fps). Each face's expression follows
-    `live.emotion_fps`, spread over the frames (about the average number due per frame, and
-    what fits the frame's time), oldest first. The
-    track is paced in its media time (`due`, `took`).
+    expression, each face's facial actions, and the rest of a frame: smoothing, behaviour
+    signals, and, when the session reports the whole occupancy, conversion and recording).
+    Within its share the track runs at `want_fps` if that fits, raising the detector interval
+    first (up to `live.detect_every_max`), then slowing facial actions (down to
+    `ACTIONS_FLOOR` of `actions.fps`: `actions_fps`, applied by VideoTracks), then lowering
+    its rate. When tracking is confident (the detector keeps finding the faces the optical
+    flow followed) the detector runs every `live.detect_every_max` frames even when there is
+    room, or every `CONFIDENT_DETECT_S` seconds at high rates (every 15th frame at 30 fps).
+    Each face's expression follows `live.emotion_fps`, spread over the frames (about the
+    average number due per frame, and what fits the frame's time), oldest first. The track
+    is paced in its media time (`due`, `took`).
     """
 
     def __init__(self, machine: MachineBudget) -> None:
@@ -148,6 +152,8 @@ class TrackBudget:
         self.detect_ms = _Ema()
         self.follow_ms = _Ema()
         self.face_ms = _Ema()
+        self.action_ms = _Ema()  # one face's facial actions (landmarks + blendshapes)
+        self.actions_fps = machine.actions_fps  # planned facial actions per face per second
         self.base_ms = _Ema()  # everything else of an analysed frame
         self.faces = 0
         self.received = 0
@@ -165,13 +171,17 @@ class TrackBudget:
         self.skipped = 0  # frames skipped by the pacing (`due`)
 
     # -- costs ---------------------------------------------------------------------------
-    def frame_cost(self, k: int, fps: float) -> float:
-        """Estimated worker ms of one analysed frame with the detector every k frames at `fps`."""
+    def frame_cost(self, k: int, fps: float, actions_fps: float | None = None) -> float:
+        """Estimated worker ms of one analysed frame at `fps` with the detector every k frames
+        and each face's facial actions `actions_fps` times a second (default: as planned)."""
         det = self.detect_ms.value
         follow = self.follow_ms.value if self.follow_ms.seen else 0.2 * det
         step = follow + max(det - follow, 0.0) / k
         share = min(1.0, self.machine.live.emotion_fps / max(fps, 1e-6))
-        return self.base_ms.value + step + self.faces * self.face_ms.value * share
+        a = self.actions_fps if actions_fps is None else actions_fps
+        passes = min(self.faces * a / max(fps, 1e-6), self.machine.actions.per_frame)
+        actions = passes * self.action_ms.value
+        return self.base_ms.value + step + self.faces * self.face_ms.value * share + actions
 
     def allocate(self, share_ms: float) -> None:
         """Plan the rate and detector interval within a share (worker ms per second)."""
@@ -183,11 +193,14 @@ class TrackBudget:
         if self.confident and top > 1:  # the detector every CONFIDENT_DETECT_S of media time
             top = max(top, round(want * CONFIDENT_DETECT_S))
         k0 = top if self.confident else 1
-        for k in range(k0, top + 1):
-            if want * self.frame_cost(k, want) <= room:
-                self.detect_every, self.rate = k, want
+        full = self.machine.actions_fps
+        floor = full * ACTIONS_FLOOR
+        plans = [(k, full) for k in range(k0, top + 1)] + [(top, full / 2), (top, floor)]
+        for k, a in plans:
+            if want * self.frame_cost(k, want, a) <= room:
+                self.detect_every, self.actions_fps, self.rate = k, a, want
                 return
-        self.detect_every = top
+        self.detect_every, self.actions_fps = top, floor
         lo, hi = min(MIN_FPS, want), want
         for _ in range(30):
             mid = (lo + hi) / 2
@@ -230,9 +243,13 @@ class TrackBudget:
         emotion = ms.get("emotion", 0.0)
         if result.emotions:
             self.face_ms.add(emotion / result.emotions)
-        self._parts_ms = step + emotion
+        actions = ms.get("actions", 0.0)
+        passes = sum(1 for f in result.faces if f.actions_fresh)
+        if passes:
+            self.action_ms.add(actions / passes)
+        self._parts_ms = step + emotion + actions
         if not self._occupancy_reported:
-            self.base_ms.add(max(ms.get("total", 0.0) - step - emotion, 0.0))
+            self.base_ms.add(max(ms.get("total", 0.0) - self._parts_ms, 0.0))
         boxes = {f.number: tuple(float(v) for v in f.box) for f in result.faces}
         if detected:
             self._since_detect = 0
@@ -339,6 +356,9 @@ class MachineBudget:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.live = config.live
+        self.actions = config.actions
+        #: Facial actions per face per second when there is room (0: off).
+        self.actions_fps = config.actions.fps if config.actions.enabled else 0.0
         self.cores = cores or len(os.sched_getaffinity(0))
         if self.cores < 1:
             raise ValueError("cores must be >= 1")
@@ -440,9 +460,11 @@ class MachineBudget:
             return
         top = self.live.detect_every_max
 
+        floor = self.actions_fps * ACTIONS_FLOOR
+
         def need(tb: TrackBudget, fps: float) -> float:
             r = min(fps, tb.want_fps)
-            return tb.decode_ms + r * tb.frame_cost(top, max(r, 1e-6))
+            return tb.decode_ms + r * tb.frame_cost(top, max(r, 1e-6), floor)
 
         hi = max(t.want_fps for t in active)
         if sum(need(t, hi) for t in active) > self.capacity_ms:

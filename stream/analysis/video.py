@@ -76,7 +76,9 @@ class VideoTracks:
         if planned:
             if emotion_for is not None:
                 raise ValueError("emotion_for needs detect (else the scheduler plans both)")
-            detect, emotion_for = self.scheduler(track).plan(frame.t, self.known_faces(track))
+            scheduler = self.scheduler(track)
+            detect, emotion_for = scheduler.plan(frame.t, self.known_faces(track))
+            pace_actions(self.pipeline(track), getattr(scheduler, "actions_fps", None))
         assert detect is not None
         result = self.pipeline(track).process(frame, detect, emotion_for, actions=actions)
         if planned:
@@ -111,3 +113,11 @@ class VideoTracks:
                     emb = tr.embeddings()
                     out.append(TrackletView(key, tr.number, tr.first_t, tr.last_t, emb, track))
         return out
+
+
+def pace_actions(pipeline: VisionStage, fps: float | None) -> None:
+    """Let a scheduler set how often each face gets facial actions (the pipeline's action
+    scheduler, when it has one; None: as configured)."""
+    scheduler = getattr(getattr(pipeline, "actions", None), "scheduler", None)
+    if fps is not None and scheduler is not None and hasattr(scheduler, "fps"):
+        scheduler.fps = fps
