@@ -113,6 +113,8 @@ CONFIDENT_DETECT_S = 0.5
 #: Under load each face's facial actions slow down to this share of `actions.fps` (after the
 #: detector interval is raised, before the frame rate is lowered).
 ACTIONS_FLOOR = 0.25
+#: ...then each face's expression slows to this share of `live.emotion_fps`.
+EMOTION_FLOOR = 0.5
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -131,11 +133,12 @@ class TrackBudget:
     signals, and, when the session reports the whole occupancy, conversion and recording).
     Within its share the track runs at `want_fps` if that fits, raising the detector interval
     first (up to `live.detect_every_max`), then slowing facial actions (down to
-    `ACTIONS_FLOOR` of `actions.fps`: `actions_fps`, applied by VideoTracks), then lowering
-    its rate. When tracking is confident (the detector keeps finding the faces the optical
+    `ACTIONS_FLOOR` of `actions.fps`: `actions_fps`, applied by VideoTracks), then each
+    face's expressions (down to `EMOTION_FLOOR` of `live.emotion_fps`), then lowering its
+    rate. When tracking is confident (the detector keeps finding the faces the optical
     flow followed) the detector runs every `live.detect_every_max` frames even when there is
     room, or every `CONFIDENT_DETECT_S` seconds at high rates (every 15th frame at 30 fps).
-    Each face's expression follows `live.emotion_fps`, spread over the frames (about the
+    Each face's expression follows the planned `emotion_fps`, spread over the frames (about the
     average number due per frame, and what fits the frame's time), oldest first. The track
     is paced in its media time (`due`, `took`).
     """
@@ -154,6 +157,7 @@ class TrackBudget:
         self.face_ms = _Ema()
         self.action_ms = _Ema()  # one face's facial actions (landmarks + blendshapes)
         self.actions_fps = machine.actions_fps  # planned facial actions per face per second
+        self.emotion_fps = machine.live.emotion_fps  # planned expressions per face per second
         self.base_ms = _Ema()  # everything else of an analysed frame
         self.faces = 0
         self.received = 0
@@ -171,13 +175,21 @@ class TrackBudget:
         self.skipped = 0  # frames skipped by the pacing (`due`)
 
     # -- costs ---------------------------------------------------------------------------
-    def frame_cost(self, k: int, fps: float, actions_fps: float | None = None) -> float:
-        """Estimated worker ms of one analysed frame at `fps` with the detector every k frames
-        and each face's facial actions `actions_fps` times a second (default: as planned)."""
+    def frame_cost(
+        self,
+        k: int,
+        fps: float,
+        actions_fps: float | None = None,
+        emotion_fps: float | None = None,
+    ) -> float:
+        """Estimated worker ms of one analysed frame at `fps` with the detector every k frames,
+        each face's facial actions `actions_fps` and its expression `emotion_fps` times a
+        second (default: as planned)."""
         det = self.detect_ms.value
         follow = self.follow_ms.value if self.follow_ms.seen else 0.2 * det
         step = follow + max(det - follow, 0.0) / k
-        share = min(1.0, self.machine.live.emotion_fps / max(fps, 1e-6))
+        e = self.emotion_fps if emotion_fps is None else emotion_fps
+        share = min(1.0, e / max(fps, 1e-6))
         a = self.actions_fps if actions_fps is None else actions_fps
         passes = min(self.faces * a / max(fps, 1e-6), self.machine.actions.per_frame)
         actions = passes * self.action_ms.value
@@ -193,14 +205,15 @@ class TrackBudget:
         if self.confident and top > 1:  # the detector every CONFIDENT_DETECT_S of media time
             top = max(top, round(want * CONFIDENT_DETECT_S))
         k0 = top if self.confident else 1
-        full = self.machine.actions_fps
-        floor = full * ACTIONS_FLOOR
-        plans = [(k, full) for k in range(k0, top + 1)] + [(top, full / 2), (top, floor)]
-        for k, a in plans:
-            if want * self.frame_cost(k, want, a) <= room:
-                self.detect_every, self.actions_fps, self.rate = k, a, want
+        full, e_full = self.machine.actions_fps, live.emotion_fps
+        floor, e_floor = full * ACTIONS_FLOOR, e_full * EMOTION_FLOOR
+        plans = [(k, full, e_full) for k in range(k0, top + 1)]
+        plans += [(top, full / 2, e_full), (top, floor, e_full), (top, floor, e_floor)]
+        for k, a, e in plans:
+            if want * self.frame_cost(k, want, a, e) <= room:
+                self.detect_every, self.actions_fps, self.emotion_fps, self.rate = k, a, e, want
                 return
-        self.detect_every, self.actions_fps = top, floor
+        self.detect_every, self.actions_fps, self.emotion_fps = top, floor, e_floor
         lo, hi = min(MIN_FPS, want), want
         for _ in range(30):
             mid = (lo + hi) / 2
@@ -226,7 +239,7 @@ class TrackBudget:
         fit = max(1, int(room // per_face)) if self.face_ms.seen else len(faces)
         # Spread the expressions over the frames (a frame with every face's is a latency
         # spike): about as many per frame as the faces need at emotion_fps on average.
-        emotion_fps = self.machine.live.emotion_fps
+        emotion_fps = self.emotion_fps
         fit = min(fit, max(1, math.ceil(len(faces) * emotion_fps / max(self.rate, 1e-6))))
         period = 1.0 / emotion_fps
         due = sorted(
@@ -461,10 +474,11 @@ class MachineBudget:
         top = self.live.detect_every_max
 
         floor = self.actions_fps * ACTIONS_FLOOR
+        e_floor = self.live.emotion_fps * EMOTION_FLOOR
 
         def need(tb: TrackBudget, fps: float) -> float:
             r = min(fps, tb.want_fps)
-            return tb.decode_ms + r * tb.frame_cost(top, max(r, 1e-6), floor)
+            return tb.decode_ms + r * tb.frame_cost(top, max(r, 1e-6), floor, e_floor)
 
         hi = max(t.want_fps for t in active)
         if sum(need(t, hi) for t in active) > self.capacity_ms:
