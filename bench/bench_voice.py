@@ -112,6 +112,8 @@ def clips16k() -> npt.NDArray[np.float32]:
             for f in c.decode(audio=0):
                 out += [x.to_ndarray().reshape(-1) for x in r.resample(f)]
         out += [x.to_ndarray().reshape(-1) for x in r.resample(None)]
+    if not out:
+        raise SystemExit(f"no speech clips in {SHARED / 'media/audio'}")
     return np.concatenate(out).astype(np.float32)
 
 

@@ -55,13 +55,13 @@ class _Pitch:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The chain's first half for a chunk (gain, denoiser, resampling), made by `prepare` and
-    read in order by `finish`: the two halves share no state, so they may run on two threads."""
+    """The chain's first half for a chunk (gain, denoiser), made by `prepare` and read in order
+    by `finish`: the two halves share no state, so they may run on two threads."""
 
-    s16: F32  # the audio the models hear (gain applied, denoised), 16 kHz
-    raw16: F32 | None  # the original 16 kHz audio for voice prints (None: not denoised, s16)
+    samples: F32  # the chunk as fed (48 kHz)
+    scaled: F32  # with the gain applied (whole 10 ms frames)
+    clean: F32  # denoised (the scaled audio when not denoising)
     gains: list[tuple[float, float]]  # (stream time, gain dB) per 10 ms frame scaled
-    kept: list[float]  # the denoiser's retention (dB) per output frame
 
 
 class VoiceAnalyzer:
@@ -119,28 +119,25 @@ class VoiceAnalyzer:
         return self.prepare48k(np.concatenate([self.to48k(f) for f in frames]))
 
     def prepare48k(self, samples: F32) -> Prepared:
-        """The first half of `feed48k`: gain, denoiser, retention, 16 kHz resampling."""
+        """The first half of `feed48k`: gain and denoiser (the chain's costliest part)."""
         scaled, gains = self.level.scale(samples)
         clean = self.denoiser.process(scaled) if self.denoiser is not None else scaled
-        kept = self.retention.measure(scaled, clean) if self.retention is not None else []
-        if self.denoiser is not None and len(samples):
-            self._raw = np.concatenate([self._raw, self.raw16k(array_frame(samples, 48_000))])
-        raw16 = None
-        if self.denoiser is not None and len(clean):
-            raw16, self._raw = self._raw, self._raw[:0]
-        s16 = self.to16k(array_frame(clean, 48_000)) if len(clean) else clean[:0]
-        return Prepared(s16, raw16, gains, kept)
+        return Prepared(samples, scaled, clean, gains)
 
     def finish(self, prepared: Prepared | None) -> VoiceUpdate:
-        """The second half of `feed_many`: VAD, pitch, energy, prosody (in `prepare`'s order)."""
+        """The second half of `feed_many`: retention, 16 kHz resampling, VAD, pitch, energy,
+        prosody (on `prepare`'s results, in their order)."""
         if prepared is None:
             return VoiceUpdate([], [], [])
+        samples, scaled, clean = prepared.samples, prepared.scaled, prepared.clean
         self.level.record(prepared.gains)
         if self.retention is not None:
-            self.retention.record(prepared.kept)
-        if len(prepared.s16) == 0 and prepared.raw16 is None:
+            self.retention.add(scaled, clean)
+        if self.denoiser is not None and len(samples):
+            self._raw = np.concatenate([self._raw, self.raw16k(array_frame(samples, 48_000))])
+        if len(clean) == 0:
             return VoiceUpdate([], [], [])
-        s16 = prepared.s16
+        s16 = self.to16k(array_frame(clean, 48_000))
         steps = self.vad.process(s16, self._foreground if self.retention is not None else None)
         self._vad.extend(steps)
         self._audio = np.concatenate([self._audio, s16])
@@ -188,7 +185,9 @@ class VoiceAnalyzer:
         while len(self._vad) > 1 and self._vad[1].t <= keep_from:
             self._vad.popleft()
         shifted = [VadStep(v.t - self.offset, v.prob, v.speech) for v in steps]
-        voice16 = s16 if prepared.raw16 is None else prepared.raw16
+        voice16, self._raw = (
+            (s16, self._raw) if self.denoiser is None else (self._raw, self._raw[:0])
+        )
         return VoiceUpdate(shifted, hops, self.window.add(hops), voice16)
 
     def _foreground(self, t: float) -> bool:

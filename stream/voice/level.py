@@ -134,15 +134,9 @@ class Retention:
 
     def add(self, before: F32, after: F32) -> None:
         """Feed the denoiser's input and output (equal lengths of whole frames)."""
-        self.record(self.measure(before, after))
-
-    def measure(self, before: F32, after: F32) -> list[float]:
-        """`add` without keeping the result: the retention (dB) of each output frame, for
-        `record` (possibly on another thread, in order)."""
-        out: list[float] = []
         n = min(len(before), len(after)) // self.frame
         if n == 0:
-            return out
+            return
         e_in = (before[: n * self.frame].astype(np.float64).reshape(n, -1) ** 2).sum(axis=1)
         e_out = (after[: n * self.frame].astype(np.float64).reshape(n, -1) ** 2).sum(axis=1)
         for a, b in zip(e_in.tolist(), e_out.tolist(), strict=True):
@@ -154,15 +148,9 @@ class Retention:
             else:
                 e_o, e_i = sum(self._out) / len(self._out), sum(ins) / len(ins)
                 kept = 10 * np.log10(max(e_o, 1e-12) / max(e_i, 1e-12))
-            out.append(float(kept))
-        return out
-
-    def record(self, kept: list[float]) -> None:
-        """Keep output frames' retention from `measure` for `at`."""
-        for k in kept:
             if len(self._kept) == self._kept.maxlen:
                 self._t0 += 0.01
-            self._kept.append(k)
+            self._kept.append(float(kept))
 
     def at(self, t: float) -> float:
         """Retention (dB) over the window ending at output time `t` (0 before any audio)."""
