@@ -1,7 +1,8 @@
 """Which work an analysed frame gets: one strategy per video track, injected into the analysis.
 
-`FrameScheduler` is the contract; `FixedSchedule` (here, files) plans in media time only,
-`FrameBudget` (stream/analysis/budget.py, live) adapts to measured times.
+`FrameScheduler` is the contract; `FixedSchedule` (here, files) plans in media time only;
+live tracks get a `TrackBudget` of the process's `MachineBudget` (stream/analysis/budget.py),
+which adapts to measured times and shares the machine with the other streams.
 
 Files are analysed as fast as the machine allows, so the schedule must not depend on measured
 times (results would differ between machines): detection runs at least `detect_fps` times per
