@@ -6,6 +6,8 @@ import csv
 import dataclasses
 import io
 import json
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -247,3 +249,155 @@ def test_report_writers_take_laddered_timelines(
     with_aus = [any(v for k, v in r.items() if k.startswith("au_")) for r in rows]
     missing = [(r["time_s"], r["face_id"]) for r, ok in zip(rows, with_aus, strict=True) if not ok]
     assert all(with_aus), f"rows without facial actions: {missing}"
+
+
+# --------------------------------------------------------------------------- peak RSS of analyze
+
+#: Peak RSS bound of a fresh `analyze GALLERY --fps 30 --no-voice` process on bench_mediapipe's
+#: 9-face 960x540 gallery (8 s, every frame). Measured 364-398 MiB before the chunked per-face
+#: models, the heap trims and the lazy registry imports, 238-284 after; MediaPipe's
+#: FaceLandmarker on the same clip 202-206 (README, "Where the memory goes").
+ANALYZE_PEAK_MIB = 310.0
+
+
+class _FakeSession:
+    """One batch-first float input; two batch-first outputs that depend on each row alone."""
+
+    def __init__(self, row: tuple[int, ...] = (4, 4, 3)) -> None:
+        self.row = row
+        self.calls: list[int] = []
+
+    def get_inputs(self) -> list[object]:
+        return [_Arg("x", ["N", *self.row], "tensor(float)")]
+
+    def get_outputs(self) -> list[object]:
+        return [_Arg("sum", ["N", 1]), _Arg("first", ["N"])]
+
+    def run(
+        self, names: object, feeds: dict[str, np.ndarray], opts: object = None
+    ) -> list[np.ndarray]:
+        x = feeds["x"]
+        self.calls.append(len(x))
+        return [x.reshape(len(x), -1).sum(axis=1, keepdims=True), x.reshape(len(x), -1)[:, 0]]
+
+
+@dataclasses.dataclass
+class _Arg:
+    name: str
+    shape: list[object]
+    type: str = "tensor(float)"
+
+
+def test_chunked_session_splits_big_batches_and_joins_outputs_in_order() -> None:
+    from stream.models.runtime import ChunkedSession
+
+    inner = _FakeSession()
+    row_bytes = 4 * 4 * 4 * 3
+    s = ChunkedSession.wrap(inner, 3 * row_bytes + 1)
+    assert isinstance(s, ChunkedSession) and s.rows == 3
+    x = np.random.default_rng(0).random((8, 4, 4, 3)).astype(np.float32)
+    whole = inner.run(None, {"x": x})
+    inner.calls.clear()
+    got = s.run(None, {"x": x})
+    assert inner.calls == [3, 3, 2]
+    assert all(np.array_equal(a, b) for a, b in zip(got, whole, strict=True))
+    inner.calls.clear()
+    s.run(None, {"x": x[:2]})
+    assert inner.calls == [2]  # small batches go through in one call
+    assert s.get_inputs()[0].name == "x"  # the rest of the session's API passes through
+
+
+def test_chunked_session_leaves_other_models_alone() -> None:
+    from stream.models.runtime import ChunkedSession
+
+    fixed = _FakeSession()
+    fixed.get_outputs = lambda: [_Arg("y", [1, 7])]  # type: ignore[method-assign]
+    assert ChunkedSession.wrap(fixed, 1 << 20) is fixed
+    ints = _FakeSession()
+    ints.get_inputs = lambda: [_Arg("x", ["N", 4], "tensor(int64)")]  # type: ignore[method-assign]
+    assert ChunkedSession.wrap(ints, 1 << 20) is ints
+    with pytest.raises(ValueError, match="rows"):
+        ChunkedSession(_FakeSession(), 0)
+
+
+def test_heap_trim_runs_once_per_interval() -> None:
+    from stream.offline.analyze import HeapTrim
+
+    now = [0.0]
+    trims: list[float] = []
+
+    def trim() -> bool:
+        trims.append(now[0])
+        return True
+
+    h = HeapTrim(1.0, clock=lambda: now[0], trim=trim)
+    for k in range(1, 26):
+        now[0] = k * 0.1
+        h.tick()
+    assert trims == pytest.approx([1.0, 2.0]) and h.trims == 2
+    with pytest.raises(ValueError, match="every_s"):
+        HeapTrim(0.0)
+
+
+def test_analyze_imports_no_network_or_tls_modules() -> None:
+    """`analyze` never downloads: urllib.request, ssl and OpenSSL's hashlib (~7 MB resident)
+    load only when a model is fetched or hashed."""
+    code = (
+        "import sys\n"
+        "import stream.cli, stream.offline.analyze, stream.analysis.report\n"
+        "import stream.analysis.stages\n"
+        "print(sorted(m for m in ('ssl', 'urllib.request', 'http.client', 'hashlib', '_hashlib')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    print(f"network/TLS modules after the analyze imports: {out.stdout.strip()}")
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.integration
+def test_chunked_models_give_the_outputs_of_one_call(config: Config) -> None:
+    """The real embedder and expression models: 9 faces in chunks == 9 faces in one call."""
+    from stream.models.runtime import ChunkedSession, make_factory
+
+    factory = make_factory(config)
+    rng = np.random.default_rng(3)
+    for name in ("mobilefacenet_sirius_192d", "faceapi_expression_7c", "fer_minixception_7c"):
+        s = factory.get(name)
+        inner = s.session if isinstance(s, ChunkedSession) else s
+        inp = inner.get_inputs()[0]
+        x = (rng.random([9, *inp.shape[1:]]) * 255).astype(np.float32)
+        one = inner.run(None, {inp.name: x})
+        chunked = ChunkedSession(inner, 2).run(None, {inp.name: x})
+        rows = s.rows if isinstance(s, ChunkedSession) else None
+        print(f"{name}: {rows} faces a call in analyze; chunks of 2 bitwise equal to one call")
+        assert all(np.array_equal(a, b) for a, b in zip(one, chunked, strict=True))
+
+
+@pytest.mark.integration
+def test_analyze_peak_rss_on_the_9_face_gallery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh `emotion-stream analyze` process over bench_mediapipe's 9-face gallery, every
+    frame, voice off: its own peak RSS (ru_maxrss via a bare launcher) stays under the bound."""
+    from bench.bench_mediapipe import build_gallery
+    from bench.bench_vision import child_peak_rss, cli_command
+
+    from .conftest import MODELS
+
+    gallery = tmp_path / "gallery9_960x540.mp4"
+    build_gallery(gallery)
+    monkeypatch.setenv("EMOTION_STREAM_MODELS", str(MODELS))
+    out = tmp_path / "gallery.json"
+    cmd = [*cli_command(), "analyze", str(gallery), "--fps", "30", "--no-voice",
+           "--no-progress", "--json", str(out)]  # fmt: skip
+    run = child_peak_rss("analyze gallery", cmd)
+    peak_mib = run.rss_mb * 1e6 / 2**20
+    doc = json.loads(out.read_text())
+    print(
+        f"analyze 9-face gallery, 30 fps, no voice: peak RSS {peak_mib:.1f} MiB (bound"
+        f" {ANALYZE_PEAK_MIB:.0f}), {len(doc['faces'])} faces, {doc['analysis']['analysed_frames']}"
+        f" frames, {run.wall_s:.1f} s"
+    )
+    assert run.exit_code == 0
+    assert doc["analysis"]["analysed_frames"] == 240 and len(doc["faces"]) >= 9
+    assert peak_mib <= ANALYZE_PEAK_MIB
