@@ -170,6 +170,7 @@ class TrackBudget:
         self._last_emotion: dict[int, float] = {}
         self._parts_ms = 0.0  # detector/flow + expressions of the last observed frame
         self._occupancy_reported = False
+        self.last_turn = -math.inf  # when the track last had a turn on the inference threads
         self._next_t: float | None = None  # media time the next analysed frame is due
         self._last_t = -math.inf
         self.skipped = 0  # frames skipped by the pacing (`due`)
@@ -347,8 +348,7 @@ class MachineBudget:
     analysed frames per second: every active track gets the same rate (a stream that wants
     less leaves the rest to the others), its share being what that rate costs it, decoding
     included; within it the track plans its detector interval (`TrackBudget`).
-    Turns on the inference threads go oldest-first: the track whose waiting frame arrived
-    earliest.
+    Turns on the inference threads go oldest-first: the track served least recently.
 
     Args:
         config: `live` budget settings; `runtime.intra_op_threads` (threads of one inference,
@@ -502,7 +502,8 @@ class MachineBudget:
     @contextlib.asynccontextmanager
     async def turn(self, since: float) -> AsyncIterator[None]:
         """Hold one of the `live.workers` inference turns; waiting turns are granted
-        oldest-first by `since` (when the track's waiting frame arrived)."""
+        oldest-first by `since` (the session passes when the track last had a turn: the
+        track served least recently goes first)."""
         await self._acquire(since)
         try:
             yield

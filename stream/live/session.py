@@ -6,8 +6,8 @@ async iterators of received video frames and audio frames. Per video track, a re
 empties the source at once into a one-slot mailbox (newest frame wins, drops counted) and an
 analysis task takes the newest frame when it is due at the rate the track's share of the
 machine allows (paced in media time: earlier frames are skipped, a taken one never waits for
-a timer), waits for a turn on the inference threads (oldest waiting frame first, across every
-session of the process), takes a newer frame if one came meanwhile, plans it with its
+a timer), waits for a turn on the inference threads (the track served least recently first,
+across every session of the process), takes a newer frame if one came meanwhile, plans it with its
 `TrackBudget` and analyses it in the inference executor, never on the event loop.
 """
 
@@ -488,8 +488,10 @@ class LiveSession:
             if self.pace and not budget.due(item.t):
                 budget.skipped += 1  # early for the track's rate: a later frame is taken
                 continue
-            # One turn on the inference threads, oldest waiting frame of the process first.
-            async with self.budget.turn(item.since):
+            # One turn on the inference threads; across the process, the track served least
+            # recently goes first (round robin when the machine is saturated).
+            async with self.budget.turn(budget.last_turn):
+                budget.last_turn = time.perf_counter()
                 item = box.newest(item)  # a newer frame came while waiting: the newest wins
                 budget.took(item.t)
                 async with self._lock:
