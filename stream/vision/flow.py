@@ -17,11 +17,15 @@ class FlowPropagator:
     kept as they were on the last detected frame.
     """
 
+    #: The full-size grey copy of the last frame given to `grey` (head tracking reuses it).
+    full: U8 | None = None
+
     def grey(self, image: U8) -> U8:
         """Downscaled grey copy used for the flow (longer side at most 320 px)."""
         h, w = image.shape[:2]
         s = min(1.0, _MAX_SIDE / max(h, w))
         g = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        self.full = np.asarray(g, dtype=np.uint8)
         if s < 1.0:
             g = cv2.resize(g, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
         return np.asarray(g, dtype=np.uint8)

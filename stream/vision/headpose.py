@@ -438,6 +438,7 @@ class HeadPoseTracker:
         height: int,
         landmarks: F32 | None = None,
         image: npt.NDArray[np.uint8] | None = None,
+        grey: npt.NDArray[np.uint8] | None = None,
     ) -> HeadPose:
         """The smoothed pose of `face` at media time `t`.
 
@@ -454,7 +455,11 @@ class HeadPoseTracker:
             self._frame is None or self._frame[1] is not image or self._frame[0] != t
         ):
             self._frame = (t, image)  # a new frame (a reused buffer comes with a new time)
-            self._frame_grey = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), np.uint8)
+            self._frame_grey = (
+                grey
+                if grey is not None
+                else np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), np.uint8)
+            )
         raw: HeadPose | None = None
         p: HeadPose | None = None  # the 5-point fit, only where it is needed
         if landmarks is not None:

@@ -236,6 +236,7 @@ class VisionPipeline:
         """
         t0 = time.perf_counter()
         grey = self.flow.grey(frame.image)  # for the flow now and on the next frame
+        full_grey = self.flow.full  # the frame in grey, for head tracking
         if detect or self._last is None or len(self._last) == 0:
             dets = self.detector(frame)
             t1 = time.perf_counter()
@@ -282,7 +283,7 @@ class VisionPipeline:
         signals: dict[int, FaceSignals] = {}
         events: list[HeadGesture | AttentionDrop] = []
         if self.signals is not None and faces_in:
-            signals, events = self._behaviour(frame, faces_in, acts, timings, actions)
+            signals, events = self._behaviour(frame, faces_in, acts, timings, actions, full_grey)
         if pending is not None:
             scores, emotion_ms = pending.result()
         assert scores is not None
@@ -352,6 +353,7 @@ class VisionPipeline:
         acts: dict[int, tuple[F32, bool]],
         timings: dict[str, float],
         actions: bool,
+        grey: U8 | None = None,
     ) -> tuple[dict[int, FaceSignals], list[HeadGesture | AttentionDrop]]:
         """The faces' behaviour signals, and the behaviour events that ended now (every
         analysed frame: head tracking between landmark passes follows consecutive frames)."""
@@ -363,7 +365,7 @@ class VisionPipeline:
             fresh = number in acts and acts[number][1]
             lm = tracker.landmarks(number, frame.t) if tracker and fresh else None
             inputs.append(FaceInput(number, box, points, lm))
-        fs = self.signals.update(frame.t, frame.image, inputs)
+        fs = self.signals.update(frame.t, frame.image, inputs, grey=grey)
         timings["behaviour"] = (time.perf_counter() - t0) * 1e3
         return fs.faces, [*fs.gestures, *fs.drops]
 

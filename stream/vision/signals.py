@@ -136,8 +136,11 @@ class BehaviourSignals:
         gestures = GestureDetector(b.nod_min_deg, b.shake_min_deg, b.max_swing_s)
         return cls(b, head, gaze, gestures, posture)
 
-    def update(self, t: float, image: U8, faces: list[FaceInput], bgr: bool = True) -> FrameSignals:
-        """Signals of this frame's faces (media time `t`, the frame as decoded)."""
+    def update(
+        self, t: float, image: U8, faces: list[FaceInput], bgr: bool = True, grey: U8 | None = None
+    ) -> FrameSignals:
+        """Signals of this frame's faces (media time `t`, the frame as decoded; `grey`: its
+        full-size grey copy if already made)."""
         out = FrameSignals()
         for f in faces:
             self._seen[f.number] = t
@@ -146,7 +149,7 @@ class BehaviourSignals:
         h, w = image.shape[:2]
         due = self._posture_due(t, [f.number for f in faces])
         for f in faces:
-            pose = self.head.update(f.number, t, f.points, w, h, f.landmarks, image)
+            pose = self.head.update(f.number, t, f.points, w, h, f.landmarks, image, grey)
             raw = self.head.raw(f.number) or pose
             g, eyes, drops = self.gaze.update(f.number, t, pose, f.landmarks)
             out.drops += drops
