@@ -63,13 +63,24 @@ def test_overlap_is_scored_or_skipped() -> None:
     assert with_overlap["right"] == pytest.approx(1.0, abs=0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not reached: GE2E voice prints of 1-1.5 s windows barely separate EmoDB voices "
-    "(between-speaker centroid cosine 0.72-0.89 against 0.79-0.86 within); even with the "
-    "true count 81-93% (README, Speakers)",
+#: Measured with the default settings (per-turn voice prints, threshold 0.3, min speaker 5 s).
+NOT_MET_3 = (
+    "not reached: found 5 speakers, 67% of speech on the right one (DER 33%): GE2E does not "
+    "tell one acted EmoDB voice in different emotions from two voices (split halves of one "
+    "speaker: centroid cosine 0.64-0.83; two speakers 0.65-0.84); with the true count and "
+    "the true labels' centroids (an upper bound) 93%"
 )
-@pytest.mark.parametrize("name", list(SHORT_TURNS))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "3 speakers, 1 man 2 women", marks=pytest.mark.xfail(strict=True, reason=NOT_MET_3)
+        ),
+        "4 speakers, 2 men 2 women",
+    ],
+)
 def test_short_turn_calls_meet_the_target(stages: Stages, name: str) -> None:
     call = compose_call(name, **SHORT_TURNS[name])  # type: ignore[arg-type]
     found, e, _ = diarize(stages, call)
