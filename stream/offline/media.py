@@ -254,10 +254,7 @@ def read_frames(
     index = -1
     with _open(path) as container:
         vs = container.streams.video[0]
-        # One decoding thread: analyze already decodes in a thread of its own, ahead of the
-        # analysis (offline/analyze.py prefetched), so FFmpeg's frame threads (one context and
-        # reference frames each) added resident memory without adding throughput.
-        vs.thread_count = 1
+        vs.thread_type = "AUTO"
         start = 0.0
         if vs.start_time is not None and vs.time_base is not None:
             start = float(vs.start_time * vs.time_base)
