@@ -7,8 +7,6 @@ import asyncio
 import numpy as np
 import pytest
 
-from stream.analysis.budget import FrameBudget
-from stream.core.config import LiveConfig
 from stream.core.types import FaceDetections, FaceSample, VideoFrame
 from stream.live.mailbox import LatestMailbox
 from stream.vision.pipeline import FaceResult, FrameResult, VisionPipeline
@@ -62,38 +60,6 @@ def _result(detect_ms: float, emotion_ms: float, fresh: list[int]) -> FrameResul
     ]
     timings = {"detect": detect_ms, "track": 0.0, "emotion": emotion_ms, "smooth": 0.1}
     return FrameResult(0.0, 640, 480, faces, FaceDetections.empty(), timings, 0, len(fresh))
-
-
-def test_budget_detects_less_often_when_time_is_short() -> None:
-    cfg = LiveConfig(max_fps=15, emotion_fps=5, detect_every_max=4)  # 53 ms per frame
-    b = FrameBudget(cfg)
-    for i in range(10):
-        b.observe(i / 15, _result(detect_ms=20.0, emotion_ms=12.0, fresh=[1, 2, 3, 4]), True)
-    assert b.detect_every == 1  # 20 + 4 faces * 3 ms * 5/15 fits easily
-    for i in range(10):
-        b.observe(i / 15, _result(detect_ms=120.0, emotion_ms=12.0, fresh=[1, 2, 3, 4]), True)
-    assert b.detect_every == 3  # detection alone exceeds the frame: spread it out
-    plans = []
-    for i in range(6):
-        detect, _ = b.plan(i / 15, [1, 2, 3, 4])
-        plans.append(detect)
-        b.observe(i / 15, _result(120.0 if detect else 0.0, 12.0, [1, 2, 3, 4]), detect)
-    assert plans == [False, False, True, False, False, True]  # every third frame
-
-
-def test_budget_updates_expressions_round_robin() -> None:
-    cfg = LiveConfig(max_fps=15, emotion_fps=15)
-    b = FrameBudget(cfg)
-    b.face_ms.add(20.0)  # 20 ms per face: only 2 of 4 fit in a 53 ms frame
-    b.detect_ms.add(10.0)
-    seen: list[set[int]] = []
-    for i in range(4):
-        t = i / 15
-        _, chosen = b.plan(t, [1, 2, 3, 4])
-        seen.append(chosen)
-        b.observe(t, _result(10.0, 20.0 * len(chosen), sorted(chosen)), True)
-    assert all(len(c) == 2 for c in seen)
-    assert seen[0] | seen[1] == {1, 2, 3, 4}  # oldest first: everyone within two frames
 
 
 @pytest.mark.integration

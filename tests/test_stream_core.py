@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from stream.analysis.budget import FrameBudget
+from stream.analysis.budget import MachineBudget
 from stream.analysis.fakes import FakeFace, FakeStages, fake_audio_frames, fake_frames
 from stream.analysis.schedule import FixedSchedule, FrameScheduler
 from stream.analysis.stages import StageSource
@@ -213,8 +213,8 @@ def _same(s: FrameScheduler) -> FrameScheduler:
 
 
 def test_both_schedulers_keep_the_contract(cfg: Config) -> None:
-    """FixedSchedule (files) and FrameBudget (live) plan and observe the same way."""
-    schedulers: list[FrameScheduler] = [FixedSchedule(5.0, 5.0), FrameBudget(cfg.live)]
+    """FixedSchedule (files) and a live TrackBudget plan and observe the same way."""
+    schedulers: list[FrameScheduler] = [FixedSchedule(5.0, 5.0), MachineBudget(cfg).track()]
     for sched in schedulers:
         analysis = StreamAnalysis(FakeStages(cfg), 10.0, schedule=functools.partial(_same, sched))
         detected = 0
