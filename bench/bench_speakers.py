@@ -2,10 +2,15 @@
 
 1. Diarization: audio-only `analyze` of real recordings with and without diarization (speaker
    embeddings + clustering), as seconds per minute of audio and real-time factors.
+1b. Composed calls (tests/compose_calls.py, issue 17): the diarizer alone over the test calls
+   (short turns, same-gender pairs, a one-word speaker, overlap) and over held-out random
+   combinations (EmoDB speakers in two disjoint folds, single speakers): speaker count, share of
+   speech on the right speaker, DER with and without overlap, CPU seconds per audio minute;
+   `--before REV` runs stream/voice/diarize.py of that git revision beside the current one.
 2. Facial actions: landmarks + 52 blendshapes per face (median ms), and analysed frames/s of
    one live-budgeted 4-face stream with facial actions on and off.
 
-    EMOTION_STREAM_MODELS=../shared/models python bench/bench_speakers.py
+    EMOTION_STREAM_MODELS=../shared/models python bench/bench_speakers.py [--before 7127166]
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +79,100 @@ def diarization(cfg: Config, files: list[Path]) -> None:
               f"{duration / times[True]:>11.1f} {speakers:>8}")  # fmt: skip
 
 
+def diarizer_module(rev: str | None) -> Any:
+    """stream.voice.diarize as it is, or as it was at git revision `rev`."""
+    import importlib.util
+    import subprocess
+
+    import stream.voice.diarize as current
+
+    if rev is None:
+        return current
+    src = subprocess.run(
+        ["git", "show", f"{rev}:stream/voice/diarize.py"], cwd=ROOT, check=True,
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    path = Path(tempfile.mkdtemp(prefix="diarize-")) / f"diarize_{rev}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(f"diarize_{rev}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def composed_calls(cfg: Config, before: str | None) -> None:
+    from stream.voice.vad import SileroVad
+    from tests.compose_calls import compose_call
+    from tests.test_diarize_turns import OTHERS, SHORT_TURNS
+
+    print("\n1b. composed calls: the diarizer alone (Silero VAD in 0.1 s chunks, as the tests)")
+    st = Stages(cfg)
+    emb, vad_session = st.speaker_embedder, st.factory.get("silero_vad_v6")
+    calls = [compose_call(k, **v) for k, v in {**SHORT_TURNS, **OTHERS}.items()]  # type: ignore[arg-type]
+    calls.append(compose_call("3 readers (LibriSpeech)", ["l0", "l1", "l2"], turns=24, seed=12))
+    held: dict[str, list[Any]] = {"fold A": [], "fold B": [], "one speaker": []}
+    rng = np.random.default_rng(7)
+    folds = {
+        "fold A": ["e03", "e10", "e11", "e08", "e09"],
+        "fold B": ["e12", "e15", "e13", "e14", "e16"],
+    }
+    for f, (fold, pool) in enumerate(folds.items()):
+        for i in range(12):
+            k = 2 + i % 4
+            who = [str(x) for x in rng.choice(pool, k, replace=False)]
+            one = who[-1] if i % 3 == 0 and k >= 3 else None
+            held[fold].append(compose_call(
+                f"{fold} {i}", who, turns=8 * k, one_word=one, overlap_s=0.4 if i % 2 else 0.0,
+                seed=1000 + 50 * f + i,
+            ))  # fmt: skip
+    for i, s in enumerate(["e03", "e08", "e12", "e16", "l1"]):
+        held["one speaker"].append(compose_call(f"one {s}", [s], turns=14, seed=200 + i))
+    versions = {"now": diarizer_module(None)}
+    if before:
+        versions[before] = diarizer_module(before)
+
+    def run(mod: Any, call: Any) -> tuple[int, dict[str, float], dict[str, float], float]:
+        vad = SileroVad(vad_session)
+        steps = []
+        for i in range(0, len(call.audio), 1600):
+            steps.append((call.audio[i : i + 1600], vad.process(call.audio[i : i + 1600])))
+        d = mod.Diarizer(emb)
+        t0 = time.process_time()
+        for chunk, s in steps:
+            d.add(chunk, s)
+        d.flush()
+        hyp = [(x.start, x.end, str(x.speaker)) for x in d.segments()]
+        cpu = time.process_time() - t0
+        e = mod.diarization_error(call.turns, hyp)
+        e_no = mod.diarization_error(call.turns, hyp, skip_overlap=True)
+        return len({h[2] for h in hyp}), e, e_no, cpu
+
+    print(f"  {'call':<48} {'version':>8} {'count':>7} {'right':>6} {'DER':>6} {'DER w/o ov':>10}")
+    cpu = dict.fromkeys(versions, 0.0)
+    minutes = 0.0
+    for call in calls:
+        minutes += len(call.audio) / 16000 / 60
+        for name, mod in versions.items():
+            found, e, e_no, c = run(mod, call)
+            cpu[name] += c
+            print(f"  {call.name[:48]:<48} {name:>8} {len(call.speakers):>3}/{found:<3} "
+                  f"{e['right']:>6.1%} {e['der']:>6.1%} {e_no['der']:>10.1%}")  # fmt: skip
+    for name in versions:
+        print(f"  diarizer CPU ({name}): {60 * cpu[name] / minutes / 60:.2f} s per audio minute")
+    print("  held-out random combinations (not the test calls): count right, mean right share, "
+          "calls with both targets")  # fmt: skip
+    for group, cs in held.items():
+        for name, mod in versions.items():
+            rows = [(*run(mod, c), len(c.speakers)) for c in cs]
+            ok = np.array([r[0] == r[4] for r in rows])
+            right = np.array([r[1]["right"] for r in rows])
+            print(f"  {group:<12} {name:>8}: {len(cs)} calls, count right {ok.mean():.0%}, "
+                  f"right share {right.mean():.0%} (min {right.min():.0%}), both targets "
+                  f"{(ok & (right >= 0.85)).mean():.0%}")  # fmt: skip
+
+
 def facial_actions(cfg: Config, seconds: float) -> None:
     print("\n2. facial actions (MediaPipe landmarks + blendshapes from our detector's box)")
     st = Stages(cfg.replace("audio", enabled=False), voice=False)
@@ -101,16 +201,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per live-stream run")
     p.add_argument("--voice-only", action="store_true", help="skip the facial-action part")
+    p.add_argument("--calls-only", action="store_true", help="only the composed calls (1b)")
+    p.add_argument("--before", help="git revision whose diarizer runs beside (1b)")
     args = p.parse_args(argv)
     models = os.environ.get(ENV_MODELS) or str(SHARED / "models")
     cfg = load_config().replace("models", dir=models)
     from tests.compose_voices import compose
 
+    if args.calls_only:
+        composed_calls(cfg, args.before)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-speakers-"))
     call = work / "call_3_speakers_2min.wav"
     audio, _ = compose(["libri0", "libri1", "libri2"], 24, seed=3)
     write_wav(audio[: 120 * 16_000], call)
     diarization(cfg, [SHARED / "media" / "audio" / "pyannote_sample.wav", call])
+    composed_calls(cfg, args.before)
     if not args.voice_only:
         facial_actions(cfg, args.seconds)
     return 0
