@@ -254,8 +254,8 @@ def test_report_writers_take_laddered_timelines(
 # --------------------------------------------------------------------------- peak RSS of analyze
 
 #: Peak RSS bound of a fresh `analyze GALLERY --fps 30 --no-voice` process on bench_mediapipe's
-#: 9-face 960x540 gallery (8 s, every frame). Measured 364-398 MiB before the chunked per-face
-#: models, the heap trims and the lazy registry imports, 238-284 after; MediaPipe's
+#: 9-face 960x540 gallery (8 s, every frame). Measured 348-398 MiB before the chunked per-face
+#: models, the heap trims and the lazy registry imports, 248-286 after; MediaPipe's
 #: FaceLandmarker on the same clip 202-206 (README, "Where the memory goes").
 ANALYZE_PEAK_MIB = 310.0
 
