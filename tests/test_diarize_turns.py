@@ -5,10 +5,11 @@ the right speaker."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from stream.analysis.stages import Stages
-from stream.voice.diarize import Diarizer, diarization_error
+from stream.voice.diarize import DiarizationParams, Diarizer, diarization_error, estimate_speakers
 from stream.voice.speaker_embed import SpeakerEmbedder
 from stream.voice.vad import SileroVad
 
@@ -52,6 +53,37 @@ def diarize(stages: Stages, call: Call) -> tuple[int, dict[str, float], dict[str
         f"confusion {e['confusion']:.1%}); on the right speaker {e['right']:.1%}"
     )
     return found, e, e_no
+
+
+def _prints(centres: list[int], counts: list[int], spread: float, seed: int = 0) -> np.ndarray:
+    """Unit voice prints around orthogonal-ish centres (axis `c`), `counts` of each."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c, n in zip(centres, counts, strict=True):
+        base = np.full(256, 0.05, np.float32)
+        base[c] = 1.0
+        x = base + rng.normal(0, spread, (n, 256)).astype(np.float32)
+        out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+    return np.concatenate(out).astype(np.float32)
+
+
+def test_count_follows_the_distance_and_small_clusters_need_to_stand_apart() -> None:
+    p = DiarizationParams()
+    emb = _prints([0, 1, 2], [12, 10, 8], 0.02)
+    labels, k = estimate_speakers(emb, p, np.full(len(emb), 1.5, np.float32))
+    assert k == 3 and len(set(labels[:12])) == len(set(labels[12:22])) == 1
+    # One print of a clearly different voice (a one-word answer) stays a speaker...
+    emb = _prints([0, 1, 5], [12, 10, 1], 0.02)
+    assert estimate_speakers(emb, p, np.full(len(emb), 1.5, np.float32))[1] == 3
+    # ...a stray print only a little apart from a speaker joins it (under min_speaker_s).
+    c0 = emb[:12].mean(axis=0)
+    c0 /= np.linalg.norm(c0)
+    v = np.random.default_rng(1).normal(size=256).astype(np.float32)
+    v -= (v @ c0) * c0
+    stray = 0.6 * c0 + 0.8 * v / np.linalg.norm(v)  # cosine distance 0.4: over the threshold
+    emb2 = np.concatenate([emb[:22], stray[None]]).astype(np.float32)
+    assert estimate_speakers(emb2, p, np.full(len(emb2), 1.5, np.float32))[1] == 2
+    assert estimate_speakers(emb2, DiarizationParams(min_speaker_s=1.0), None)[1] == 3
 
 
 def test_overlap_is_scored_or_skipped() -> None:
