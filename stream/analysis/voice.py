@@ -106,7 +106,8 @@ def new_diarizer(config: Config, embedder: Any, online: bool) -> Diarizer | None
         window_s=d.window_s,
         hop_s=d.hop_s,
         max_speakers=d.max_speakers,
-        neighbours=d.neighbours,
+        threshold=d.threshold,
+        min_speaker_s=d.min_speaker_s,
         min_turn_s=d.min_turn_s,
     )
     return Diarizer(embedder, params, online=online)

@@ -242,14 +242,15 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class DiarizationConfig:
-    """Who spoke when: GE2E voice prints over short windows, clustered with an estimated count."""
+    """Who spoke when: a GE2E voice print per turn, clustered with an estimated count."""
 
     enabled: bool = True
     model: str = "resemblyzer_ge2e_256d"
     window_s: float = 1.5
     hop_s: float = 0.75
     max_speakers: int = 8
-    neighbours: float = 0.3
+    threshold: float = 0.3
+    min_speaker_s: float = 5.0
     min_turn_s: float = 0.5
     live: bool = False
     link_min_share: float = 0.5
@@ -260,7 +261,8 @@ class DiarizationConfig:
         ok = 0.1 <= self.hop_s <= self.window_s
         _check(ok, "diarization.hop_s", "must be in [0.1, window_s]")
         _check(1 <= self.max_speakers <= 20, "diarization.max_speakers", "must be in [1, 20]")
-        _check(0 < self.neighbours < 1, "diarization.neighbours", "must be in (0, 1)")
+        _check(0 < self.threshold < 2, "diarization.threshold", "must be in (0, 2)")
+        _check(self.min_speaker_s >= 0, "diarization.min_speaker_s", "must be >= 0 seconds")
         _check(self.min_turn_s >= 0, "diarization.min_turn_s", "must be >= 0 seconds")
         ok = 0 < self.link_min_share <= 1
         _check(ok, "diarization.link_min_share", "must be in (0, 1]")

@@ -58,7 +58,6 @@ class DiarizationParams:
     window_s: float = 1.5
     hop_s: float = 0.75
     max_speakers: int = 8
-    neighbours: float = 0.3  # unused since per-turn clustering (kept: a config key)
     threshold: float = 0.3
     min_speaker_s: float = 5.0
     lone_distance: float = 0.5
