@@ -8,7 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from stream.models.graph import _fields, _Graph, fold_pads, rewrite_prelu
+from stream.core.protobuf import fields
+from stream.models.graph import _Graph, fold_pads, rewrite_prelu
 from tests.conftest import MODELS
 
 
@@ -20,7 +21,7 @@ def _session(source: bytes | str) -> ort.InferenceSession:
 
 
 def _ops(model: bytes) -> dict[str, int]:
-    graph = next(f[2] for f in _fields(model) if f[0] == 7)
+    graph = next(f[2] for f in fields(model) if f[0] == 7)
     assert isinstance(graph, memoryview)
     counts: dict[str, int] = {}
     for n in _Graph.parse(graph).nodes.values():

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.core.protobuf import Field, fields, varint
+
 # ONNX protobuf field numbers (onnx/onnx.proto3).
 _MODEL_GRAPH = 7
 _GRAPH_NODE, _GRAPH_INIT, _GRAPH_INPUT, _GRAPH_OUTPUT = 1, 5, 11, 12
@@ -39,45 +41,6 @@ _INT64 = 7
 _TENSOR_DIMS, _TENSOR_TYPE, _TENSOR_FLOATS, _TENSOR_NAME, _TENSOR_RAW = 1, 2, 4, 8, 9
 _VALUE_NAME = 1
 _FLOAT = 1
-
-# number, wire type, value, the encoded field (views into the model's bytes, not copies)
-Field = tuple[int, int, int | memoryview, memoryview]
-
-
-def _varint(b: bytes | memoryview, i: int) -> tuple[int, int]:
-    out = shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        out |= (c & 0x7F) << shift
-        shift += 7
-        if c < 0x80:
-            return out, i
-
-
-def _fields(data: bytes | memoryview) -> list[Field]:
-    """The fields of one protobuf message in order, each with its own encoded bytes."""
-    out: list[Field] = []
-    b = memoryview(data)
-    i = 0
-    while i < len(b):
-        start = i
-        key, i = _varint(b, i)
-        num, wt = key >> 3, key & 7
-        val: int | memoryview
-        if wt == 0:
-            val, i = _varint(b, i)
-        elif wt == 1:
-            val, i = b[i : i + 8], i + 8
-        elif wt == 2:
-            n, i = _varint(b, i)
-            val, i = b[i : i + n], i + n
-        elif wt == 5:
-            val, i = b[i : i + 4], i + 4
-        else:
-            raise ValueError(f"protobuf wire type {wt} not supported")
-        out.append((num, wt, val, b[start:i]))
-    return out
 
 
 def _enc_varint(v: int) -> bytes:
@@ -127,7 +90,7 @@ class _Graph:
 
     @classmethod
     def parse(cls, b: bytes | memoryview) -> _Graph:
-        g = cls(_fields(b))
+        g = cls(fields(b))
         for k, (num, _wt, val, _raw) in enumerate(g.fields):
             if not isinstance(val, memoryview):
                 continue
@@ -135,7 +98,7 @@ class _Graph:
                 ins: list[str] = []
                 outs: list[str] = []
                 op = ""
-                for n, _w, v, _r in _fields(val):
+                for n, _w, v, _r in fields(val):
                     if isinstance(v, memoryview):
                         if n == _NODE_INPUT:
                             ins.append(bytes(v).decode())
@@ -145,11 +108,11 @@ class _Graph:
                             op = bytes(v).decode()
                 g.nodes[k] = _Node(op, ins, outs)
             elif num == _GRAPH_INIT:
-                for n, _w, v, _r in _fields(val):
+                for n, _w, v, _r in fields(val):
                     if n == _TENSOR_NAME and isinstance(v, memoryview):
                         g.inits[bytes(v).decode()] = val
             elif num == _GRAPH_OUTPUT:
-                for n, _w, v, _r in _fields(val):
+                for n, _w, v, _r in fields(val):
                     if n == _VALUE_NAME and isinstance(v, memoryview):
                         g.outputs.add(bytes(v).decode())
         return g
@@ -162,14 +125,14 @@ class _Graph:
         dims: list[int] = []
         dtype, raw, floats = 0, b"", b""
         raw_view: memoryview | None = None
-        for n, wt, v, _r in _fields(b):
+        for n, wt, v, _r in fields(b):
             if n == _TENSOR_DIMS:
                 if wt == 0 and isinstance(v, int):
                     dims.append(v)
                 elif isinstance(v, memoryview):  # packed
                     i = 0
                     while i < len(v):
-                        d, i = _varint(v, i)
+                        d, i = varint(v, i)
                         dims.append(d)
             elif n == _TENSOR_TYPE and isinstance(v, int):
                 dtype = v
@@ -188,7 +151,7 @@ class _Graph:
 
 def rewrite_prelu(model: bytes) -> tuple[bytes, int]:
     """(the serialised ONNX model with its PReLUs rewritten, how many were rewritten)."""
-    top = _fields(model)
+    top = fields(model)
     at = [k for k, f in enumerate(top) if f[0] == _MODEL_GRAPH and isinstance(f[2], memoryview)]
     if len(at) != 1:
         return model, 0
@@ -264,9 +227,9 @@ def _signed(v: int) -> int:
 
 def _attr(node: memoryview, name: str) -> list[Field] | None:
     """The fields of a node's attribute `name` (None: not set)."""
-    for n, _w, v, _r in _fields(node):
+    for n, _w, v, _r in fields(node):
         if n == _NODE_ATTR and isinstance(v, memoryview):
-            fs = _fields(v)
+            fs = fields(v)
             if _sub(v, _ATTR_NAME) == [memoryview(name.encode())]:
                 return fs
     return None
@@ -285,13 +248,13 @@ def _attr_ints(fs: list[Field]) -> list[int]:
         elif n == _ATTR_INTS and isinstance(v, memoryview):  # packed
             i = 0
             while i < len(v):
-                x, i = _varint(v, i)
+                x, i = varint(v, i)
                 out.append(_signed(x))
     return out
 
 
 def _sub(v: int | memoryview, num: int) -> list[int | memoryview]:
-    return [x for n, _w, x, _r in _fields(v) if n == num] if isinstance(v, memoryview) else []
+    return [x for n, _w, x, _r in fields(v) if n == num] if isinstance(v, memoryview) else []
 
 
 def _fixed_input(g: _Graph) -> tuple[str, list[int]] | None:
@@ -330,7 +293,7 @@ def _evaluate(model: bytes, g: _Graph, names: list[str], feed: tuple[str, list[i
     )
     graph = b"".join(f[3] for f in g.fields) + extra
     top = b"".join(
-        _len_field(_MODEL_GRAPH, graph) if f[0] == _MODEL_GRAPH else f[3] for f in _fields(model)
+        _len_field(_MODEL_GRAPH, graph) if f[0] == _MODEL_GRAPH else f[3] for f in fields(model)
     )
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -342,7 +305,7 @@ def _evaluate(model: bytes, g: _Graph, names: list[str], feed: tuple[str, list[i
 def fold_pads(model: bytes) -> tuple[bytes, int]:
     """(the serialised model with each `Pad -> Conv` folded into the Conv, how many); only
     for a model with one input whose dimensions other than the batch are fixed."""
-    top = _fields(model)
+    top = fields(model)
     at = [k for k, f in enumerate(top) if f[0] == _MODEL_GRAPH and isinstance(f[2], memoryview)]
     if len(at) != 1:
         return model, 0
@@ -393,7 +356,7 @@ def fold_pads(model: bytes) -> tuple[bytes, int]:
         )
         body = bytearray()
         first = True
-        for num, _w, val, raw in _fields(conv):
+        for num, _w, val, raw in fields(conv):
             if num == _NODE_INPUT and first:
                 body += _len_field(_NODE_INPUT, g.nodes[p].inputs[0].encode())
                 first = False

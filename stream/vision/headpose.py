@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from stream.core.protobuf import Field, fields, varint
 from stream.core.types import F32
 
 F64 = npt.NDArray[np.float64]
@@ -88,46 +89,12 @@ class HeadPose:
 # --------------------------------------------------------------------------- canonical face
 
 
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    out = shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        out |= (c & 0x7F) << shift
-        shift += 7
-        if c < 0x80:
-            return out, i
-
-
-def _fields(b: bytes) -> list[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) of one protobuf message, in order."""
-    out: list[tuple[int, int, int | bytes]] = []
-    i = 0
-    while i < len(b):
-        key, i = _varint(b, i)
-        num, wt = key >> 3, key & 7
-        val: int | bytes
-        if wt == 0:
-            val, i = _varint(b, i)
-        elif wt == 1:
-            val, i = b[i : i + 8], i + 8
-        elif wt == 2:
-            n, i = _varint(b, i)
-            val, i = b[i : i + n], i + n
-        elif wt == 5:
-            val, i = b[i : i + 4], i + 4
-        else:
-            raise ValueError(f"protobuf wire type {wt} not supported")
-        out.append((num, wt, val))
-    return out
-
-
-def _floats(items: list[tuple[int, int, int | bytes]], num: int) -> list[float]:
+def _floats(items: list[Field], num: int) -> list[float]:
     out: list[float] = []
-    for n, wt, v in items:
+    for n, wt, v, _ in items:
         if n != num:
             continue
-        assert isinstance(v, bytes)
+        assert isinstance(v, memoryview)
         if wt == 5:
             out.append(struct.unpack("<f", v)[0])
         elif wt == 2:  # packed
@@ -135,19 +102,19 @@ def _floats(items: list[tuple[int, int, int | bytes]], num: int) -> list[float]:
     return out
 
 
-def _uints(items: list[tuple[int, int, int | bytes]], num: int) -> list[int]:
+def _uints(items: list[Field], num: int) -> list[int]:
     out: list[int] = []
-    for n, wt, v in items:
+    for n, wt, v, _ in items:
         if n != num:
             continue
         if wt == 0:
             assert isinstance(v, int)
             out.append(v)
         elif wt == 2:  # packed varints
-            assert isinstance(v, bytes)
+            assert isinstance(v, memoryview)
             i = 0
             while i < len(v):
-                x, i = _varint(v, i)
+                x, i = varint(v, i)
                 out.append(x)
     return out
 
@@ -171,17 +138,17 @@ class CanonicalFace:
     @classmethod
     def from_binarypb(cls, data: bytes) -> CanonicalFace:
         """Parse a `geometry_pipeline_metadata` protobuf (mediapipe face_geometry)."""
-        top = _fields(data)
-        mesh = next(v for n, _, v in top if n == 1)
-        assert isinstance(mesh, bytes)
-        mf = _fields(mesh)
+        top = fields(data)
+        mesh = next(v for n, _, v, _ in top if n == 1)
+        assert isinstance(mesh, memoryview)
+        mf = fields(mesh)
         vb = np.array(_floats(mf, 3), np.float64).reshape(-1, 5)
         tri = np.array(_uints(mf, 4), np.int64).reshape(-1, 3)
         weights = np.zeros(len(vb), np.float64)
-        for n, _, v in top:
+        for n, _, v, _ in top:
             if n == 2:
-                assert isinstance(v, bytes)
-                ref = _fields(v)
+                assert isinstance(v, memoryview)
+                ref = fields(v)
                 ids = _uints(ref, 1)
                 w = _floats(ref, 2)
                 weights[ids[0] if ids else 0] = w[0] if w else 0.0
