@@ -520,3 +520,19 @@ def test_expressions_slow_down_after_actions_before_the_frame_rate() -> None:
     assert len(chosen) == 1  # 4 faces x 2.5/s over 10 fps: one per frame
     tb.allocate(800.0)
     assert tb.emotion_fps == 5.0 and tb.actions_fps == 2.0
+
+
+def test_a_cold_first_frame_does_not_hold_the_rate_down() -> None:
+    """A model's first call can take seconds (pages read from disk): the next frame's cost
+    replaces it, so the track is planned at its full rate from its second frame on."""
+    clock = Clock()
+    m = MachineBudget(_config(max_fps=15, emotion_fps=5), cores=2)
+    m.clock = clock
+    tb = m.track()
+    tb.observe(0.0, _result(True, step_ms=3000.0, emotion_ms=4 * 900.0, emotions=4), True)
+    _feed(clock, [tb], [15], 0.5)
+    cold = tb.rate
+    tb.observe(0.1, _result(True, step_ms=20.0, emotion_ms=4 * 4.0, emotions=4), True)
+    _feed(clock, [tb], [15], 0.5)
+    print(f"rate after a cold first frame {cold:.1f}/s, after the second {tb.rate:.1f}/s")
+    assert cold < 2 and tb.rate == 15
