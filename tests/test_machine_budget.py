@@ -29,7 +29,7 @@ class Clock:
 
 def _config(**live: float) -> Config:
     """Default config, one inference thread of 2 intra-op threads, live settings overridden."""
-    return Config().replace("runtime", intra_op_threads=2).replace("live", **live)
+    return Config().replace("runtime", intra_op_threads=2).replace("live", **{"workers": 1, **live})
 
 
 def _result(

@@ -294,8 +294,9 @@ class MachineBudget:
     """The process's analysis time, shared by every live video track (the session host owns
     one; each track's scheduler is `track()`).
 
-    Capacity: `live.workers` inference threads busy `live.budget_utilisation` of each second,
-    less the decoding of received frames that lands on the cores inference uses: decoder CPU
+    Capacity: `workers` inference threads (`live.workers`; 0: one per core) busy
+    `live.budget_utilisation` of each second, less the decoding of received frames that lands
+    on the cores inference uses: decoder CPU
     per received frame is measured, and so are the cores inference really keeps busy (its CPU
     per ms of a worker's wall time), those of the event loop and those other processes of the
     machine use; decoding beyond the cores they leave spare is charged. Shares are fair in
@@ -329,12 +330,14 @@ class MachineBudget:
         self.cores = cores or len(os.sched_getaffinity(0))
         if self.cores < 1:
             raise ValueError("cores must be >= 1")
+        #: Inference threads shared by every track (`live.workers`, 0: one per core).
+        self.workers = self.live.workers or self.cores
         threads = config.runtime.intra_op_threads or self.cores
         self.inference_cores = _Ema(float(min(threads, self.cores)))  # per busy worker
         self.loop_cores = 0.0
         self.other_cores = 0.0  # other processes of the machine
         #: Cores the inference threads and the event loop leave to decoding.
-        self.spare_cores = max(self.cores - self.live.workers * self.inference_cores.value, 0)
+        self.spare_cores = max(self.cores - self.workers * self.inference_cores.value, 0)
         self.cpu_s = cpu_s
         self.clock = clock
         self.tracks: list[TrackBudget] = []
@@ -348,14 +351,14 @@ class MachineBudget:
         self._cpu_mark: dict[str, float] | None = None
         self.busy_ms = 0.0  # worker ms the tracks reported (TrackBudget.occupied)
         self._busy_mark = 0.0
-        self._free = self.live.workers
+        self._free = self.workers
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
     @property
     def capacity_ms(self) -> float:
         """Inference-thread ms per second the analysis may use, decoding not yet taken off."""
-        return 1000.0 * self.live.workers * self.live.budget_utilisation
+        return 1000.0 * self.workers * self.live.budget_utilisation
 
     def track(self) -> TrackBudget:
         """A new track's scheduler (a `SchedulerFactory`)."""
@@ -405,7 +408,7 @@ class MachineBudget:
                 self.loop_cores = d.get("loop", 0.0) / 1e3 / dt
                 self.other_cores = d.get("others", 0.0) / 1e3 / dt
             self._cpu_mark = cpu
-        used = self.live.workers * self.inference_cores.value + self.loop_cores + self.other_cores
+        used = self.workers * self.inference_cores.value + self.loop_cores + self.other_cores
         self.spare_cores = max(self.cores - used, 0.0)
         for tb in self.tracks:
             fps = (tb.received - tb._recv_mark) / dt

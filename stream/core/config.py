@@ -62,7 +62,7 @@ class RuntimeConfig:
     """ONNX Runtime session settings shared by every model."""
 
     provider: str = "auto"
-    intra_op_threads: int = 2
+    intra_op_threads: int = 1
     audio_intra_op_threads: int = 1
     inter_op_threads: int = 1
     allow_spinning: bool = False
@@ -354,7 +354,7 @@ class LiveConfig:
     detect_every_max: int = 4
     budget_utilisation: float = 0.8
     summary_interval_s: float = 2.0
-    workers: int = 1
+    workers: int = 0
     max_sessions: int = 8
     max_viewers: int = 16
     max_message_bytes: int = 65536
@@ -381,7 +381,7 @@ class LiveConfig:
         _check(self.detect_every_max >= 1, "live.detect_every_max", "must be >= 1")
         _check(0 < self.budget_utilisation <= 1, "live.budget_utilisation", "must be in (0, 1]")
         _check(self.summary_interval_s > 0, "live.summary_interval_s", "must be > 0")
-        _check(self.workers >= 1, "live.workers", "must be >= 1")
+        _check(self.workers >= 0, "live.workers", "must be >= 0 (0: one per CPU core)")
         _check(self.max_sessions >= 1, "live.max_sessions", "must be >= 1")
         _check(self.max_viewers >= 0, "live.max_viewers", "must be >= 0")
         _check(self.max_message_bytes >= 1024, "live.max_message_bytes", "must be >= 1024")

@@ -174,13 +174,13 @@ class SessionHost:
         self.stages = stages
         self.clock = clock
         self.pace = pace
-        self.executor = ThreadPoolExecutor(config.live.workers, thread_name_prefix="infer")
-        # Voice runs beside vision so that audio never waits behind video frames.
-        self.audio_executor = ThreadPoolExecutor(1, thread_name_prefix="voice")
-        self.sessions: dict[str, LiveSession] = {}
         #: The machine's analysis time, shared by every session's video tracks.
         self.cpu = ThreadCpu()
         self.budget = MachineBudget(config, self.cpu.budget_parts)
+        self.executor = ThreadPoolExecutor(self.budget.workers, thread_name_prefix="infer")
+        # Voice runs beside vision so that audio never waits behind video frames.
+        self.audio_executor = ThreadPoolExecutor(1, thread_name_prefix="voice")
+        self.sessions: dict[str, LiveSession] = {}
         self.cluster = Cluster(config, self.sessions)  # Redis directory and relay, if configured
         self.save_reports: Path | None = None  # --save-reports: write each session's reports
 
