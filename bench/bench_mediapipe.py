@@ -81,6 +81,16 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _peak_mib() -> float:
+    """This process's peak resident memory (VmHWM: since its exec, unlike ru_maxrss, which
+    counts the launching parent's address space too), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 # --------------------------------------------------------------------------- children
 
 
@@ -101,7 +111,8 @@ def child_ours(clip: Path) -> dict[str, Any]:
     a = analyze_file(clip, cfg, stages)
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     faces = sum(len(points) for points in a.timelines.values())
-    return {"frames": a.frames, "seconds": wall, "cpu_s": cpu, "faces": faces}
+    peak = _peak_mib()
+    return {"frames": a.frames, "seconds": wall, "cpu_s": cpu, "faces": faces, "peak_mib": peak}
 
 
 def child_mediapipe(clip: Path, model: Path, num_faces: int = 16) -> dict[str, Any]:
@@ -144,7 +155,8 @@ def child_mediapipe(clip: Path, model: Path, num_faces: int = 16) -> dict[str, A
     c0, t0 = _cpu(), time.perf_counter()
     frames, faces = run()
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
-    return {"frames": frames, "seconds": wall, "cpu_s": cpu, "faces": faces}
+    peak = _peak_mib()
+    return {"frames": frames, "seconds": wall, "cpu_s": cpu, "faces": faces, "peak_mib": peak}
 
 
 # --------------------------------------------------------------------------- parent
@@ -233,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     print_outputs()
     print(f"MediaPipe num_faces = {args.mp_faces}; {os.cpu_count()} CPUs")
-    print(f"{'clip':<32} {'who':<10} {'frames/s':>9} {'faces/frame':>11} {'CPU ms/frame':>12}")
+    print(
+        f"{'clip':<32} {'who':<10} {'frames/s':>9} {'faces/frame':>11} {'CPU ms/frame':>12} "
+        f"{'CPU ms/face':>11} {'peak MiB':>9}"
+    )
     for label, clip in clips.items():
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "mediapipe": []}
         for k in range(args.rounds):
@@ -253,19 +268,35 @@ def main(argv: list[str] | None = None) -> int:
             fps = statistics.median(r["frames"] / r["seconds"] for r in rs)
             per = statistics.median(r["faces"] / max(r["frames"], 1) for r in rs)
             cpu = statistics.median(1e3 * r["cpu_s"] / max(r["frames"], 1) for r in rs)
-            summary[who] = {"fps": fps, "faces_per_frame": per, "cpu_ms_per_frame": cpu}
-            print(f"{label:<32} {who:<10} {fps:>9.1f} {per:>11.2f} {cpu:>12.1f}")
+            peak = max(r["peak_mib"] for r in rs)
+            per_face = cpu / max(per, 1e-9)
+            summary[who] = {"fps": fps, "faces_per_frame": per, "cpu_ms_per_frame": cpu,
+                            "cpu_ms_per_face": per_face, "peak_mib": peak}  # fmt: skip
+            print(
+                f"{label:<32} {who:<10} {fps:>9.1f} {per:>11.2f} {cpu:>12.1f} "
+                f"{per_face:>11.1f} {peak:>9.0f}"
+            )
         ratio = statistics.median(
             (a["frames"] / a["seconds"]) / (b["frames"] / b["seconds"])
             for a, b in zip(runs["ours"], runs["mediapipe"], strict=True)
         )
-        cpu_ratio = summary["ours"]["cpu_ms_per_frame"] / summary["mediapipe"]["cpu_ms_per_frame"]
+        o, m = summary["ours"], summary["mediapipe"]
+        cpu_ratio = o["cpu_ms_per_frame"] / m["cpu_ms_per_frame"]
+        face_ratio = m["cpu_ms_per_face"] / o["cpu_ms_per_face"]
+        rss_ratio = o["peak_mib"] / m["peak_mib"]
         verdict = "ahead" if ratio > 1 else "behind"
         print(
             f"{'':<32} ours/mediapipe: {ratio:.2f}x frames/s (median of the rounds' pairs, "
-            f"{verdict}), {cpu_ratio:.2f}x CPU"
+            f"{verdict}), {cpu_ratio:.2f}x CPU per frame, {face_ratio:.2f}x faces per CPU "
+            f"second, {rss_ratio:.2f}x peak memory (the larger of the rounds)"
         )
-        results[label] = {**summary, "ratio_fps": ratio, "ratio_cpu": cpu_ratio}
+        results[label] = {
+            **summary,
+            "ratio_fps": ratio,
+            "ratio_cpu": cpu_ratio,
+            "ratio_faces_per_cpu_s": face_ratio,
+            "ratio_peak_rss": rss_ratio,
+        }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
