@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -253,11 +254,36 @@ def test_report_writers_take_laddered_timelines(
 
 # --------------------------------------------------------------------------- peak RSS of analyze
 
-#: Peak RSS bound of a fresh `analyze GALLERY --fps 30 --no-voice` process on bench_mediapipe's
-#: 9-face 960x540 gallery (8 s, every frame). Measured 348-398 MiB before the chunked per-face
-#: models, the heap trims and the lazy registry imports, 248-286 after; MediaPipe's
-#: FaceLandmarker on the same clip 202-206 (README, "Where the memory goes").
-ANALYZE_PEAK_MIB = 310.0
+#: Bound on the peak anonymous memory (heap, model buffers, frames: RssAnon) of a fresh
+#: `analyze GALLERY --fps 30 --no-voice` process on bench_mediapipe's 9-face 960x540 gallery
+#: (8 s, every frame): 208-241 MiB measured. Total RSS (248-286 MiB after the chunked
+#: per-face models, the heap trims and the lazy registry imports, 348-398 before; README,
+#: "Where the memory goes") also counts the shared libraries' pages the kernel maps around
+#: each fault, which depend on the page cache: the same libraries took 71 MiB in one venv and
+#: 119 MiB in a freshly installed one (OpenCV 13 vs 38 MiB), so the bound is on what this
+#: program allocates.
+ANALYZE_PEAK_ANON_MIB = 265.0
+
+
+def _peak_anon_mib(cmd: list[str]) -> tuple[float, float, int]:
+    """Run `cmd`, sampling its /proc status every 10 ms: (peak RssAnon MiB, VmHWM MiB, exit)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    anon = hwm = 0.0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith(("RssAnon:", "VmHWM:")):
+                        kib = int(line.split()[1]) / 1024
+                        if line.startswith("RssAnon:"):
+                            anon = max(anon, kib)
+                        else:
+                            hwm = max(hwm, kib)
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            pass  # it just ended
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.01)
+    return anon, hwm, proc.returncode
 
 
 class _FakeSession:
@@ -378,9 +404,9 @@ def test_analyze_peak_rss_on_the_9_face_gallery(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fresh `emotion-stream analyze` process over bench_mediapipe's 9-face gallery, every
-    frame, voice off: its own peak RSS (ru_maxrss via a bare launcher) stays under the bound."""
+    frame, voice off: its peak anonymous memory stays under the bound."""
     from bench.bench_mediapipe import build_gallery
-    from bench.bench_vision import child_peak_rss, cli_command
+    from bench.bench_vision import cli_command
 
     from .conftest import MODELS
 
@@ -390,14 +416,13 @@ def test_analyze_peak_rss_on_the_9_face_gallery(
     out = tmp_path / "gallery.json"
     cmd = [*cli_command(), "analyze", str(gallery), "--fps", "30", "--no-voice",
            "--no-progress", "--json", str(out)]  # fmt: skip
-    run = child_peak_rss("analyze gallery", cmd)
-    peak_mib = run.rss_mb * 1e6 / 2**20
+    anon, hwm, code = _peak_anon_mib(cmd)
     doc = json.loads(out.read_text())
     print(
-        f"analyze 9-face gallery, 30 fps, no voice: peak RSS {peak_mib:.1f} MiB (bound"
-        f" {ANALYZE_PEAK_MIB:.0f}), {len(doc['faces'])} faces, {doc['analysis']['analysed_frames']}"
-        f" frames, {run.wall_s:.1f} s"
+        f"analyze 9-face gallery, 30 fps, no voice: peak anonymous memory {anon:.1f} MiB (bound"
+        f" {ANALYZE_PEAK_ANON_MIB:.0f}), peak RSS {hwm:.1f} MiB, {len(doc['faces'])} faces, "
+        f"{doc['analysis']['analysed_frames']} frames"
     )
-    assert run.exit_code == 0
+    assert code == 0
     assert doc["analysis"]["analysed_frames"] == 240 and len(doc["faces"]) >= 9
-    assert peak_mib <= ANALYZE_PEAK_MIB
+    assert 0 < anon <= ANALYZE_PEAK_ANON_MIB
