@@ -37,7 +37,8 @@ from stream.core.config import ENV_MODELS, Config, load_config  # noqa: E402
 from stream.offline.analyze import analyze_file  # noqa: E402
 
 
-def write_wav(audio: np.ndarray, path: Path, rate: int = 16_000) -> None:
+def write_wav(audio: np.ndarray, path: Path, rate: int = 16_000) -> Path:
+    """Mono s16 WAV at `rate`; returns `path`."""
     import av
 
     with av.open(str(path), "w") as c:
@@ -50,6 +51,7 @@ def write_wav(audio: np.ndarray, path: Path, rate: int = 16_000) -> None:
             c.mux(pkt)
         for pkt in s.encode(None):
             c.mux(pkt)
+    return path
 
 
 def diarization(cfg: Config, files: list[Path]) -> None:

@@ -29,11 +29,16 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from stream.analysis.speaker import SpeakerMatcher
-from stream.core.config import AudioConfig, load_config
-from stream.models.runtime import make_factory
-from stream.vision.mouth import MouthSample
-from stream.voice.analyzer import VoiceAnalyzer
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.bench_speakers import write_wav  # noqa: E402
+from stream.analysis.speaker import SpeakerMatcher  # noqa: E402
+from stream.core.config import AudioConfig, load_config  # noqa: E402
+from stream.models.runtime import make_factory  # noqa: E402
+from stream.vision.mouth import MouthSample  # noqa: E402
+from stream.voice.analyzer import VoiceAnalyzer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 CLIPS = [
@@ -115,19 +120,6 @@ def clips16k() -> npt.NDArray[np.float32]:
     if not out:
         raise SystemExit(f"no speech clips in {SHARED / 'media/audio'}")
     return np.concatenate(out).astype(np.float32)
-
-
-def write_wav(audio: npt.NDArray[np.float32], path: Path) -> Path:
-    """16 kHz mono s16 WAV."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("pcm_s16le", rate=16_000, layout="mono")
-        f = av.AudioFrame.from_ndarray(
-            (np.clip(audio, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono"
-        )
-        f.sample_rate = 16_000
-        for pkt in [*s.encode(f), *s.encode(None)]:
-            c.mux(pkt)
-    return path
 
 
 def analyze_process(path: Path, cwd: Path) -> tuple[float, float]:
