@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import types
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytest
@@ -30,6 +31,14 @@ class Clock:
 def _config(**live: float) -> Config:
     """Default config, one inference thread of 2 intra-op threads, live settings overridden."""
     return Config().replace("runtime", intra_op_threads=2).replace("live", **{"workers": 1, **live})
+
+
+def _machine(
+    config: Config, cpu_s: Callable[[], Mapping[str, float]] | None = None
+) -> tuple[Clock, MachineBudget]:
+    """A machine budget of 2 cores on a fake clock (and, if given, a fake CPU meter)."""
+    clock = Clock()
+    return clock, MachineBudget(config, cpu_s=cpu_s, cores=2, clock=clock)
 
 
 def _result(
@@ -88,9 +97,7 @@ def _learn(tb: TrackBudget, detect_ms: float, follow_ms: float, face_ms: float) 
 
 
 def test_four_equal_streams_get_equal_rates_within_the_machine() -> None:
-    clock = Clock()
-    m = MachineBudget(_config(max_fps=15, emotion_fps=5, budget_utilisation=0.8), cores=2)
-    m.clock = clock
+    clock, m = _machine(_config(max_fps=15, emotion_fps=5, budget_utilisation=0.8))
     tracks = [m.track() for _ in range(4)]
     for tb in tracks:
         _learn(tb, detect_ms=30.0, follow_ms=3.0, face_ms=4.0)
@@ -106,9 +113,7 @@ def test_four_equal_streams_get_equal_rates_within_the_machine() -> None:
 
 
 def test_a_light_stream_leaves_what_it_does_not_need_to_the_others() -> None:
-    clock = Clock()
-    m = MachineBudget(_config(max_fps=15, emotion_fps=5), cores=2)
-    m.clock = clock
+    clock, m = _machine(_config(max_fps=15, emotion_fps=5))
     heavy = [m.track() for _ in range(3)]
     light = m.track()
     for tb in heavy:
@@ -135,8 +140,7 @@ def test_decoding_is_charged_and_the_rates_stay_equal() -> None:
 
     def machine(meter: bool) -> tuple[MachineBudget, TrackBudget, TrackBudget]:
         cfg = _config(max_fps=15, emotion_fps=5)
-        m = MachineBudget(cfg, cpu_s=cpu_s if meter else None, cores=2)
-        m.clock = clock
+        m = MachineBudget(cfg, cpu_s=cpu_s if meter else None, cores=2, clock=clock)
         fast, slow = m.track(), m.track()
         for tb in (fast, slow):
             _learn(tb, detect_ms=40.0, follow_ms=6.0, face_ms=5.0)
@@ -180,9 +184,7 @@ def test_decoding_is_charged_and_the_rates_stay_equal() -> None:
 
 
 def test_detector_runs_less_when_tracking_is_confident() -> None:
-    clock = Clock()
-    m = MachineBudget(_config(max_fps=15, detect_every_max=4), cores=2)
-    m.clock = clock
+    clock, m = _machine(_config(max_fps=15, detect_every_max=4))
     tb = m.track()
     _feed(clock, [tb], [15], 0.5)
     # Plenty of room: the budget alone would detect every frame.
@@ -214,9 +216,7 @@ def test_detector_runs_less_when_tracking_is_confident() -> None:
 
 
 def test_expressions_oldest_first_within_the_frame_time() -> None:
-    clock = Clock()
-    m = MachineBudget(_config(max_fps=15, emotion_fps=5), cores=2)
-    m.clock = clock
+    clock, m = _machine(_config(max_fps=15, emotion_fps=5))
     tb = m.track()
     _feed(clock, [tb], [15], 0.5)
     # 20 ms per face, 10 ms detector: 15 fps with each face every third frame fits 800 ms/s,
@@ -297,9 +297,7 @@ def test_turns_go_oldest_first_and_a_cancelled_waiter_loses_nothing() -> None:
 
 
 def test_an_idle_track_takes_no_share() -> None:
-    clock = Clock()
-    m = MachineBudget(_config(max_fps=15), cores=2)
-    m.clock = clock
+    clock, m = _machine(_config(max_fps=15))
     a, b = m.track(), m.track()
     for tb in (a, b):
         _learn(tb, detect_ms=60.0, follow_ms=10.0, face_ms=6.0)
@@ -316,10 +314,8 @@ def test_an_idle_track_takes_no_share() -> None:
 def test_decoding_on_cores_inference_leaves_idle_is_not_charged() -> None:
     """Measured: inference keeps one core busy per worker ms, the loop a fifth of one; on 2
     cores the decoders (0.36 cores) fit in what is left, so the streams are not charged."""
-    clock = Clock()
     cpu = {"decode": 0.0, "inference": 0.0, "loop": 0.0}
-    m = MachineBudget(_config(max_fps=15, workers=1), cpu_s=lambda: cpu, cores=2)
-    m.clock = clock
+    clock, m = _machine(_config(max_fps=15, workers=1), cpu_s=lambda: cpu)
     tb = m.track()
     _learn(tb, detect_ms=40.0, follow_ms=6.0, face_ms=5.0)
     assert m.spare_cores == 0  # before measuring: 2 intra-op threads assumed busy
@@ -378,10 +374,8 @@ def test_expressions_are_spread_over_the_frames() -> None:
 def test_decoding_is_charged_when_other_processes_take_the_spare_cores() -> None:
     """The same process as above, but another process keeps 0.7 cores busy: the decoders no
     longer fit beside inference and the loop, and what does not fit is charged."""
-    clock = Clock()
     cpu = {"decode": 0.0, "inference": 0.0, "loop": 0.0, "others": 0.0}
-    m = MachineBudget(_config(max_fps=15, workers=1), cpu_s=lambda: cpu, cores=2)
-    m.clock = clock
+    clock, m = _machine(_config(max_fps=15, workers=1), cpu_s=lambda: cpu)
     tb = m.track()
     _learn(tb, detect_ms=40.0, follow_ms=6.0, face_ms=5.0)
     for i in range(300):
@@ -525,9 +519,7 @@ def test_expressions_slow_down_after_actions_before_the_frame_rate() -> None:
 def test_a_cold_first_frame_does_not_hold_the_rate_down() -> None:
     """A model's first call can take seconds (pages read from disk): the next frame's cost
     replaces it, so the track is planned at its full rate from its second frame on."""
-    clock = Clock()
-    m = MachineBudget(_config(max_fps=15, emotion_fps=5), cores=2)
-    m.clock = clock
+    clock, m = _machine(_config(max_fps=15, emotion_fps=5))
     tb = m.track()
     tb.observe(0.0, _result(True, step_ms=3000.0, emotion_ms=4 * 900.0, emotions=4), True)
     _feed(clock, [tb], [15], 0.5)
