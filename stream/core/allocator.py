@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sys
 import threading
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 TRIM_INTERVAL_S = 30.0
 
 
+@functools.cache
 def _malloc_trim() -> Callable[[], int] | None:
-    """glibc's `malloc_trim(0)` as a callable, or None where the C library has none."""
+    """glibc's `malloc_trim(0)` as a callable, or None where the C library has none (looked up
+    once: `find_library` runs ldconfig, and files are trimmed every second)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
