@@ -447,7 +447,9 @@ def test_sessions_of_one_host_share_its_budget_and_report_their_rate() -> None:
             feeds.append(feed)
             sessions.append(s)
         for feed in feeds:
-            await feed.until(has_faces(5), 10)
+            # One analysed frame is enough: the 40 frames play in 0.4 s and the newest frame
+            # wins, so on a loaded machine only a few of them are analysed (5 timed out there).
+            await feed.until(has_faces(1), 10)
         shared = all(s.budget is host.budget for s in sessions)
         tracks = len(host.budget.tracks)
         await host.close(sessions[0], "done")
