@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -55,6 +56,55 @@ def square_tile(
     )
 
 
+def _mix(
+    sources: dict[str, npt.NDArray[np.float32]], segments: list[tuple[float, float, str]]
+) -> npt.NDArray[np.float32]:
+    """Each segment's source looped over its (start, end); silence elsewhere."""
+    total = max(e for _, e, _ in segments)
+    n_audio = int(total * RATE)
+    mix = np.zeros(n_audio, np.float32)
+    t = np.arange(n_audio) / RATE
+    for start, end, key in segments:
+        audio = sources[key]
+        idx = ((t % (len(audio) / RATE)) * RATE).astype(np.int64) % len(audio)
+        gate = (t >= start) & (t < end)
+        mix[gate] = audio[idx[gate]]
+    return mix
+
+
+def _write(
+    path: Path,
+    frame: Callable[[int], npt.NDArray[np.uint8]],
+    n_frames: int,
+    mix: npt.NDArray[np.float32],
+    fps: int,
+) -> None:
+    """An H.264 + AAC file of `n_frames` frames (`frame(i)`, BGR) and the mono `mix`."""
+    h, w = frame(0).shape[:2]
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.time_base = Fraction(1, fps)
+        aus = out.add_stream("aac", rate=RATE)
+        aus.layout = "mono"
+        for i in range(n_frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame(i)), format="bgr24")
+            vf.pts = i
+            for pkt in vs.encode(vf):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+        step = 1024
+        for i in range(0, len(mix), step):
+            af = av.AudioFrame.from_ndarray(mix[None, i : i + step], format="flt", layout="mono")
+            af.sample_rate = RATE
+            af.pts = i
+            for pkt in aus.encode(af):
+                out.mux(pkt)
+        for pkt in aus.encode():
+            out.mux(pkt)
+
+
 def two_speaker_video(
     path: Path,
     left: Tile,
@@ -71,41 +121,60 @@ def two_speaker_video(
         segments: (start, end, "left" | "right") whose audio is heard; silence elsewhere.
     """
     tiles = {}
+    audio = {}
     for key, (name, sq, span) in (("left", left), ("right", right)):
-        frames, dur = clip_frames(name, fps, span)
-        tiles[key] = ([square_tile(f, sq, side) for f in frames], dur, clip_audio(name, span))
+        frames, _dur = clip_frames(name, fps, span)
+        tiles[key] = [square_tile(f, sq, side) for f in frames]
+        audio[key] = clip_audio(name, span)
     total = max(e for _, e, _ in segments)
-    n_audio = int(total * RATE)
-    mix = np.zeros(n_audio, np.float32)
-    t = np.arange(n_audio) / RATE
-    for start, end, key in segments:
-        frames, dur, audio = tiles[key]
-        idx = ((t % dur) * RATE).astype(np.int64) % len(audio)
-        gate = (t >= start) & (t < end)
-        mix[gate] = audio[idx[gate]]
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 2 * side, side, "yuv420p"
-        vs.time_base = Fraction(1, fps)
-        aus = out.add_stream("aac", rate=RATE)
-        aus.layout = "mono"
-        for i in range(int(total * fps)):
-            canvas = np.concatenate(
-                [tiles[k][0][i % len(tiles[k][0])] for k in ("left", "right")], axis=1
-            )
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(canvas), format="bgr24")
-            frame.pts = i
-            for pkt in vs.encode(frame):
-                out.mux(pkt)
-        for pkt in vs.encode():
-            out.mux(pkt)
-        step = 1024
-        for i in range(0, n_audio, step):
-            chunk = mix[i : i + step]
-            af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
-            af.sample_rate = RATE
-            af.pts = i
-            for pkt in aus.encode(af):
-                out.mux(pkt)
-        for pkt in aus.encode():
-            out.mux(pkt)
+
+    def frame(i: int) -> npt.NDArray[np.uint8]:
+        return np.concatenate([tiles[k][i % len(tiles[k])] for k in ("left", "right")], axis=1)
+
+    _write(path, frame, int(total * fps), _mix(audio, segments), fps)
+
+
+def talker_and_photo_video(
+    path: Path,
+    talker: Tile,
+    photo: Path,
+    off_screen: tuple[str, tuple[float, float]],
+    segments: list[tuple[float, float, str]],
+    fps: int = 25,
+    side: int = 320,
+) -> None:
+    """A talking clip (left) beside a still photo (right) that breathes like a webcam picture:
+    slow zoom, tilt, drift and gain, and sensor noise (sigma 3 grey levels) on every frame.
+
+    Args:
+        talker: clip name, square around the face, span to loop; its audio is "left".
+        photo: the photo (its centred square is used).
+        off_screen: (clip name, span) of a voice nobody in the picture has: "off".
+        segments: (start, end, "left" | "off") whose audio is heard; silence elsewhere.
+    """
+    name, sq, span = talker
+    frames, _dur = clip_frames(name, fps, span)
+    left = [square_tile(f, sq, side) for f in frames]
+    img = cv2.imread(str(photo))
+    h, w = img.shape[:2]
+    s = min(h, w)
+    still = square_tile(img, ((w - s) // 2, (h - s) // 2, s), side)
+    rng = np.random.default_rng(0)
+    audio = {"left": clip_audio(name, span), "off": clip_audio(*off_screen)}
+    total = max(e for _, e, _ in segments)
+
+    def frame(i: int) -> npt.NDArray[np.uint8]:
+        t = i / fps
+        m = cv2.getRotationMatrix2D(
+            (side / 2, side / 2),
+            3.0 * np.sin(2 * np.pi * t / 4.1),
+            1 + 0.06 * np.sin(2 * np.pi * t / 3.7),
+        )
+        m[0, 2] += 0.05 * side * np.sin(2 * np.pi * t / 2.9)
+        p = cv2.warpAffine(still, m, (side, side), borderMode=cv2.BORDER_REFLECT)
+        gain = 1 + 0.12 * np.sin(2 * np.pi * t / 5.3)
+        noisy = p.astype(np.float32) * gain + rng.normal(0, 3, p.shape)
+        p = np.clip(noisy, 0, 255).astype(np.uint8)
+        return np.concatenate([left[i % len(left)], p], axis=1)
+
+    _write(path, frame, int(total * fps), _mix(audio, segments), fps)
