@@ -155,7 +155,9 @@ def talker_and_photo_video(
     name, sq, span = talker
     frames, _dur = clip_frames(name, fps, span)
     left = [square_tile(f, sq, side) for f in frames]
-    img = cv2.imread(str(photo))
+    read = cv2.imread(str(photo))
+    assert read is not None, f"cannot read {photo}"
+    img = np.asarray(read, np.uint8)
     h, w = img.shape[:2]
     s = min(h, w)
     still = square_tile(img, ((w - s) // 2, (h - s) // 2, s), side)
