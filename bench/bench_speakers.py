@@ -7,10 +7,15 @@
    combinations (EmoDB speakers in two disjoint folds, single speakers): speaker count, share of
    speech on the right speaker, DER with and without overlap, CPU seconds per audio minute;
    `--before REV` runs stream/voice/diarize.py of that git revision beside the current one.
+1c. Why the EmoDB calls fall short (`--why`, `--pitch` adds f0 per turn): with the true count,
+   the share on the right speaker that k-means on the turn prints reaches, that the true
+   speakers' centroids reach, whether the true partition fits the prints better than k-means'
+   does, and how much removing the prints' f0-dependent part would give.
 2. Facial actions: landmarks + 52 blendshapes per face (median ms), and analysed frames/s of
    one live-budgeted 4-face stream with facial actions on and off.
 
     EMOTION_STREAM_MODELS=../shared/models python bench/bench_speakers.py [--before 7127166]
+    EMOTION_STREAM_MODELS=../shared/models python bench/bench_speakers.py --why --pitch
 """
 
 from __future__ import annotations
@@ -104,23 +109,23 @@ def diarizer_module(rev: str | None) -> Any:
     return mod
 
 
-def composed_calls(cfg: Config, before: str | None) -> None:
-    from stream.voice.vad import SileroVad
+FOLDS = {
+    "fold A": ["e03", "e10", "e11", "e08", "e09"],
+    "fold B": ["e12", "e15", "e13", "e14", "e16"],
+}
+
+
+def test_and_held_out_calls() -> tuple[list[Any], dict[str, list[Any]]]:
+    """The test calls (+ 3 LibriSpeech readers) and the held-out random combinations: 12 calls
+    of 2-5 speakers per EmoDB fold (disjoint speakers) and 5 one-speaker calls."""
     from tests.compose_calls import compose_call
     from tests.test_diarize_turns import OTHERS, SHORT_TURNS
 
-    print("\n1b. composed calls: the diarizer alone (Silero VAD in 0.1 s chunks, as the tests)")
-    st = Stages(cfg)
-    emb, vad_session = st.speaker_embedder, st.factory.get("silero_vad_v6")
     calls = [compose_call(k, **v) for k, v in {**SHORT_TURNS, **OTHERS}.items()]  # type: ignore[arg-type]
     calls.append(compose_call("3 readers (LibriSpeech)", ["l0", "l1", "l2"], turns=24, seed=12))
     held: dict[str, list[Any]] = {"fold A": [], "fold B": [], "one speaker": []}
     rng = np.random.default_rng(7)
-    folds = {
-        "fold A": ["e03", "e10", "e11", "e08", "e09"],
-        "fold B": ["e12", "e15", "e13", "e14", "e16"],
-    }
-    for f, (fold, pool) in enumerate(folds.items()):
+    for f, (fold, pool) in enumerate(FOLDS.items()):
         for i in range(12):
             k = 2 + i % 4
             who = [str(x) for x in rng.choice(pool, k, replace=False)]
@@ -131,6 +136,16 @@ def composed_calls(cfg: Config, before: str | None) -> None:
             ))  # fmt: skip
     for i, s in enumerate(["e03", "e08", "e12", "e16", "l1"]):
         held["one speaker"].append(compose_call(f"one {s}", [s], turns=14, seed=200 + i))
+    return calls, held
+
+
+def composed_calls(cfg: Config, before: str | None) -> None:
+    from stream.voice.vad import SileroVad
+
+    print("\n1b. composed calls: the diarizer alone (Silero VAD in 0.1 s chunks, as the tests)")
+    st = Stages(cfg)
+    emb, vad_session = st.speaker_embedder, st.factory.get("silero_vad_v6")
+    calls, held = test_and_held_out_calls()
     versions = {"now": diarizer_module(None)}
     if before:
         versions[before] = diarizer_module(before)
@@ -175,6 +190,149 @@ def composed_calls(cfg: Config, before: str | None) -> None:
                   f"{(ok & (right >= 0.85)).mean():.0%}")  # fmt: skip
 
 
+def spherical_kmeans(x: np.ndarray, w: np.ndarray, k: int, restarts: int = 20) -> np.ndarray:
+    """Duration-weighted k-means on the unit sphere, k-means++ starts, the best of `restarts`
+    (deterministic): labels 0..k-1."""
+    rng = np.random.default_rng(0)
+    best, best_obj = np.zeros(len(x), np.int64), -np.inf
+    for _ in range(restarts):
+        picks = [int(rng.choice(len(x), p=w / w.sum()))]
+        for _ in range(1, k):
+            d = w * np.min(1 - x @ x[picks].T, axis=1).clip(0) ** 2
+            picks.append(int(rng.choice(len(x), p=d / d.sum())) if d.sum() > 0 else 0)
+        cent = x[picks]
+        labels = np.argmax(x @ cent.T, axis=1)
+        for _ in range(50):
+            cent = np.stack([(x[labels == j] * w[labels == j, None]).sum(0) for j in range(k)])
+            cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-9)
+            new = np.argmax(x @ cent.T, axis=1)
+            if np.array_equal(new, labels):
+                break
+            labels = new
+        obj = float((w * np.sum(x * cent[labels], axis=1)).sum())
+        if obj > best_obj:
+            best, best_obj = labels, obj
+    return np.unique(best, return_inverse=True)[1].astype(np.int64)
+
+
+def why_short(cfg: Config, pitch: bool) -> None:
+    """1c: why the EmoDB calls fall short, in numbers. Per call (test calls and held-out folds),
+    with the current diarizer's turn prints: the share on the right speaker with the true count
+    (spherical k-means, 20 starts) and with the true speakers' centroids; whether the true
+    partition fits the prints better than k-means' (duration-weighted cosine to the centroid:
+    if it never does, no clustering or count rule on these prints can find the speakers). With
+    `pitch`: each turn's median f0 (CREPE), the f0 spread of one speaker's turns, and the right
+    share with the true count once the prints' f0-dependent part is removed, with the slope
+    fitted on the true speakers (a bound) or learned on fold A's speakers (applied elsewhere)."""
+    from stream.voice import diarize as D
+    from stream.voice.pitch import CrepePitch
+    from stream.voice.vad import SileroVad
+
+    print("\n1c. why the EmoDB calls fall short (true count given; turn prints of the diarizer)")
+    st = Stages(cfg)
+    vad_session = st.factory.get("silero_vad_v6")
+    crepe = st.factory.get("crepe_tiny_pitch") if pitch else None
+    embedder = st.speaker_embedder
+    assert embedder is not None, "diarization.enabled is false in the config"
+    calls, held = test_and_held_out_calls()
+    groups = {"test": calls, "fold A": held["fold A"], "fold B": held["fold B"]}
+    rows: dict[str, list[dict[str, Any]]] = {g: [] for g in groups}
+    for group, cs in groups.items():
+        for call in cs:
+            vad = SileroVad(vad_session)
+            d = D.Diarizer(embedder)
+            for i in range(0, len(call.audio), 1600):
+                d.add(call.audio[i : i + 1600], vad.process(call.audio[i : i + 1600]))
+            d.flush()
+            x = np.stack([w.emb for w in d.windows])
+            w = np.array([w.weight for w in d.windows], np.float32)
+            who = []  # the reference speaker most of each print's span
+            for p in d.windows:
+                ov = {s: 0.0 for s in call.speakers}
+                for a, b, s in call.turns:
+                    ov[s] += max(0.0, min(b, p.end) - max(a, p.start))
+                who.append(max(ov, key=lambda s: ov[s]))
+            names = sorted(set(who))
+            truth = np.array([names.index(s) for s in who], np.int64)
+            f0 = np.full(len(x), np.nan)
+            if crepe is not None:
+                for j, p in enumerate(d.windows):
+                    seg = call.audio[int(p.start * 16000) : int(p.end * 16000)]
+                    _, hz, conf = CrepePitch(crepe, 0.02).process(seg)
+                    if (conf >= 0.5).sum() >= 5:
+                        f0[j] = np.median(12 * np.log2(hz[conf >= 0.5] / 100))
+                f0[np.isnan(f0)] = np.nanmedian(f0)
+            rows[group].append(dict(
+                call=call, d=d, x=x, w=w, truth=truth, who=who, f0=f0, k=len(names),
+            ))  # fmt: skip
+
+    def right(r: dict[str, Any], x: np.ndarray, labels: np.ndarray) -> float:
+        spans = [(p.start, p.end) for p in r["d"].windows]
+        segs = D.resegment(spans, x, labels, r["d"].regions, 0.5, 0.3)
+        hyp = [(s.start, s.end, str(s.speaker)) for s in segs]
+        return float(D.diarization_error(r["call"].turns, hyp)["right"])
+
+    def objective(x: np.ndarray, w: np.ndarray, labels: np.ndarray) -> float:
+        c = D.centroids(x, labels, w)
+        return float((w * np.sum(x * c[labels], axis=1)).sum())
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        return out
+
+    def slope(r: dict[str, Any]) -> np.ndarray:
+        """Least-squares change of the print per semitone of f0, within the true speakers."""
+        x, w, t, f = r["x"], r["w"], r["truth"], r["f0"]
+        fc, xc = f.copy(), x.copy()
+        for j in range(r["k"]):
+            m = t == j
+            fc[m] -= np.average(f[m], weights=w[m])
+            xc[m] -= np.average(x[m], axis=0, weights=w[m])
+        out: np.ndarray = (w * fc) @ xc / max(float((w * fc * fc).sum()), 1e-9)
+        return out
+
+    def without(r: dict[str, Any], b: np.ndarray) -> np.ndarray:
+        f = r["f0"] - np.average(r["f0"], weights=r["w"])
+        return unit(r["x"] - np.outer(f, b))
+
+    learned = np.mean([slope(r) for r in rows["fold A"]], axis=0) if pitch else None
+    print(f"  {'group':<7} {'calls':>5} {'true count, k-means':>19} {'true centroids':>14} "
+          f"{'truth fits better':>17}" + (f" {'f0 out (bound)':>14} {'f0 out (fold A)':>15}"
+          if pitch else ""))  # fmt: skip
+    for group, rs in rows.items():
+        rs = [r for r in rs if r["k"] > 1]
+        km = [right(r, r["x"], spherical_kmeans(r["x"], r["w"], r["k"])) for r in rs]
+        cents = [
+            right(r, r["x"], np.argmax(r["x"] @ D.centroids(r["x"], r["truth"], r["w"]).T, 1))
+            for r in rs
+        ]
+        better = sum(
+            objective(r["x"], r["w"], r["truth"])
+            > objective(r["x"], r["w"], spherical_kmeans(r["x"], r["w"], r["k"]))
+            for r in rs
+        )
+        line = (f"  {group:<7} {len(rs):>5} {np.mean(km):>19.1%} {np.mean(cents):>14.1%} "
+                f"{better:>10} of {len(rs):<3}")  # fmt: skip
+        if learned is not None:
+            bound = [right(r, x := without(r, slope(r)), spherical_kmeans(x, r["w"], r["k"]))
+                     for r in rs]  # fmt: skip
+            fa = [right(r, x := without(r, learned), spherical_kmeans(x, r["w"], r["k"]))
+                  for r in rs]  # fmt: skip
+            line += f" {np.mean(bound):>14.1%} {np.mean(fa):>15.1%}"
+            if group == "fold A":
+                line += " (in-sample)"
+        print(line)
+    if pitch:
+        per: dict[str, list[float]] = {}
+        for rs in rows.values():
+            for r in rs:
+                for s, f in zip(r["who"], r["f0"], strict=True):
+                    per.setdefault(s, []).append(float(f))
+        print("  median f0 of a speaker's turns, semitones above 100 Hz: median (std)")
+        print("  " + ", ".join(f"{s} {np.median(v):.1f} ({np.std(v):.1f})"
+                               for s, v in sorted(per.items())))  # fmt: skip
+
+
 def facial_actions(cfg: Config, seconds: float) -> None:
     print("\n2. facial actions (MediaPipe landmarks + blendshapes from our detector's box)")
     st = Stages(cfg.replace("audio", enabled=False), voice=False)
@@ -205,11 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--voice-only", action="store_true", help="skip the facial-action part")
     p.add_argument("--calls-only", action="store_true", help="only the composed calls (1b)")
     p.add_argument("--before", help="git revision whose diarizer runs beside (1b)")
+    p.add_argument("--why", action="store_true", help="only 1c: why the EmoDB calls fall short")
+    p.add_argument("--pitch", action="store_true", help="1c with f0 per turn (CREPE, slower)")
     args = p.parse_args(argv)
     models = os.environ.get(ENV_MODELS) or str(SHARED / "models")
     cfg = load_config().replace("models", dir=models)
     from tests.compose_voices import compose
 
+    if args.why:
+        why_short(cfg, args.pitch)
+        return 0
     if args.calls_only:
         composed_calls(cfg, args.before)
         return 0
