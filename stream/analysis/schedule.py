@@ -9,6 +9,13 @@ times (results would differ between machines): detection runs at least `detect_f
 second of media (optical flow moves the faces in between), and each face's expression is
 computed at most `emotion_fps` times per second (smoothing carries it in between). At or below
 those rates every analysed frame gets everything.
+
+When tracking is confident (the last `CONFIDENT_AFTER` detections found exactly the faces the
+flow followed, where it had put them, and no new face) the detector runs only
+`confident_detect_fps` times per second: a decision on results, not on times, so files stay
+deterministic. A face that appears meanwhile is found at the next detection (within
+1 / confident_detect_fps seconds); from then on detection is back at `detect_fps` until the
+tracking is confident again.
 """
 
 from __future__ import annotations
@@ -17,6 +24,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from stream.vision.pipeline import FrameResult
+
+#: Tracking is confident after this many detections in a row that found what the flow followed
+#: (the same faces, boxes overlapping at least `CONFIDENT_IOU`), as live tracks judge it.
+CONFIDENT_AFTER = 2
+CONFIDENT_IOU = 0.6
 
 
 class FrameScheduler(Protocol):
@@ -42,19 +54,31 @@ class FixedSchedule:
     Args:
         detect_fps: detections per second of media time (0: every frame).
         emotion_fps: expression updates per face per second (0: every frame).
+        confident_detect_fps: detections per second while tracking is confident (0 or at
+            least `detect_fps`: always `detect_fps`).
     """
 
-    def __init__(self, detect_fps: float, emotion_fps: float) -> None:
-        if detect_fps < 0 or emotion_fps < 0:
-            raise ValueError("detect_fps and emotion_fps must be >= 0")
+    def __init__(
+        self, detect_fps: float, emotion_fps: float, confident_detect_fps: float = 0.0
+    ) -> None:
+        if detect_fps < 0 or emotion_fps < 0 or confident_detect_fps < 0:
+            raise ValueError("detect_fps, emotion_fps and confident_detect_fps must be >= 0")
         self.detect_period = 1.0 / detect_fps if detect_fps > 0 else 0.0
         self.emotion_period = 1.0 / emotion_fps if emotion_fps > 0 else 0.0
+        self.confident_period = max(
+            1.0 / confident_detect_fps if confident_detect_fps > 0 else 0.0, self.detect_period
+        )
+        #: The last detections found what the flow followed (see the module docstring).
+        self.confident = False
+        self._streak = 0
+        self._boxes: dict[int, tuple[float, ...]] = {}
         self._last_detect = -1e9
         self._last_emotion: dict[int, float] = {}
 
     def plan(self, t: float, faces: list[int]) -> tuple[bool, set[int] | None]:
         """(run the detector?, faces whose expression to compute; None: all) at media time t."""
-        detect = not faces or t - self._last_detect >= self.detect_period - 1e-3
+        period = self.confident_period if self.confident else self.detect_period
+        detect = not faces or t - self._last_detect >= period - 1e-3
         if detect:
             self._last_detect = t
         if not self.emotion_period:
@@ -66,8 +90,39 @@ class FixedSchedule:
             self._last_emotion[n] = t
         return detect, due
 
+    def detect_due(self, t: float) -> bool:
+        """Whether `plan` would run the detector at media time `t` as things stand (faces
+        known; a guess for starting the detector ahead, nothing changes)."""
+        period = self.confident_period if self.confident else self.detect_period
+        return t - self._last_detect >= period - 1e-3
+
     def observe(self, t: float, result: FrameResult, detected: bool) -> None:
-        """A fixed schedule does not depend on measured times."""
+        """Judge the tracking on detector frames (results only: never measured times)."""
+        boxes = {f.number: tuple(float(v) for v in f.box) for f in result.faces}
+        if detected:
+            ids = result.detections.track_ids
+            new = bool(len(ids)) and bool((ids <= 0).any())  # tentative or unidentified
+            prev = self._boxes
+            ok = (
+                bool(boxes)
+                and not new
+                and set(boxes) == set(prev)
+                and all(box_iou(prev[n], boxes[n]) >= CONFIDENT_IOU for n in boxes)
+            )
+            self._streak = self._streak + 1 if ok else 0
+            self.confident = self._streak >= CONFIDENT_AFTER
+        self._boxes = boxes
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two boxes (x1, y1, x2, y2)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def every_frame() -> FixedSchedule:

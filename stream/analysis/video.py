@@ -40,6 +40,8 @@ class VideoTracks:
         self.pipelines: dict[str, VisionStage] = {}
         self.schedulers: dict[str, FrameScheduler] = {}
         self._v0: dict[str, float] = {}  # receive-clock time of each track's media time 0
+        # The frame that comes after the next one processed, per track (`ahead`).
+        self._upcoming: dict[str, tuple[VideoFrame, bool]] = {}
 
     def pipeline(self, track: str) -> VisionStage:
         """The vision pipeline of a track (made on first use)."""
@@ -56,6 +58,13 @@ class VideoTracks:
         if s is None:
             s = self.schedulers[track] = self.schedule()
         return s
+
+    def ahead(self, track: str, frame: VideoFrame, planned: bool = True) -> None:
+        """Say which frame of the track follows the next one processed (files, whose frames
+        are decoded ahead): when it will need the detector (`planned`: as its scheduler's
+        `detect_due` expects; else it will be processed with detection), the detector starts
+        on it while the next frame is analysed. Results are the same as without."""
+        self._upcoming[track] = (frame, planned)
 
     def known_faces(self, track: str) -> list[int]:
         """Face numbers in the track's last analysed frame."""
@@ -80,12 +89,24 @@ class VideoTracks:
             detect, emotion_for = scheduler.plan(frame.t, self.known_faces(track))
             pace_actions(self.pipeline(track), getattr(scheduler, "actions_fps", None))
         assert detect is not None
+        self._start_ahead(track, frame)
         result = self.pipeline(track).process(frame, detect, emotion_for, actions=actions)
         if planned:
             self.scheduler(track).observe(frame.t, result, detect)
         if received is not None:
             self._v0[track] = min(self._v0.get(track, math.inf), received - frame.t)
         return result, frame.t + self._v0.get(track, 0.0)
+
+    def _start_ahead(self, track: str, frame: VideoFrame) -> None:
+        """Start the detector on the track's upcoming frame when it will need it."""
+        upcoming = self._upcoming.pop(track, None)
+        if upcoming is None or upcoming[0] is frame:
+            return
+        nxt, planned = upcoming
+        due = getattr(self.scheduler(track), "detect_due", None) if planned else None
+        start = getattr(self.pipeline(track), "detect_ahead", None)
+        if start is not None and (not planned or (due is not None and due(nxt.t))):
+            start(nxt)
 
     def exclude(self, number: int, excluded: bool) -> None:
         if excluded:
@@ -99,6 +120,7 @@ class VideoTracks:
             p.reset()
         self.excluded.clear()
         self.numbering.reset()
+        self._upcoming.clear()
 
     def tracklet_views(self) -> list[TrackletView]:
         """Every confirmed tracklet of the tracks (keys unique across tracks)."""

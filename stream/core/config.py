@@ -192,6 +192,7 @@ class AnalyzeConfig:
     max_gap_s: float = 0.5
     detect_fps: float = 10.0
     emotion_fps: float = 10.0
+    confident_detect_fps: float = 0.0
     max_pixels: int = 50_000_000
 
     def __post_init__(self) -> None:
@@ -200,6 +201,11 @@ class AnalyzeConfig:
         _check(self.max_gap_s > 0, "analyze.max_gap_s", "must be > 0 seconds")
         _check(self.detect_fps >= 0, "analyze.detect_fps", "must be >= 0 (0: every frame)")
         _check(self.emotion_fps >= 0, "analyze.emotion_fps", "must be >= 0 (0: every frame)")
+        _check(
+            self.confident_detect_fps >= 0,
+            "analyze.confident_detect_fps",
+            "must be >= 0 (0: always detect_fps)",
+        )
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from stream.offline.media import probe, read_audio, read_frames
 #: faces (the matcher keeps `match_window_s + 1 s` of history).
 VOICE_SLACK_S = 0.5
 SPEAKER = "audio"
+VIDEO = "video"  # the file's video track
 #: Seconds of work between hand-backs of freed C heap pages while a file is analysed.
 TRIM_EVERY_S = 1.0
 
@@ -158,7 +159,7 @@ def analyze_file(
         thumbnails=True,
         hold_voice=True,
         config=config,
-        schedule=lambda: FixedSchedule(a.detect_fps, a.emotion_fps),
+        schedule=lambda: FixedSchedule(a.detect_fps, a.emotion_fps, a.confident_detect_fps),
     )
     warnings: list[str] = []
     audio: _AudioFeed | None = None
@@ -181,15 +182,19 @@ def analyze_file(
     last_t = 0.0
     heap = HeapTrim()
     try:
-        for frame in source:
+        # One frame ahead: the detector starts on the next frame while this one is analysed
+        # (VideoTracks.ahead; the same results).
+        for frame, on_grid, nxt in _look_ahead(source, grid):
             heap.tick()
             last_t = frame.t
             if audio is not None:
                 audio.pump(frame.t)
-            if grid.take(frame.t):
-                analysis.push_video(frame)  # the track's FixedSchedule plans it
+            if nxt is not None:
+                analysis.video.ahead(VIDEO, nxt[0], planned=nxt[1])
+            if on_grid:
+                analysis.push_video(frame, VIDEO)  # the track's FixedSchedule plans it
             else:
-                analysis.push_video(frame, detect=True, emotion_for=set(), record=False)
+                analysis.push_video(frame, VIDEO, detect=True, emotion_for=set(), record=False)
             if audio is not None:
                 analysis.release_voice()
     except MediaError as exc:
@@ -309,6 +314,27 @@ def prefetched(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
     finally:
         stop.set()
         thread.join()
+
+
+def _look_ahead(
+    frames: Iterable[VideoFrame], grid: FrameGrid
+) -> Iterator[tuple[VideoFrame, bool, tuple[VideoFrame, bool] | None]]:
+    """(frame, on the analysis grid?, the next frame and whether it is on the grid, or None at
+    the end). A decoding error after a frame is raised once that frame has been handled."""
+    it = iter(frames)
+    cur = next(it, None)
+    take = cur is not None and grid.take(cur.t)
+    while cur is not None:
+        error: MediaError | None = None
+        try:
+            nxt = next(it, None)
+        except MediaError as exc:
+            nxt, error = None, exc
+        nxt_take = nxt is not None and grid.take(nxt.t)
+        yield cur, take, (nxt, nxt_take) if nxt is not None else None
+        if error is not None:
+            raise error
+        cur, take = nxt, nxt_take
 
 
 def _with_end(frames: Iterable[Any]) -> Iterator[Any]:

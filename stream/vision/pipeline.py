@@ -160,6 +160,9 @@ class VisionPipeline:
         self._last_grey: U8 = np.zeros((1, 1), np.uint8)
         self.overlap = overlap
         self._helper: ThreadPoolExecutor | None = None
+        # The detector already running on coming frames (`detect_ahead`), in its own thread.
+        self._ahead: list[tuple[VideoFrame, Future[FaceDetections]]] = []
+        self._ahead_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_config(
@@ -214,6 +217,23 @@ class VisionPipeline:
         if self.signals is not None:
             self.signals.reset()
         self._last = None
+        self._ahead.clear()
+
+    def detect_ahead(self, frame: VideoFrame) -> None:
+        """Start the detector on a frame that comes next, in a helper thread (files: it runs
+        while this frame's faces are analysed). When that frame is processed with detection
+        its faces come from this run, the same as running the detector then; unused runs are
+        dropped."""
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="detect-ahead")
+        self._ahead = [*self._ahead[-1:], (frame, self._ahead_pool.submit(self.detector, frame))]
+
+    def _detect(self, frame: VideoFrame) -> FaceDetections:
+        """The detector's faces on `frame` (from `detect_ahead` when it was started on it)."""
+        mine = [fut for f, fut in self._ahead if f is frame]
+        # Runs on this frame or on frames passed over are done with.
+        self._ahead = [(f, fut) for f, fut in self._ahead if f is not frame and f.t > frame.t]
+        return mine[0].result() if mine else self.detector(frame)
 
     def process(
         self,
@@ -238,7 +258,7 @@ class VisionPipeline:
         grey = self.flow.grey(frame.image)  # for the flow now and on the next frame
         full_grey = self.flow.full  # the frame in grey, for head tracking
         if detect or self._last is None or len(self._last) == 0:
-            dets = self.detector(frame)
+            dets = self._detect(frame)
             t1 = time.perf_counter()
             dets = self.tracker.update(frame, dets)
             embedded = self.tracker.last_stats.embedded
