@@ -322,6 +322,25 @@ def why_short(cfg: Config, pitch: bool) -> None:
             if group == "fold A":
                 line += " (in-sample)"
         print(line)
+    if learned is not None:
+        print(
+            "  the whole diarizer (count estimated), turn prints as they are -> with the f0 part "
+            "(fold A's slope) removed: count right, mean share on the right speaker"
+        )
+        for group, rs in rows.items():
+            out = []
+            for x_of in (lambda r: r["x"], lambda r: without(r, learned)):
+                ok, share = [], []
+                for r in rs:
+                    x = x_of(r)
+                    labels, _ = D.estimate_speakers(x, D.DiarizationParams(), r["w"])
+                    spans = [(p.start, p.end) for p in r["d"].windows]
+                    segs = D.resegment(spans, x, labels, r["d"].regions, 0.5, 0.3)
+                    hyp = [(s.start, s.end, str(s.speaker)) for s in segs]
+                    ok.append(len({h[2] for h in hyp}) == len(r["call"].speakers))
+                    share.append(D.diarization_error(r["call"].turns, hyp)["right"])
+                out.append(f"{np.mean(ok):.0%} {np.mean(share):.1%}")
+            print(f"  {group:<7} {len(rs):>5} calls: {out[0]} -> {out[1]}")
     if pitch:
         per: dict[str, list[float]] = {}
         for rs in rows.values():
