@@ -136,3 +136,44 @@ def test_look_ahead_pairs_frames_and_raises_after_the_last_good_frame() -> None:
         for frame, on_grid, nxt in _look_ahead(frames(), FrameGrid(10)):  # type: ignore[arg-type]
             seen.append((frame.t, on_grid, None if nxt is None else nxt[0].t))
     assert seen == [(0.0, True, 0.1), (0.1, True, 0.2), (0.2, True, None)]
+
+
+def test_coarse_detections_between_whole_frame_ones_while_confident() -> None:
+    s = FixedSchedule(detect_fps=10, emotion_fps=10, confident_detect_fps=2, coarse=True)
+    box: dict[int, tuple[float, ...]] = {1: (100.0, 100.0, 200.0, 200.0)}
+    plans = []
+    for i in range(45):  # 1.5 s at 30 fps
+        t = i / 30
+        d, _ = s.plan(t, [1])
+        if d:
+            plans.append((round(t, 2), s.coarse_now))
+        s.observe(t, _result(t, box), d)
+    # Detection stays at 10/s; once confident, only every 0.5 s on the whole frame.
+    assert [t for t, _ in plans] == [round(k / 10, 2) for k in range(15)]
+    assert [t for t, coarse in plans if not coarse] == [0.0, 0.1, 0.2, 0.7, 1.2]
+
+
+def test_a_coarse_detection_runs_at_full_scale_where_faces_would_be_small(cfg: Config) -> None:
+    frames = list(fake_frames(6, _faces, fps=10.0, size=(480, 240)))  # smallest face 60x70
+    p = FakeStages(cfg).vision()
+    used: list[str] = []
+    full = p.detector
+
+    def coarse(frame: VideoFrame) -> FaceDetections:
+        used.append("coarse")
+        return full(frame)
+
+    def whole(frame: VideoFrame) -> FaceDetections:
+        used.append("full")
+        return full(frame)
+
+    p.detector = whole
+    p.coarse = (coarse, 480)  # scale 1: faces stay >= 48 px
+    p.process(frames[0], coarse=True)  # no faces known yet: full scale
+    p.process(frames[1], coarse=True)
+    p.detect_ahead(frames[2], coarse=True)
+    p.process(frames[2], coarse=True)
+    p.coarse = (coarse, 240)  # scale 0.5: the 60 px face would be 30 px
+    p.process(frames[3], coarse=True)
+    p.process(frames[4], coarse=False)
+    assert used == ["full", "coarse", "coarse", "full", "full"]

@@ -11,11 +11,14 @@ computed at most `emotion_fps` times per second (smoothing carries it in between
 those rates every analysed frame gets everything.
 
 When tracking is confident (the last `CONFIDENT_AFTER` detections found exactly the faces the
-flow followed, where it had put them, and no new face) the detector runs only
-`confident_detect_fps` times per second: a decision on results, not on times, so files stay
-deterministic. A face that appears meanwhile is found at the next detection (within
-1 / confident_detect_fps seconds); from then on detection is back at `detect_fps` until the
-tracking is confident again.
+flow followed, where it had put them, and no new face) the detector runs on the whole frame
+only `confident_detect_fps` times per second: a decision on results, not on times, so files
+stay deterministic. With `coarse`, the detections in between still run at `detect_fps`, on
+the frame scaled down further (`coarse_now`; the pipeline keeps full scale where faces are
+small); without, only the flow moves the faces in between. A face that appears meanwhile is
+found at the next whole-frame detection (within 1 / confident_detect_fps seconds, or at the
+next coarse one when it is large enough); from then on detection is back at full scale and
+`detect_fps` until the tracking is confident again.
 """
 
 from __future__ import annotations
@@ -54,12 +57,18 @@ class FixedSchedule:
     Args:
         detect_fps: detections per second of media time (0: every frame).
         emotion_fps: expression updates per face per second (0: every frame).
-        confident_detect_fps: detections per second while tracking is confident (0 or at
-            least `detect_fps`: always `detect_fps`).
+        confident_detect_fps: whole-frame detections per second while tracking is confident
+            (0 or at least `detect_fps`: always `detect_fps`).
+        coarse: while confident, coarse detections at `detect_fps` between the whole-frame
+            ones (else the flow alone moves the faces in between).
     """
 
     def __init__(
-        self, detect_fps: float, emotion_fps: float, confident_detect_fps: float = 0.0
+        self,
+        detect_fps: float,
+        emotion_fps: float,
+        confident_detect_fps: float = 0.0,
+        coarse: bool = False,
     ) -> None:
         if detect_fps < 0 or emotion_fps < 0 or confident_detect_fps < 0:
             raise ValueError("detect_fps, emotion_fps and confident_detect_fps must be >= 0")
@@ -68,8 +77,12 @@ class FixedSchedule:
         self.confident_period = max(
             1.0 / confident_detect_fps if confident_detect_fps > 0 else 0.0, self.detect_period
         )
+        self.coarse = coarse
         #: The last detections found what the flow followed (see the module docstring).
         self.confident = False
+        #: The frame just planned detects coarsely (set by `plan`).
+        self.coarse_now = False
+        self._last_full = -1e9
         self._streak = 0
         self._boxes: dict[int, tuple[float, ...]] = {}
         self._last_detect = -1e9
@@ -77,10 +90,12 @@ class FixedSchedule:
 
     def plan(self, t: float, faces: list[int]) -> tuple[bool, set[int] | None]:
         """(run the detector?, faces whose expression to compute; None: all) at media time t."""
-        period = self.confident_period if self.confident else self.detect_period
-        detect = not faces or t - self._last_detect >= period - 1e-3
+        detect = not faces or self.detect_due(t)
+        self.coarse_now = detect and bool(faces) and self.coarse_due(t)
         if detect:
             self._last_detect = t
+            if not self.coarse_now:
+                self._last_full = t
         if not self.emotion_period:
             return detect, None
         due = {
@@ -93,8 +108,14 @@ class FixedSchedule:
     def detect_due(self, t: float) -> bool:
         """Whether `plan` would run the detector at media time `t` as things stand (faces
         known; a guess for starting the detector ahead, nothing changes)."""
-        period = self.confident_period if self.confident else self.detect_period
-        return t - self._last_detect >= period - 1e-3
+        if self.confident and not self.coarse:
+            return t - self._last_full >= self.confident_period - 1e-3
+        return t - self._last_detect >= self.detect_period - 1e-3
+
+    def coarse_due(self, t: float) -> bool:
+        """Whether a detection at media time `t` would be coarse, as things stand."""
+        full_due = t - self._last_full >= self.confident_period - 1e-3
+        return self.coarse and self.confident and not full_due
 
     def observe(self, t: float, result: FrameResult, detected: bool) -> None:
         """Judge the tracking on detector frames (results only: never measured times)."""

@@ -30,6 +30,7 @@ class VisionStage(Protocol):
         detect: bool = ...,
         emotion_for: set[int] | None = ...,
         actions: bool = ...,
+        coarse: bool = ...,
     ) -> FrameResult: ...
 
     def reset(self) -> None: ...

@@ -82,15 +82,19 @@ class VideoTracks:
         """Analyse a frame (planned by the track's scheduler when `detect` is None); returns
         the result and the frame's time on the analysis clock."""
         planned = detect is None
+        coarse = False
         if planned:
             if emotion_for is not None:
                 raise ValueError("emotion_for needs detect (else the scheduler plans both)")
             scheduler = self.scheduler(track)
             detect, emotion_for = scheduler.plan(frame.t, self.known_faces(track))
+            coarse = bool(getattr(scheduler, "coarse_now", False))
             pace_actions(self.pipeline(track), getattr(scheduler, "actions_fps", None))
         assert detect is not None
         self._start_ahead(track, frame)
-        result = self.pipeline(track).process(frame, detect, emotion_for, actions=actions)
+        result = self.pipeline(track).process(
+            frame, detect, emotion_for, actions=actions, coarse=coarse
+        )
         if planned:
             self.scheduler(track).observe(frame.t, result, detect)
         if received is not None:
@@ -103,10 +107,12 @@ class VideoTracks:
         if upcoming is None or upcoming[0] is frame:
             return
         nxt, planned = upcoming
-        due = getattr(self.scheduler(track), "detect_due", None) if planned else None
+        scheduler = self.scheduler(track) if planned else None
+        due = getattr(scheduler, "detect_due", None)
+        coarse = getattr(scheduler, "coarse_due", None)
         start = getattr(self.pipeline(track), "detect_ahead", None)
         if start is not None and (not planned or (due is not None and due(nxt.t))):
-            start(nxt)
+            start(nxt, coarse is not None and coarse(nxt.t))
 
     def exclude(self, number: int, excluded: bool) -> None:
         if excluded:

@@ -192,7 +192,8 @@ class AnalyzeConfig:
     max_gap_s: float = 0.5
     detect_fps: float = 10.0
     emotion_fps: float = 10.0
-    confident_detect_fps: float = 0.0
+    confident_detect_fps: float = 2.0
+    coarse_max_side: int = 320
     max_pixels: int = 50_000_000
 
     def __post_init__(self) -> None:
@@ -205,6 +206,11 @@ class AnalyzeConfig:
             self.confident_detect_fps >= 0,
             "analyze.confident_detect_fps",
             "must be >= 0 (0: always detect_fps)",
+        )
+        _check(
+            self.coarse_max_side == 0 or self.coarse_max_side >= 64,
+            "analyze.coarse_max_side",
+            "must be 0 (off) or >= 64 pixels",
         )
 
 

@@ -159,7 +159,9 @@ def analyze_file(
         thumbnails=True,
         hold_voice=True,
         config=config,
-        schedule=lambda: FixedSchedule(a.detect_fps, a.emotion_fps, a.confident_detect_fps),
+        schedule=lambda: FixedSchedule(
+            a.detect_fps, a.emotion_fps, a.confident_detect_fps, a.coarse_max_side > 0
+        ),
     )
     warnings: list[str] = []
     audio: _AudioFeed | None = None

@@ -27,6 +27,10 @@ from stream.vision.signals import BehaviourSignals, FaceInput, FaceSignals, Fram
 from stream.vision.smoothing import ExpressionSmoother
 from stream.vision.tracker import IdentityTracker, Numbering
 
+#: A coarse detection (`process(coarse=True)`) runs on the whole frame instead when a followed
+#: face would be smaller than this there (pixels).
+COARSE_MIN_FACE_PX = 48
+
 
 @dataclass(frozen=True)
 class FaceResult:
@@ -131,6 +135,8 @@ class VisionPipeline:
             behaviour signals are computed (same results; ONNX Runtime and OpenCV release the
             GIL, so a second core is used). Files turn it on; live tracks leave it off (their
             budget measures each stage on the inference threads).
+        coarse: the detector on frames scaled to a smaller side, and that side, for coarse
+            detections (None: every detection runs at full scale).
     """
 
     def __init__(
@@ -143,6 +149,7 @@ class VisionPipeline:
         signals: BehaviourSignals | None = None,
         signal_landmarks: bool = True,
         overlap: bool = False,
+        coarse: tuple[Detector, int] | None = None,
     ) -> None:
         self.detector = detector
         self.tracker = tracker
@@ -160,8 +167,10 @@ class VisionPipeline:
         self._last_grey: U8 = np.zeros((1, 1), np.uint8)
         self.overlap = overlap
         self._helper: ThreadPoolExecutor | None = None
-        # The detector already running on coming frames (`detect_ahead`), in its own thread.
-        self._ahead: list[tuple[VideoFrame, Future[FaceDetections]]] = []
+        self.coarse = coarse
+        # The detector already running on coming frames (`detect_ahead`), in its own thread,
+        # and whether coarsely.
+        self._ahead: list[tuple[VideoFrame, bool, Future[FaceDetections]]] = []
         self._ahead_pool: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -193,6 +202,11 @@ class VisionPipeline:
         tracker = IdentityTracker(
             config.tracking, models.embedder.embed_aligned, numbering=numbering
         )
+        side = config.analyze.coarse_max_side
+        coarse = None
+        if not live and 0 < side < config.detection.max_side and models.detector.fixed_size is None:
+            d = dataclasses.replace(config.detection, max_side=side)
+            coarse = (YuNetDetector(models.detector.session, models.detector.spec, d), side)
         return cls(
             models.detector,
             tracker,
@@ -203,6 +217,7 @@ class VisionPipeline:
             if config.behaviour.enabled
             else None,
             overlap=not live,
+            coarse=coarse,
         )
 
     def reset(self) -> None:
@@ -219,21 +234,36 @@ class VisionPipeline:
         self._last = None
         self._ahead.clear()
 
-    def detect_ahead(self, frame: VideoFrame) -> None:
+    def detect_ahead(self, frame: VideoFrame, coarse: bool = False) -> None:
         """Start the detector on a frame that comes next, in a helper thread (files: it runs
         while this frame's faces are analysed). When that frame is processed with detection
-        its faces come from this run, the same as running the detector then; unused runs are
-        dropped."""
+        (as coarse) its faces come from this run, the same as running the detector then;
+        unused runs are dropped."""
         if self._ahead_pool is None:
             self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="detect-ahead")
-        self._ahead = [*self._ahead[-1:], (frame, self._ahead_pool.submit(self.detector, frame))]
+        coarse = self._coarse(frame, coarse)
+        run = self._ahead_pool.submit(self._detector(coarse), frame)
+        self._ahead = [*self._ahead[-1:], (frame, coarse, run)]
 
-    def _detect(self, frame: VideoFrame) -> FaceDetections:
+    def _coarse(self, frame: VideoFrame, coarse: bool) -> bool:
+        """Whether a detection asked to be coarse is: every followed face large enough at the
+        coarse scale (decided on the last frame's faces: results, not times)."""
+        if not coarse or self.coarse is None or self._last is None or not len(self._last):
+            return False
+        scale = min(1.0, self.coarse[1] / max(frame.width, frame.height))
+        sides = (self._last.boxes[:, 2:] - self._last.boxes[:, :2]).min(axis=1)
+        return float(sides.min()) * scale >= COARSE_MIN_FACE_PX
+
+    def _detector(self, coarse: bool) -> Detector:
+        return self.coarse[0] if coarse and self.coarse is not None else self.detector
+
+    def _detect(self, frame: VideoFrame, coarse: bool = False) -> FaceDetections:
         """The detector's faces on `frame` (from `detect_ahead` when it was started on it)."""
-        mine = [fut for f, fut in self._ahead if f is frame]
+        coarse = self._coarse(frame, coarse)
+        mine = [run for f, c, run in self._ahead if f is frame and c == coarse]
         # Runs on this frame or on frames passed over are done with.
-        self._ahead = [(f, fut) for f, fut in self._ahead if f is not frame and f.t > frame.t]
-        return mine[0].result() if mine else self.detector(frame)
+        self._ahead = [a for a in self._ahead if a[0] is not frame and a[0].t > frame.t]
+        return mine[0].result() if mine else self._detector(coarse)(frame)
 
     def process(
         self,
@@ -241,6 +271,7 @@ class VisionPipeline:
         detect: bool = True,
         emotion_for: set[int] | None = None,
         actions: bool = True,
+        coarse: bool = False,
     ) -> FrameResult:
         """Analyse one frame.
 
@@ -253,12 +284,14 @@ class VisionPipeline:
                 the others keep their last smoothed expression.
             actions: compute facial actions for the faces due now (False: faces carry none,
                 e.g. frames analysed only to follow faces and sample mouths).
+            coarse: detect on the frame scaled to the coarse side (when the pipeline has a
+                coarse detector and the faces stay large enough there).
         """
         t0 = time.perf_counter()
         grey = self.flow.grey(frame.image)  # for the flow now and on the next frame
         full_grey = self.flow.full  # the frame in grey, for head tracking
         if detect or self._last is None or len(self._last) == 0:
-            dets = self._detect(frame)
+            dets = self._detect(frame, coarse)
             t1 = time.perf_counter()
             dets = self.tracker.update(frame, dets)
             embedded = self.tracker.last_stats.embedded
