@@ -109,10 +109,12 @@ class SessionFactory:
         )
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        # No arena per session (each kept its largest call: 393 MiB on the 9-face gallery); one
-        # arena shared by every session instead, where the C heap fragmented (see shared_arena).
+        # No arena per session (each kept its largest call: 393 MiB on the 9-face gallery); on
+        # the CPU one arena shared by every session instead of malloc (see shared_arena). CUDA
+        # sessions do not use it (measured on the CPU only).
         opts.enable_cpu_mem_arena = False
-        if shared_arena(ort):
+        cpu_only = self.providers == [CPU]
+        if cpu_only and shared_arena(ort):
             opts.add_session_config_entry("session.use_env_allocators", "1")
         try:
             sess = ort.InferenceSession(
@@ -120,7 +122,7 @@ class SessionFactory:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"could not load model {path}: {exc}") from None
-        if self.providers == [CPU]:
+        if cpu_only:
             release_model_bytes(sess)
         if self.providers[0] == CUDA and sess.get_providers()[0] != CUDA:
             log.warning("%s: CUDA provider unavailable at run time, using CPU", name)
