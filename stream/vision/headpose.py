@@ -333,6 +333,10 @@ def _camera(width: int, height: int, fov: float) -> F64:
     return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], np.float64)
 
 
+#: A face followed onto a frame: (pose, points, rvec, tvec, region, its grey pixels).
+_Flowed = tuple["HeadPose", F32, F64, F64, tuple[int, int, int, int, float], npt.NDArray[np.uint8]]
+
+
 @dataclass
 class _Track:
     """One face's state: smoothing, the last landmark anchor and the flow-followed points."""
@@ -389,6 +393,9 @@ class HeadPoseTracker:
         # The grey copy of the last frame seen (its time and array), made once for its faces.
         self._frame: tuple[float, npt.NDArray[np.uint8]] | None = None
         self._frame_grey: npt.NDArray[np.uint8] = np.zeros((0, 0), np.uint8)
+        # Flows followed ahead (`prepare`): (time, frame, face -> (track, its points, result)).
+        self._prepared: tuple[float, object, dict[int, tuple[_Track, F32 | None, _Flowed | None]]]
+        self._prepared = (math.nan, None, {})
 
     @classmethod
     def from_task(cls, path: Path, tau_s: float = 0.1) -> HeadPoseTracker:
@@ -434,7 +441,7 @@ class HeadPoseTracker:
             raw = self._anchor(tr, t, p, landmarks, width, height, image)
         else:
             if tr is not None and tr.model is not None and image is not None:
-                raw = self._flow(tr, image, width, height)
+                raw = self._flow(face, tr, t, image, width, height)
             if raw is None:
                 p = self.points(points, width, height)
                 if tr is not None and tr.anchor is not None and tr.anchor_points is not None:
@@ -494,35 +501,82 @@ class HeadPoseTracker:
     def _keep_region(self, tr: _Track, image: npt.NDArray[np.uint8]) -> None:
         """Remember the grey region around the followed points for the next frame's flow."""
         assert tr.pts is not None
-        lo, hi = tr.pts.min(0), tr.pts.max(0)
+        tr.roi, tr.grey = self._region(tr.pts, image.shape[:2], self._frame_grey)
+
+    @staticmethod
+    def _region(
+        pts: F32, shape: tuple[int, ...], frame_grey: npt.NDArray[np.uint8]
+    ) -> tuple[tuple[int, int, int, int, float], npt.NDArray[np.uint8]]:
+        """The region around `pts` (x0, y0, x1, y1, scale) and its grey pixels."""
+        lo, hi = pts.min(0), pts.max(0)
         side = float(max(hi - lo)) * 2.0 + 8
         c = (lo + hi) / 2
-        h, w = image.shape[:2]
+        h, w = shape[:2]
         x0, y0 = max(int(c[0] - side / 2), 0), max(int(c[1] - side / 2), 0)
         x1, y1 = min(int(c[0] + side / 2) + 1, w), min(int(c[1] + side / 2) + 1, h)
         k = min(1.0, _FLOW_SIDE / max(x1 - x0, y1 - y0, 1))
-        tr.roi = (x0, y0, x1, y1, k)
-        tr.grey = self._grey(tr.roi)
+        roi = (x0, y0, x1, y1, k)
+        return roi, HeadPoseTracker._grey(roi, frame_grey)
 
-    def _grey(self, roi: tuple[int, int, int, int, float]) -> npt.NDArray[np.uint8]:
+    @staticmethod
+    def _grey(
+        roi: tuple[int, int, int, int, float], frame_grey: npt.NDArray[np.uint8]
+    ) -> npt.NDArray[np.uint8]:
         """The region of the frame in grey, scaled by the roi's factor (the frame is converted
         once for all its faces: the same pixels as converting each region)."""
         x0, y0, x1, y1, k = roi
-        g = self._frame_grey[y0:y1, x0:x1]
+        g = frame_grey[y0:y1, x0:x1]
         if k < 1.0:
             size = (max(round((x1 - x0) * k), 1), max(round((y1 - y0) * k), 1))
             return np.asarray(cv2.resize(g, size, interpolation=cv2.INTER_LINEAR), np.uint8)
         return np.ascontiguousarray(g)
 
+    def prepare(
+        self,
+        t: float,
+        image: npt.NDArray[np.uint8],
+        grey: npt.NDArray[np.uint8],
+        faces: list[int],
+    ) -> None:
+        """Follow the faces' points onto this frame ahead of `update` (e.g. in a helper thread
+        while the frame's landmarks are computed: OpenCV releases the GIL). `update` on this
+        frame uses the results where the face's state is still the one followed here (the
+        same numbers as following it then); nothing else changes. `grey` is the frame's
+        full-size grey copy, as given to `update`."""
+        h, w = image.shape[:2]
+        out: dict[int, tuple[_Track, F32 | None, _Flowed | None]] = {}
+        for face in faces:
+            tr = self._tracks.get(face)
+            if tr is None or tr.model is None or t - tr.t > self.reset_after_s or t < tr.t:
+                continue
+            out[face] = (tr, tr.pts, self._solve(tr, grey, w, h))
+        self._prepared = (t, image, out)
+
     def _flow(
-        self, tr: _Track, image: npt.NDArray[np.uint8], width: int, height: int
+        self, face: int, tr: _Track, t: float, image: npt.NDArray[np.uint8], width: int, height: int
     ) -> HeadPose | None:
         """Follow the anchored points onto `image` and solve the pose; None when lost."""
+        prepared = self._prepared
+        done = prepared[2].get(face) if prepared[0] == t and prepared[1] is image else None
+        if done is not None and done[0] is tr and done[1] is tr.pts:
+            flowed = done[2]
+        else:
+            flowed = self._solve(tr, self._frame_grey, width, height)
+        if flowed is None:
+            return None
+        pose, tr.pts, tr.rvec, tr.tvec, tr.roi, tr.grey = flowed
+        return pose
+
+    def _solve(
+        self, tr: _Track, frame_grey: npt.NDArray[np.uint8], width: int, height: int
+    ) -> _Flowed | None:
+        """The track's points followed onto the frame and the pose solved from them: (pose,
+        points, rvec, tvec, region, its grey pixels); None when lost. Changes nothing."""
         assert tr.pts is not None and tr.grey is not None and tr.model is not None
         x0, y0, x1, y1, k = tr.roi
-        if image.shape[0] < y1 or image.shape[1] < x1:
+        if frame_grey.shape[0] < y1 or frame_grey.shape[1] < x1:
             return None
-        cur = self._grey(tr.roi)
+        cur = self._grey(tr.roi, frame_grey)
         p0 = ((tr.pts - np.array([x0, y0], np.float32)) * k).reshape(-1, 1, 2).astype(np.float32)
         p1, status, _ = cv2.calcOpticalFlowPyrLK(
             tr.grey, cur, p0, None, winSize=(15, 15), maxLevel=3
@@ -550,12 +604,11 @@ class HeadPoseTracker:
         if float(np.median(err)) > 0.05 * max(size, 1.0):
             return None  # the points no longer move as one head
         new[~ok] = proj[~ok]
-        tr.pts = new
-        tr.rvec = np.asarray(rvec, np.float64).reshape(3)
-        tr.tvec = np.asarray(tvec, np.float64).reshape(3)
-        self._keep_region(tr, image)
+        roi, region = self._region(new, (height, width), frame_grey)
         r = _GL @ np.asarray(cv2.Rodrigues(rvec)[0], np.float64)
-        return HeadPose(*angles(r), source="flow")
+        pose = HeadPose(*angles(r), source="flow")
+        rv = np.asarray(rvec, np.float64).reshape(3)
+        return pose, new, rv, np.asarray(tvec, np.float64).reshape(3), roi, region
 
     def raw(self, face: int) -> HeadPose | None:
         """The last unsmoothed estimate of `face` (its `source` says which fit)."""
@@ -568,3 +621,4 @@ class HeadPoseTracker:
     def reset(self) -> None:
         self._tracks.clear()
         self._frame = None
+        self._prepared = (math.nan, None, {})

@@ -132,8 +132,9 @@ class VisionPipeline:
         signal_landmarks: give the signals the facial-action landmarks when fresh (False
             when the action model has no real face mesh, e.g. fakes: 5-point pose only).
         overlap: run the expression model in a helper thread while facial actions and
-            behaviour signals are computed (same results; ONNX Runtime and OpenCV release the
-            GIL, so a second core is used). Files turn it on; live tracks leave it off (their
+            behaviour signals are computed, and head tracking's optical flow in another while
+            facial actions are (same results; ONNX Runtime and OpenCV release the GIL, so a
+            second core is used). Files turn it on; live tracks leave it off (their
             budget measures each stage on the inference threads).
         coarse: the detector on frames scaled to a smaller side, and that side, for coarse
             detections (None: every detection runs at full scale).
@@ -172,6 +173,7 @@ class VisionPipeline:
         # and whether coarsely.
         self._ahead: list[tuple[VideoFrame, bool, Future[FaceDetections]]] = []
         self._ahead_pool: ThreadPoolExecutor | None = None
+        self._head: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_config(
@@ -327,6 +329,13 @@ class VisionPipeline:
         faces_in = [
             (int(faces.track_ids[k]), faces.boxes[k], faces.landmarks[k]) for k in range(len(faces))
         ]
+        head: Future[None] | None = None
+        if self.overlap and self.signals is not None and faces_in and full_grey is not None:
+            # Head tracking follows the faces meanwhile (the same numbers as in `_behaviour`).
+            numbers = [n for n, _b, _lm in faces_in]
+            head = self._head_pool().submit(
+                self.signals.head.prepare, frame.t, frame.image, full_grey, numbers
+            )
         mouths = [self.mouth.update(frame.t, frame.image, n, lm) for n, _b, lm in faces_in]
         t_mouth = time.perf_counter()
         timings: dict[str, float] = {}
@@ -335,6 +344,8 @@ class VisionPipeline:
             acts = self._facial_actions(frame, faces_in, timings)
         signals: dict[int, FaceSignals] = {}
         events: list[HeadGesture | AttentionDrop] = []
+        if head is not None:
+            head.result()
         if self.signals is not None and faces_in:
             signals, events = self._behaviour(frame, faces_in, acts, timings, actions, full_grey)
         if pending is not None:
@@ -387,6 +398,11 @@ class VisionPipeline:
         return FrameResult(
             frame.t, w, h, results, dets, timings, embedded, int(fresh.sum()), excluded, events
         )
+
+    def _head_pool(self) -> ThreadPoolExecutor:
+        if self._head is None:
+            self._head = ThreadPoolExecutor(1, thread_name_prefix="head-flow")
+        return self._head
 
     def _helper_pool(self) -> ThreadPoolExecutor:
         if self._helper is None:
