@@ -177,3 +177,14 @@ def test_a_coarse_detection_runs_at_full_scale_where_faces_would_be_small(cfg: C
     p.process(frames[3], coarse=True)
     p.process(frames[4], coarse=False)
     assert used == ["full", "coarse", "coarse", "full", "full"]
+
+
+def test_opencv_threads_are_set_for_the_block_and_restored() -> None:
+    import cv2
+
+    from stream.offline.analyze import opencv_threads
+
+    before = cv2.getNumThreads()
+    with opencv_threads(1):
+        assert cv2.getNumThreads() == 1
+    assert cv2.getNumThreads() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -10,6 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import cv2
 
 from stream.analysis.schedule import FixedSchedule
 from stream.analysis.stages import Stages
@@ -184,21 +187,24 @@ def analyze_file(
     last_t = 0.0
     heap = HeapTrim()
     try:
-        # One frame ahead: the detector starts on the next frame while this one is analysed
-        # (VideoTracks.ahead; the same results).
-        for frame, on_grid, nxt in _look_ahead(source, grid):
-            heap.tick()
-            last_t = frame.t
-            if audio is not None:
-                audio.pump(frame.t)
-            if nxt is not None:
-                analysis.video.ahead(VIDEO, nxt[0], planned=nxt[1])
-            if on_grid:
-                analysis.push_video(frame, VIDEO)  # the track's FixedSchedule plans it
-            else:
-                analysis.push_video(frame, VIDEO, detect=True, emotion_for=set(), record=False)
-            if audio is not None:
-                analysis.release_voice()
+        # OpenCV's own worker threads only add overhead beside the pipeline's threads (the
+        # same pixels: its results do not depend on how many there are).
+        with opencv_threads(1):
+            # One frame ahead: the detector starts on the next frame while this one is analysed
+            # (VideoTracks.ahead; the same results).
+            for frame, on_grid, nxt in _look_ahead(source, grid):
+                heap.tick()
+                last_t = frame.t
+                if audio is not None:
+                    audio.pump(frame.t)
+                if nxt is not None:
+                    analysis.video.ahead(VIDEO, nxt[0], planned=nxt[1])
+                if on_grid:
+                    analysis.push_video(frame, VIDEO)  # the track's FixedSchedule plans it
+                else:
+                    analysis.push_video(frame, VIDEO, detect=True, emotion_for=set(), record=False)
+                if audio is not None:
+                    analysis.release_voice()
     except MediaError as exc:
         error = str(exc)
     finally:
@@ -316,6 +322,17 @@ def prefetched(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
     finally:
         stop.set()
         thread.join()
+
+
+@contextlib.contextmanager
+def opencv_threads(n: int) -> Iterator[None]:
+    """OpenCV's thread count set to `n` for the block (process-wide), then restored."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def _look_ahead(
