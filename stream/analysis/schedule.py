@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from stream.core.config import AnalyzeConfig
 from stream.vision.pipeline import FrameResult
 
 #: Tracking is confident after this many detections in a row that found what the flow followed
@@ -144,6 +145,13 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     inter = w * h
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def file_schedule(a: AnalyzeConfig) -> FixedSchedule:
+    """The schedule of a file's (or the Python API's pushed) frames, from `[analyze]`."""
+    return FixedSchedule(
+        a.detect_fps, a.emotion_fps, a.confident_detect_fps, coarse=a.coarse_max_side > 0
+    )
 
 
 def every_frame() -> FixedSchedule:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream.analysis.schedule import FixedSchedule
+from stream.analysis.schedule import file_schedule
 from stream.analysis.stream import StreamAnalysis
 from stream.analysis.voice import SpeakerUpdate, VoiceTrack
 from stream.api.results import Analysis
@@ -125,7 +125,7 @@ class Analyzer:
             thumbnails=True,
             hold_voice=True,
             config=cfg,
-            schedule=lambda: FixedSchedule(a.detect_fps, a.emotion_fps),
+            schedule=lambda: file_schedule(a),
         )
         self._tracks: dict[str, _Track] = {}
         self._audio: dict[str, _Audio] = {}

@@ -14,7 +14,7 @@ from typing import Any
 
 import cv2
 
-from stream.analysis.schedule import FixedSchedule
+from stream.analysis.schedule import file_schedule
 from stream.analysis.stages import Stages
 from stream.analysis.stream import StreamAnalysis
 from stream.analysis.summary import Analysis
@@ -162,9 +162,7 @@ def analyze_file(
         thumbnails=True,
         hold_voice=True,
         config=config,
-        schedule=lambda: FixedSchedule(
-            a.detect_fps, a.emotion_fps, a.confident_detect_fps, a.coarse_max_side > 0
-        ),
+        schedule=lambda: file_schedule(a),
     )
     warnings: list[str] = []
     audio: _AudioFeed | None = None
