@@ -96,6 +96,11 @@ class Stages:
             self.speaker_embedder = SpeakerEmbedder(
                 self.factory.get(self._model(config.diarization.model, "speaker"))
             )
+        b = config.behaviour
+        if b.enabled and (b.posture or b.posture_live):
+            # Loaded here, before any frame is held, not by the first video track's pipeline:
+            # its load on top of the first frames was the peak of a one-face file's memory.
+            self.factory.get(b.posture_model)
         #: Landmarks + blendshapes per face (None: facial actions off).
         self.action_model: FaceActionModel | None = None
         if config.actions.enabled:
