@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
+from stream.analysis.schedule import TrackingJudge
 from stream.core.config import Config
 from stream.vision.pipeline import FrameResult
 
@@ -56,10 +57,6 @@ IDLE_S = 2.0
 REFRESH_S = 0.25
 #: The lowest analysed rate planned for a track (below it every stream still gets turns).
 MIN_FPS = 1.0
-#: Tracking is confident after this many detector runs in a row that found what the tracker
-#: followed (the same faces, boxes overlapping at least `CONFIDENT_IOU`).
-CONFIDENT_AFTER = 2
-CONFIDENT_IOU = 0.6
 #: With confident tracking the detector runs every `live.detect_every_max` frames, or less
 #: often down to once per this many seconds at high frame rates (new faces are found within
 #: it); `live.detect_every_max = 1` keeps it on every frame.
@@ -69,14 +66,6 @@ CONFIDENT_DETECT_S = 0.5
 ACTIONS_FLOOR = 0.25
 #: ...then each face's expression slows to this share of `live.emotion_fps`.
 EMOTION_FLOOR = 0.5
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class TrackBudget:
@@ -105,7 +94,7 @@ class TrackBudget:
         self.share_ms = 1000.0  # worker ms per second this track may use (decoding included)
         self.decode_ms = 0.0  # of which decoding its received frames (charged part)
         self.detect_every = 1
-        self.confident = False
+        self.judge = TrackingJudge()
         self.detect_ms = _Cost()
         self.follow_ms = _Cost()
         self.face_ms = _Cost()
@@ -119,8 +108,6 @@ class TrackBudget:
         self.last_received = -math.inf
         self._recv_mark = 0
         self._since_detect = 0
-        self._streak = 0
-        self._boxes: dict[int, tuple[float, ...]] = {}
         self._last_emotion: dict[int, float] = {}
         self._parts_ms = 0.0  # detector/flow + expressions of the last observed frame
         self._occupancy_reported = False
@@ -149,6 +136,11 @@ class TrackBudget:
         passes = min(self.faces * a / max(fps, 1e-6), self.machine.actions.per_frame)
         actions = passes * self.action_ms.value
         return self.base_ms.value + step + self.faces * self.face_ms.value * share + actions
+
+    @property
+    def confident(self) -> bool:
+        """The detector keeps finding the faces the optical flow followed."""
+        return self.judge.confident
 
     def allocate(self, share_ms: float) -> None:
         """Plan the rate and detector interval within a share (worker ms per second)."""
@@ -218,33 +210,13 @@ class TrackBudget:
         self._parts_ms = step + emotion + actions
         if not self._occupancy_reported:
             self.base_ms.add(max(ms.get("total", 0.0) - self._parts_ms, 0.0))
-        boxes = {f.number: tuple(float(v) for v in f.box) for f in result.faces}
-        if detected:
-            self._since_detect = 0
-            self._judge(result, boxes)
-        else:
-            self._since_detect += 1
-        self._boxes = boxes
+        self._since_detect = 0 if detected else self._since_detect + 1
+        if self.judge.observe(result, detected):
+            self.allocate(self.share_ms)  # act on confidence now, not at the next refresh
         self.faces = len(result.faces)
         for f in result.faces:
             if f.fresh:
                 self._last_emotion[f.number] = t
-
-    def _judge(self, result: FrameResult, boxes: dict[int, tuple[float, ...]]) -> None:
-        """Confident tracking: the detector found exactly the faces followed, where they were."""
-        new = bool(len(result.detections)) and bool((result.detections.track_ids <= 0).any())
-        prev = self._boxes
-        ok = (
-            bool(boxes)
-            and not new
-            and set(boxes) == set(prev)
-            and all(_iou(prev[n], boxes[n]) >= CONFIDENT_IOU for n in boxes)
-        )
-        self._streak = self._streak + 1 if ok else 0
-        confident = self._streak >= CONFIDENT_AFTER
-        if confident != self.confident:
-            self.confident = confident
-            self.allocate(self.share_ms)  # act on it now, not at the next refresh
 
     # -- the session's side -------------------------------------------------------------------
     def receive(self, now: float | None = None) -> None:

@@ -79,13 +79,10 @@ class FixedSchedule:
             1.0 / confident_detect_fps if confident_detect_fps > 0 else 0.0, self.detect_period
         )
         self.coarse = coarse
-        #: The last detections found what the flow followed (see the module docstring).
-        self.confident = False
+        self.judge = TrackingJudge()
         #: The frame just planned detects coarsely (set by `plan`).
         self.coarse_now = False
         self._last_full = -1e9
-        self._streak = 0
-        self._boxes: dict[int, tuple[float, ...]] = {}
         self._last_detect = -1e9
         self._last_emotion: dict[int, float] = {}
 
@@ -118,9 +115,30 @@ class FixedSchedule:
         full_due = t - self._last_full >= self.confident_period - 1e-3
         return self.coarse and self.confident and not full_due
 
+    @property
+    def confident(self) -> bool:
+        """The last detections found what the flow followed (see the module docstring)."""
+        return self.judge.confident
+
     def observe(self, t: float, result: FrameResult, detected: bool) -> None:
         """Judge the tracking on detector frames (results only: never measured times)."""
+        self.judge.observe(result, detected)
+
+
+class TrackingJudge:
+    """Whether a track's tracking is confident: the last `CONFIDENT_AFTER` detections found
+    exactly the faces the optical flow followed (the same faces, boxes overlapping at least
+    `CONFIDENT_IOU`) and no new one. Judged on results only, for files and live tracks alike."""
+
+    def __init__(self) -> None:
+        self.confident = False
+        self._streak = 0
+        self._boxes: dict[int, tuple[float, ...]] = {}
+
+    def observe(self, result: FrameResult, detected: bool) -> bool:
+        """Take an analysed frame; True when the judgement changed."""
         boxes = {f.number: tuple(float(v) for v in f.box) for f in result.faces}
+        before = self.confident
         if detected:
             ids = result.detections.track_ids
             new = bool(len(ids)) and bool((ids <= 0).any())  # tentative or unidentified
@@ -134,6 +152,7 @@ class FixedSchedule:
             self._streak = self._streak + 1 if ok else 0
             self.confident = self._streak >= CONFIDENT_AFTER
         self._boxes = boxes
+        return self.confident != before
 
 
 def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
