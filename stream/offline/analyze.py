@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import queue
 import threading
 import time
@@ -322,9 +323,20 @@ def prefetched(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
         thread.join()
 
 
+_forked = threading.Event()
+# In a process forked from one whose OpenCV thread pool had run (the Python API's
+# analyze_many workers), cv2.setNumThreads waits for pool threads that do not exist in the
+# child: it hung there. The thread count only changes speed, so forked children leave it.
+os.register_at_fork(after_in_child=_forked.set)
+
+
 @contextlib.contextmanager
 def opencv_threads(n: int) -> Iterator[None]:
-    """OpenCV's thread count set to `n` for the block (process-wide), then restored."""
+    """OpenCV's thread count set to `n` for the block (process-wide), then restored; left as
+    it is in a forked child (see `_forked`)."""
+    if _forked.is_set():
+        yield
+        return
     before = cv2.getNumThreads()
     cv2.setNumThreads(n)
     try:
