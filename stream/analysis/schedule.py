@@ -166,11 +166,15 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def file_schedule(a: AnalyzeConfig) -> FixedSchedule:
-    """The schedule of a file's (or the Python API's pushed) frames, from `[analyze]`."""
-    return FixedSchedule(
-        a.detect_fps, a.emotion_fps, a.confident_detect_fps, coarse=a.coarse_max_side > 0
-    )
+def file_schedule(a: AnalyzeConfig, voice: bool = False) -> FixedSchedule:
+    """The schedule of a file's (or the Python API's pushed) frames, from `[analyze]`.
+
+    With `voice` (voices are matched to faces) the detections between the whole-frame ones
+    stay at full scale: a coarse detection moves a face's mouth corners by a few pixels from
+    one detection to the next, which the active-speaker matcher reads as lip motion (a still
+    photo's mouth was scored on 51 of 79 reports)."""
+    coarse = a.coarse_max_side > 0 and not voice
+    return FixedSchedule(a.detect_fps, a.emotion_fps, a.confident_detect_fps, coarse=coarse)
 
 
 def every_frame() -> FixedSchedule:

@@ -125,7 +125,7 @@ class Analyzer:
             thumbnails=True,
             hold_voice=True,
             config=cfg,
-            schedule=lambda: file_schedule(a),
+            schedule=lambda: file_schedule(a, voice=cfg.audio.enabled),
         )
         self._tracks: dict[str, _Track] = {}
         self._audio: dict[str, _Audio] = {}

@@ -163,7 +163,7 @@ def analyze_file(
         thumbnails=True,
         hold_voice=True,
         config=config,
-        schedule=lambda: file_schedule(a),
+        schedule=lambda: file_schedule(a, voice=with_voice),
     )
     warnings: list[str] = []
     audio: _AudioFeed | None = None
