@@ -26,8 +26,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
+
 from stream.core.config import AnalyzeConfig
+from stream.core.types import F32
 from stream.vision.pipeline import FrameResult
+from stream.vision.tracker import iou_matrix
 
 #: Tracking is confident after this many detections in a row that found what the flow followed
 #: (the same faces, boxes overlapping at least `CONFIDENT_IOU`), as live tracks judge it.
@@ -133,11 +137,11 @@ class TrackingJudge:
     def __init__(self) -> None:
         self.confident = False
         self._streak = 0
-        self._boxes: dict[int, tuple[float, ...]] = {}
+        self._boxes: dict[int, F32] = {}
 
     def observe(self, result: FrameResult, detected: bool) -> bool:
         """Take an analysed frame; True when the judgement changed."""
-        boxes = {f.number: tuple(float(v) for v in f.box) for f in result.faces}
+        boxes = {f.number: np.asarray(f.box, np.float32) for f in result.faces}
         before = self.confident
         if detected:
             ids = result.detections.track_ids
@@ -147,7 +151,7 @@ class TrackingJudge:
                 bool(boxes)
                 and not new
                 and set(boxes) == set(prev)
-                and all(box_iou(prev[n], boxes[n]) >= CONFIDENT_IOU for n in boxes)
+                and bool((_paired_iou(prev, boxes) >= CONFIDENT_IOU).all())
             )
             self._streak = self._streak + 1 if ok else 0
             self.confident = self._streak >= CONFIDENT_AFTER
@@ -155,15 +159,10 @@ class TrackingJudge:
         return self.confident != before
 
 
-def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """Intersection over union of two boxes (x1, y1, x2, y2)."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def _paired_iou(a: dict[int, F32], b: dict[int, F32]) -> F32:
+    """IoU of each face's box in `a` with its box in `b` (the same faces in both)."""
+    keys = list(b)
+    return np.diag(iou_matrix(np.stack([a[n] for n in keys]), np.stack([b[n] for n in keys])))
 
 
 def file_schedule(a: AnalyzeConfig, voice: bool = False) -> FixedSchedule:
