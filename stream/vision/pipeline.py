@@ -167,13 +167,12 @@ class VisionPipeline:
         self._last: FaceDetections | None = None
         self._last_grey: U8 = np.zeros((1, 1), np.uint8)
         self.overlap = overlap
-        self._helper: ThreadPoolExecutor | None = None
+        # One single-thread helper per kind of work run beside the frame (`_pool`).
+        self._pools: dict[str, ThreadPoolExecutor] = {}
         self.coarse = coarse
         # The detector already running on coming frames (`detect_ahead`), in its own thread,
         # and whether coarsely.
         self._ahead: list[tuple[VideoFrame, bool, Future[FaceDetections]]] = []
-        self._ahead_pool: ThreadPoolExecutor | None = None
-        self._head: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_config(
@@ -241,10 +240,8 @@ class VisionPipeline:
         while this frame's faces are analysed). When that frame is processed with detection
         (as coarse) its faces come from this run, the same as running the detector then;
         unused runs are dropped."""
-        if self._ahead_pool is None:
-            self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="detect-ahead")
         coarse = self._coarse(frame, coarse)
-        run = self._ahead_pool.submit(self._detector(coarse), frame)
+        run = self._pool("detect-ahead").submit(self._detector(coarse), frame)
         self._ahead = [*self._ahead[-1:], (frame, coarse, run)]
 
     def _coarse(self, frame: VideoFrame, coarse: bool) -> bool:
@@ -321,7 +318,7 @@ class VisionPipeline:
         scores: EmotionScores | None = None
         emotion_ms = 0.0
         if self.overlap and len(due):
-            pending = self._helper_pool().submit(self._expressions, frame.image, due)
+            pending = self._pool("expression").submit(self._expressions, frame.image, due)
         else:
             scores, emotion_ms = self._expressions(frame.image, due)
         t3 = time.perf_counter()
@@ -333,7 +330,7 @@ class VisionPipeline:
         if self.overlap and self.signals is not None and faces_in and full_grey is not None:
             # Head tracking follows the faces meanwhile (the same numbers as in `_behaviour`).
             numbers = [n for n, _b, _lm in faces_in]
-            head = self._head_pool().submit(
+            head = self._pool("head-flow").submit(
                 self.signals.head.prepare, frame.t, frame.image, full_grey, numbers
             )
         mouths = [self.mouth.update(frame.t, frame.image, n, lm) for n, _b, lm in faces_in]
@@ -399,15 +396,12 @@ class VisionPipeline:
             frame.t, w, h, results, dets, timings, embedded, int(fresh.sum()), excluded, events
         )
 
-    def _head_pool(self) -> ThreadPoolExecutor:
-        if self._head is None:
-            self._head = ThreadPoolExecutor(1, thread_name_prefix="head-flow")
-        return self._head
-
-    def _helper_pool(self) -> ThreadPoolExecutor:
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(1, thread_name_prefix="expression")
-        return self._helper
+    def _pool(self, name: str) -> ThreadPoolExecutor:
+        """The helper thread for one kind of work (made on first use)."""
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = ThreadPoolExecutor(1, thread_name_prefix=name)
+        return pool
 
     def _expressions(self, image: U8, faces: FaceDetections) -> tuple[EmotionScores, float]:
         """The expression scores of `faces` and the milliseconds they took."""
