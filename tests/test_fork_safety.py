@@ -1,5 +1,6 @@
 """A file analysed in a process forked from one whose OpenCV thread pool ran (the Python API's
-analyze_many workers) must not hang on OpenCV's thread setting."""
+analyze_many workers) must not hang on OpenCV's thread setting, and the process-wide helper threads
+start afresh there."""
 
 from __future__ import annotations
 
@@ -39,3 +40,31 @@ def test_opencv_threads_in_a_forked_child_does_not_hang() -> None:
     )
     print(out.stdout, out.stderr[-500:])
     assert out.returncode == 0 and "['ok', 'ok', 'ok', 'ok']" in out.stdout
+
+
+HELPERS = textwrap.dedent(
+    """
+    import multiprocessing
+    import threading
+    from stream.core.helpers import helper
+
+    def child(_):
+        # The parent's worker thread does not exist here: a copied executor never ran this.
+        return helper("expression").submit(lambda: threading.current_thread().name).result(10)
+
+    if __name__ == "__main__":
+        parent = helper("expression")
+        assert helper("expression") is parent  # one per kind, reused
+        parent.submit(int).result()  # the parent's worker is running
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            print(pool.map(child, range(4)))
+    """
+)
+
+
+def test_helper_threads_work_in_a_forked_child() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", HELPERS], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    print(out.stdout, out.stderr[-500:])
+    assert out.returncode == 0 and out.stdout.count("expression_0") == 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from stream.core.config import Config
 from stream.core.errors import ModelError
+from stream.core.helpers import helper
 from stream.core.types import F32, U8, EmotionScores, FaceDetections, FaceSample, VideoFrame
 from stream.models.runtime import SessionFactory, make_factory
 from stream.vision.blendshapes import ActionModel, FaceActionTracker
@@ -167,8 +168,6 @@ class VisionPipeline:
         self._last: FaceDetections | None = None
         self._last_grey: U8 = np.zeros((1, 1), np.uint8)
         self.overlap = overlap
-        # One single-thread helper per kind of work run beside the frame (`_pool`).
-        self._pools: dict[str, ThreadPoolExecutor] = {}
         self.coarse = coarse
         # The detector already running on coming frames (`detect_ahead`), in its own thread,
         # and whether coarsely.
@@ -241,7 +240,7 @@ class VisionPipeline:
         (as coarse) its faces come from this run, the same as running the detector then;
         unused runs are dropped."""
         coarse = self._coarse(frame, coarse)
-        run = self._pool("detect-ahead").submit(self._detector(coarse), frame)
+        run = helper("detect-ahead").submit(self._detector(coarse), frame)
         self._ahead = [*self._ahead[-1:], (frame, coarse, run)]
 
     def _coarse(self, frame: VideoFrame, coarse: bool) -> bool:
@@ -318,7 +317,7 @@ class VisionPipeline:
         scores: EmotionScores | None = None
         emotion_ms = 0.0
         if self.overlap and len(due):
-            pending = self._pool("expression").submit(self._expressions, frame.image, due)
+            pending = helper("expression").submit(self._expressions, frame.image, due)
         else:
             scores, emotion_ms = self._expressions(frame.image, due)
         t3 = time.perf_counter()
@@ -330,7 +329,7 @@ class VisionPipeline:
         if self.overlap and self.signals is not None and faces_in and full_grey is not None:
             # Head tracking follows the faces meanwhile (the same numbers as in `_behaviour`).
             numbers = [n for n, _b, _lm in faces_in]
-            head = self._pool("head-flow").submit(
+            head = helper("head-flow").submit(
                 self.signals.head.prepare, frame.t, frame.image, full_grey, numbers
             )
         mouths = [self.mouth.update(frame.t, frame.image, n, lm) for n, _b, lm in faces_in]
@@ -395,13 +394,6 @@ class VisionPipeline:
         return FrameResult(
             frame.t, w, h, results, dets, timings, embedded, int(fresh.sum()), excluded, events
         )
-
-    def _pool(self, name: str) -> ThreadPoolExecutor:
-        """The helper thread for one kind of work (made on first use)."""
-        pool = self._pools.get(name)
-        if pool is None:
-            pool = self._pools[name] = ThreadPoolExecutor(1, thread_name_prefix=name)
-        return pool
 
     def _expressions(self, image: U8, faces: FaceDetections) -> tuple[EmotionScores, float]:
         """The expression scores of `faces` and the milliseconds they took."""
