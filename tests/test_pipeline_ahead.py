@@ -188,3 +188,21 @@ def test_opencv_threads_are_set_for_the_block_and_restored() -> None:
     with opencv_threads(1):
         assert cv2.getNumThreads() == 1
     assert cv2.getNumThreads() == before
+
+
+def test_confident_coarse_detections_at_their_own_rate() -> None:
+    s = FixedSchedule(10, 10, confident_detect_fps=2, coarse=True, confident_coarse_fps=5)
+    box: dict[int, tuple[float, ...]] = {1: (100.0, 100.0, 200.0, 200.0)}
+    plans = []
+    for i in range(45):  # 1.5 s at 30 fps
+        t = i / 30
+        d, _ = s.plan(t, [1])
+        if d:
+            plans.append((round(t, 2), s.coarse_now))
+        s.observe(t, _result(t, box), d)
+    # 10/s until confident (after 0.2 s); then the whole frame every 0.5 s and coarse
+    # detections 0.2 s after the last detection in between.
+    assert [t for t, coarse in plans if not coarse] == [0.0, 0.1, 0.2, 0.7, 1.2]
+    assert [t for t, coarse in plans if coarse] == [0.4, 0.6, 0.9, 1.1, 1.4]
+    with pytest.raises(ValueError, match="confident_coarse_fps"):
+        FixedSchedule(10, 10, 2, True, -1)

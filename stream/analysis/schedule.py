@@ -13,12 +13,12 @@ those rates every analysed frame gets everything.
 When tracking is confident (the last `CONFIDENT_AFTER` detections found exactly the faces the
 flow followed, where it had put them, and no new face) the detector runs on the whole frame
 only `confident_detect_fps` times per second: a decision on results, not on times, so files
-stay deterministic. With `coarse`, the detections in between still run at `detect_fps`, on
-the frame scaled down further (`coarse_now`; the pipeline keeps full scale where faces are
-small); without, only the flow moves the faces in between. A face that appears meanwhile is
-found at the next whole-frame detection (within 1 / confident_detect_fps seconds, or at the
-next coarse one when it is large enough); from then on detection is back at full scale and
-`detect_fps` until the tracking is confident again.
+stay deterministic. With `coarse`, detections in between run at `confident_coarse_fps` (at
+most `detect_fps`), on the frame scaled down further (`coarse_now`; the pipeline keeps full
+scale where faces are small); without, only the flow moves the faces in between. A face
+that appears meanwhile is found at the next whole-frame detection (within 1 /
+confident_detect_fps seconds, or at the next coarse one when it is large enough); from then on
+detection is back at full scale and `detect_fps` until the tracking is confident again.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ class FixedSchedule:
         emotion_fps: expression updates per face per second (0: every frame).
         confident_detect_fps: whole-frame detections per second while tracking is confident
             (0 or at least `detect_fps`: always `detect_fps`).
-        coarse: while confident, coarse detections at `detect_fps` between the whole-frame
-            ones (else the flow alone moves the faces in between).
+        coarse: while confident, coarse detections between the whole-frame ones (else the
+            flow alone moves the faces in between)...
+        confident_coarse_fps: ...at this rate (0 or at least `detect_fps`: `detect_fps`).
     """
 
     def __init__(
@@ -74,15 +75,23 @@ class FixedSchedule:
         emotion_fps: float,
         confident_detect_fps: float = 0.0,
         coarse: bool = False,
+        confident_coarse_fps: float = 0.0,
     ) -> None:
-        if detect_fps < 0 or emotion_fps < 0 or confident_detect_fps < 0:
-            raise ValueError("detect_fps, emotion_fps and confident_detect_fps must be >= 0")
+        rates = (detect_fps, emotion_fps, confident_detect_fps, confident_coarse_fps)
+        if min(rates) < 0:
+            raise ValueError(
+                "detect_fps, emotion_fps, confident_detect_fps and confident_coarse_fps must be"
+                f" >= 0, got {rates}"
+            )
         self.detect_period = 1.0 / detect_fps if detect_fps > 0 else 0.0
         self.emotion_period = 1.0 / emotion_fps if emotion_fps > 0 else 0.0
         self.confident_period = max(
             1.0 / confident_detect_fps if confident_detect_fps > 0 else 0.0, self.detect_period
         )
         self.coarse = coarse
+        self.coarse_period = max(
+            1.0 / confident_coarse_fps if confident_coarse_fps > 0 else 0.0, self.detect_period
+        )
         self.judge = TrackingJudge()
         #: The frame just planned detects coarsely (set by `plan`).
         self.coarse_now = False
@@ -110,8 +119,10 @@ class FixedSchedule:
     def detect_due(self, t: float) -> bool:
         """Whether `plan` would run the detector at media time `t` as things stand (faces
         known; a guess for starting the detector ahead, nothing changes)."""
-        if self.confident and not self.coarse:
-            return t - self._last_full >= self.confident_period - 1e-3
+        if self.confident:
+            full_due = t - self._last_full >= self.confident_period - 1e-3
+            coarse_due = self.coarse and t - self._last_detect >= self.coarse_period - 1e-3
+            return full_due or coarse_due
         return t - self._last_detect >= self.detect_period - 1e-3
 
     def coarse_due(self, t: float) -> bool:
@@ -173,7 +184,9 @@ def file_schedule(a: AnalyzeConfig, voice: bool = False) -> FixedSchedule:
     one detection to the next, which the active-speaker matcher reads as lip motion (a still
     photo's mouth was scored on 51 of 79 reports)."""
     coarse = a.coarse_max_side > 0 and not voice
-    return FixedSchedule(a.detect_fps, a.emotion_fps, a.confident_detect_fps, coarse=coarse)
+    return FixedSchedule(
+        a.detect_fps, a.emotion_fps, a.confident_detect_fps, coarse, a.confident_coarse_fps
+    )
 
 
 def every_frame() -> FixedSchedule:

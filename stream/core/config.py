@@ -194,6 +194,7 @@ class AnalyzeConfig:
     emotion_fps: float = 10.0
     confident_detect_fps: float = 2.0
     coarse_max_side: int = 320
+    confident_coarse_fps: float = 0.0
     max_pixels: int = 50_000_000
 
     def __post_init__(self) -> None:
@@ -211,6 +212,11 @@ class AnalyzeConfig:
             self.coarse_max_side == 0 or self.coarse_max_side >= 64,
             "analyze.coarse_max_side",
             "must be 0 (off) or >= 64 pixels",
+        )
+        _check(
+            self.confident_coarse_fps >= 0,
+            "analyze.confident_coarse_fps",
+            "must be >= 0 (0: detect_fps)",
         )
 
 
