@@ -54,6 +54,53 @@ def test_factory_sessions_share_the_arena_and_keep_no_model_bytes(factory: Sessi
         assert shared == "1"
 
 
+_RARE = """
+import json, sys
+from stream.core.allocator import trim_allocator
+from stream.core.config import load_config
+from stream.models.runtime import SessionFactory, make_factory
+
+def anon():
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) / 1024 for x in f if x.startswith("RssAnon:"))
+
+cfg = load_config(env={}).replace("models", dir=sys.argv[1])
+f = make_factory(cfg)
+if sys.argv[2] == "all":  # the same factory without rare models
+    f = SessionFactory(f.store, cfg.runtime)
+s = f.get(cfg.behaviour.posture_model)  # warmed up at load
+trim_allocator()
+x = anon()
+f.get("mp_face_landmarks_detector")
+trim_allocator()
+level = str(s.get_session_options().graph_optimization_level)
+mesh = f.get("mp_face_landmarks_detector").get_session_options().graph_optimization_level
+print(json.dumps({"level": level, "mesh": str(mesh), "anon": x}))
+"""
+
+
+@pytest.mark.integration
+def test_the_rare_posture_model_skips_layout_copies(config: Config) -> None:
+    """The posture model (a few calls a minute) is built without ONNX Runtime's layout
+    optimisations, which copy its convolution weights into blocked layouts; the per-frame
+    models keep them. Each variant in a fresh process: the resident memory after loading it."""
+    runs = {}
+    for variant in ("rare", "all"):
+        out = subprocess.run(
+            [sys.executable, "-c", _RARE, config.models.dir, variant],
+            capture_output=True, text=True, timeout=300, cwd=ROOT,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    saved = runs["all"]["anon"] - runs["rare"]["anon"]
+    print(f"posture model: {runs['rare']['level']} vs {runs['all']['level']}; "
+          f"{saved:.1f} MiB less resident after loading it")  # fmt: skip
+    assert runs["rare"]["level"].endswith("ORT_ENABLE_EXTENDED")
+    assert runs["rare"]["mesh"].endswith("ORT_ENABLE_ALL")
+    assert runs["all"]["level"].endswith("ORT_ENABLE_ALL")
+    assert saved >= 4.0
+
+
 #: Runs in a fresh process: loads four models, then calls each at its analyze size twice over
 #: (YuNet on a 640x384 frame, MobileFaceNet on 3 faces, the face landmarks, BlazePose) and
 #: reports how much resident anonymous memory the calls added, without trimming the heap.

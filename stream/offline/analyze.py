@@ -280,7 +280,7 @@ def require_findings(a: Analysis, path: Path | str) -> None:
     )
 
 
-def prefetched(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """The items, produced by a thread up to `depth` ahead (decoding, mostly native code that
     releases the GIL, overlaps the analysis); its exception is raised in order."""
     out: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)

@@ -30,6 +30,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 #: the limit are refused before decoding, video frames are scaled down to it.
 MAX_PIXELS = 50_000_000
 
+#: Frames larger than this are decoded by FFmpeg's frame threads; smaller ones in the decoding
+#: thread alone, which runs ahead of the analysis anyway (`prefetched`). Measured on H.264 to
+#: BGR: 640x360 takes 1.1 ms a frame alone and 2.1 ms (2.9 ms CPU) with frame threads, which
+#: also hold ~5 MiB of buffers; 1920x1080 takes 6.4 ms alone and 4.6 ms with them.
+FRAME_THREADS_MIN_PIXELS = 1280 * 720
+
 
 def _stream_info(container: Any, path: Path) -> MediaInfo:
     if not container.streams.video:
@@ -254,7 +260,7 @@ def read_frames(
     index = -1
     with _open(path) as container:
         vs = container.streams.video[0]
-        vs.thread_type = "AUTO"
+        vs.thread_type = "AUTO" if info.width * info.height > FRAME_THREADS_MIN_PIXELS else "NONE"
         start = 0.0
         if vs.start_time is not None and vs.time_base is not None:
             start = float(vs.start_time * vs.time_base)
