@@ -33,12 +33,17 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_opencv_threads_in_a_forked_child_does_not_hang() -> None:
-    # Before the fix the children waited forever in cv2.setNumThreads (CI hung in test_api).
+def _run(script: str) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     print(out.stdout, out.stderr[-500:])
+    return out
+
+
+def test_opencv_threads_in_a_forked_child_does_not_hang() -> None:
+    # Before the fix the children waited forever in cv2.setNumThreads (CI hung in test_api).
+    out = _run(SCRIPT)
     assert out.returncode == 0 and "['ok', 'ok', 'ok', 'ok']" in out.stdout
 
 
@@ -63,8 +68,5 @@ HELPERS = textwrap.dedent(
 
 
 def test_helper_threads_work_in_a_forked_child() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", HELPERS], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    print(out.stdout, out.stderr[-500:])
+    out = _run(HELPERS)
     assert out.returncode == 0 and out.stdout.count("expression_0") == 4

@@ -138,16 +138,22 @@ def test_look_ahead_pairs_frames_and_raises_after_the_last_good_frame() -> None:
     assert seen == [(0.0, True, 0.1), (0.1, True, 0.2), (0.2, True, None)]
 
 
-def test_coarse_detections_between_whole_frame_ones_while_confident() -> None:
-    s = FixedSchedule(detect_fps=10, emotion_fps=10, confident_detect_fps=2, coarse=True)
+def _detections(s: FixedSchedule, seconds: float = 1.5) -> list[tuple[float, bool]]:
+    """(time, coarse?) of each detection `s` plans for one still face at 30 fps."""
     box: dict[int, tuple[float, ...]] = {1: (100.0, 100.0, 200.0, 200.0)}
     plans = []
-    for i in range(45):  # 1.5 s at 30 fps
+    for i in range(round(seconds * 30)):
         t = i / 30
         d, _ = s.plan(t, [1])
         if d:
             plans.append((round(t, 2), s.coarse_now))
         s.observe(t, _result(t, box), d)
+    return plans
+
+
+def test_coarse_detections_between_whole_frame_ones_while_confident() -> None:
+    s = FixedSchedule(detect_fps=10, emotion_fps=10, confident_detect_fps=2, coarse=True)
+    plans = _detections(s)
     # Detection stays at 10/s; once confident, only every 0.5 s on the whole frame.
     assert [t for t, _ in plans] == [round(k / 10, 2) for k in range(15)]
     assert [t for t, coarse in plans if not coarse] == [0.0, 0.1, 0.2, 0.7, 1.2]
@@ -192,14 +198,7 @@ def test_opencv_threads_are_set_for_the_block_and_restored() -> None:
 
 def test_confident_coarse_detections_at_their_own_rate() -> None:
     s = FixedSchedule(10, 10, confident_detect_fps=2, coarse=True, confident_coarse_fps=5)
-    box: dict[int, tuple[float, ...]] = {1: (100.0, 100.0, 200.0, 200.0)}
-    plans = []
-    for i in range(45):  # 1.5 s at 30 fps
-        t = i / 30
-        d, _ = s.plan(t, [1])
-        if d:
-            plans.append((round(t, 2), s.coarse_now))
-        s.observe(t, _result(t, box), d)
+    plans = _detections(s)
     # 10/s until confident (after 0.2 s); then the whole frame every 0.5 s and coarse
     # detections 0.2 s after the last detection in between.
     assert [t for t, coarse in plans if not coarse] == [0.0, 0.1, 0.2, 0.7, 1.2]

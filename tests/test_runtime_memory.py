@@ -54,8 +54,11 @@ def test_factory_sessions_share_the_arena_and_keep_no_model_bytes(factory: Sessi
         assert shared == "1"
 
 
-_RARE = """
+#: The start of the scripts below, run in fresh processes: the factory over the models folder
+#: given as the first argument, and the process's resident anonymous memory (MiB).
+_PRELUDE = """
 import json, sys
+import numpy as np
 from stream.core.allocator import trim_allocator
 from stream.core.config import load_config
 from stream.models.runtime import SessionFactory, make_factory
@@ -66,6 +69,11 @@ def anon():
 
 cfg = load_config(env={}).replace("models", dir=sys.argv[1])
 f = make_factory(cfg)
+"""
+
+_RARE = (
+    _PRELUDE
+    + """
 if sys.argv[2] == "all":  # the same factory without rare models
     f = SessionFactory(f.store, cfg.runtime)
 s = f.get(cfg.behaviour.posture_model)  # warmed up at load
@@ -77,6 +85,7 @@ level = str(s.get_session_options().graph_optimization_level)
 mesh = f.get("mp_face_landmarks_detector").get_session_options().graph_optimization_level
 print(json.dumps({"level": level, "mesh": str(mesh), "anon": x}))
 """
+)
 
 
 @pytest.mark.integration
@@ -104,19 +113,9 @@ def test_the_rare_posture_model_skips_layout_copies(config: Config) -> None:
 #: Runs in a fresh process: loads four models, then calls each at its analyze size twice over
 #: (YuNet on a 640x384 frame, MobileFaceNet on 3 faces, the face landmarks, BlazePose) and
 #: reports how much resident anonymous memory the calls added, without trimming the heap.
-_CALLS = """
-import json, sys
-import numpy as np
-from stream.core.allocator import trim_allocator
-from stream.core.config import load_config
-from stream.models.runtime import make_factory
-
-def anon():
-    with open("/proc/self/status") as f:
-        return next(int(x.split()[1]) / 1024 for x in f if x.startswith("RssAnon:"))
-
-cfg = load_config(env={}).replace("models", dir=sys.argv[1])
-f = make_factory(cfg)
+_CALLS = (
+    _PRELUDE
+    + """
 shapes = {"yunet_n_dynamic": [1, 3, 384, 640], "mobilefacenet_sirius_192d": [3, 112, 112, 3],
           "mp_face_landmarks_detector": [1, 256, 256, 3], "pose_landmark_full": [1, 256, 256, 3]}
 sessions = {n: getattr(f.get(n), "session", f.get(n)) for n in shapes}
@@ -130,6 +129,7 @@ for _ in range(2):
             s.run(None, {s.get_inputs()[0].name: rng.random(shape, dtype=np.float32)})
 print(json.dumps({"added_mib": anon() - before}))
 """
+)
 
 #: Resident memory the calls above may add: the largest activations alive at once (BlazePose
 #: ~11 MB, YuNet ~9 MB) and their outputs. Measured 6.1 MiB with the shared arena (most of its
