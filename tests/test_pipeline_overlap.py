@@ -47,7 +47,7 @@ def test_overlap_gives_the_sequential_results(cfg: Config) -> None:
         threads.add(threading.current_thread().name)
         return expressions(*args)
 
-    par._expressions = recorded  # type: ignore[method-assign]
+    par._expressions = recorded  # type: ignore[method-assign,assignment]
 
     def faces(i: int) -> list[FakeFace]:
         return [
