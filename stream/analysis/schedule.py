@@ -120,15 +120,17 @@ class FixedSchedule:
         """Whether `plan` would run the detector at media time `t` as things stand (faces
         known; a guess for starting the detector ahead, nothing changes)."""
         if self.confident:
-            full_due = t - self._last_full >= self.confident_period - 1e-3
             coarse_due = self.coarse and t - self._last_detect >= self.coarse_period - 1e-3
-            return full_due or coarse_due
+            return self._full_due(t) or coarse_due
         return t - self._last_detect >= self.detect_period - 1e-3
 
     def coarse_due(self, t: float) -> bool:
         """Whether a detection at media time `t` would be coarse, as things stand."""
-        full_due = t - self._last_full >= self.confident_period - 1e-3
-        return self.coarse and self.confident and not full_due
+        return self.coarse and self.confident and not self._full_due(t)
+
+    def _full_due(self, t: float) -> bool:
+        """A whole-frame detection is due at `t` while tracking is confident."""
+        return t - self._last_full >= self.confident_period - 1e-3
 
     @property
     def confident(self) -> bool:

@@ -57,6 +57,15 @@ def align_faces(image: U8, faces: FaceDetections, size: int = 112) -> U8:
     return out
 
 
+def frame_interpolation(scale: float) -> int:
+    """OpenCV interpolation for scaling a whole frame by `scale` (the detector's input, the
+    flow's grey frame): bilinear down to half size, where every pixel still counts, and area
+    averaging below, where bilinear would skip pixels. INTER_AREA at a non-integer scale is
+    slow: 1.18 ms for 596x336 -> 320x180, 2.5 ms for 960x540 -> 640x360, 0.40 ms for the grey
+    596x336 -> 320, against 0.16, 0.3 and 0.07 ms bilinear."""
+    return cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+
+
 def square_boxes(boxes: F32, scale: float = 1.0) -> F32:
     """Grow each box to a square around its centre (side = longer side × scale)."""
     c = (boxes[:, :2] + boxes[:, 2:]) / 2

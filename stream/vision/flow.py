@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from stream.core.types import U8, FaceDetections
+from stream.vision.align import frame_interpolation
 
 _MAX_SIDE = 320
 
@@ -27,11 +28,7 @@ class FlowPropagator:
         g = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         self.full = np.asarray(g, dtype=np.uint8)
         if s < 1.0:
-            # Bilinear down to half size, as the detector's input: INTER_AREA took 0.40 ms a
-            # frame at 596x336 -> 320 (non-integer scale), this 0.07 ms; the flow follows the
-            # same faces (tests/test_identity.py). Area averaging below, where bilinear skips.
-            interp = cv2.INTER_AREA if s < 0.5 else cv2.INTER_LINEAR
-            g = cv2.resize(g, (round(w * s), round(h * s)), interpolation=interp)
+            g = cv2.resize(g, (round(w * s), round(h * s)), interpolation=frame_interpolation(s))
         return np.asarray(g, dtype=np.uint8)
 
     def propagate(
