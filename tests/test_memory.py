@@ -433,7 +433,7 @@ def test_analyze_peak_rss_on_the_9_face_gallery(
 #: Most the anonymous memory may grow from the 2nd to the 5th `stream.analyze` of one clip in
 #: one process. Each analysis started its own helper threads, and each ended thread left
 #: ~12 MiB of native state resident: +38 MiB over those three calls before the threads became
-#: process-wide (stream/core/helpers.py), +0-4 MiB after.
+#: process-wide (stream/core/helpers.py), -0.3 to +5.1 MiB after.
 REPEAT_GROWTH_MIB = 10.0
 
 _REPEAT = """
