@@ -240,19 +240,32 @@ def test_live_voice_prosody_and_active_speaker(
     assert valued and all(0 < t["end"] - t["start"] <= 10.3 for t in turns)
     assert all(t["end"] - t["start"] >= 0.8 for t in valued)
     # The clip's own clock: the audio starts with the media, so report time ~ media time.
-    right = sum(
-        1
+    # Per voiced report: was the heard tile's face named? Within 1.5 s of a change of speaker
+    # the 2.5 s matching window still holds the previous voice.
+    verdicts = [
+        (p["t"] - s, s, p["face_id"] is not None and side.get(p["face_id"]) == k)
         for p in speaking
-        if p["face_id"] is not None
-        and any(s <= p["t"] < e and side.get(p["face_id"]) == k for s, e, k in SEGMENTS)
+        for s, e, k in SEGMENTS
+        if s <= p["t"] < e
+    ]
+    right = sum(ok for _, _, ok in verdicts) / len(verdicts)
+    steady = [ok for since, _, ok in verdicts if since >= 1.5]
+    won = sum(
+        2 * sum(ok for _, s, ok in verdicts if s == s0) > sum(1 for _, s, _ in verdicts if s == s0)
+        for s0, _, _ in SEGMENTS
     )
-    print(
-        f"live: {len(prosody)} prosody events, active speaker right for {right / len(speaking):.0%}"
-    )
-    # Live, mouths are sampled at the analysed rate from VP8 video and the two paths are aligned
-    # by receive times: 66-92% over runs, against 85% offline. Matching needs mouths at about
-    # 25 fps (README): when a busy machine analyses fewer frames, only a lower floor holds.
     fps = [e["metrics"]["analysed_fps"] for e in events if e["type"] == "frame"]
     analysed = float(np.median(fps))
-    print(f"live: analysed at {analysed:.1f} fps (median)")
-    assert right / len(speaking) >= (0.6 if analysed >= 20 else 0.4)
+    print(
+        f"live: {len(prosody)} prosody events, active speaker right for {right:.0%} "
+        f"({sum(steady) / len(steady):.0%} from 1.5 s after each change; the heard face won "
+        f"{won} of {len(SEGMENTS)} turns), analysed at {analysed:.1f} fps (median)"
+    )
+    # Live, mouths are sampled at the analysed rate from VP8 video and the two paths are aligned
+    # by receive times. Measured over 14 runs: right for 65-91% (mean 77%; 85% offline), 79-100%
+    # from 1.5 s after each change, 3-4 turns won. With the video's times 0.5 s off (a broken
+    # alignment) the replayed matches gave 11-41% and 0-3 turns. Matching needs mouths at about
+    # 25 fps (README): when a busy machine analyses fewer frames, only a lower floor holds.
+    fast = analysed >= 20
+    assert won >= (3 if fast else 2)
+    assert sum(steady) / len(steady) >= (0.7 if fast else 0.5)

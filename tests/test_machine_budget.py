@@ -411,6 +411,28 @@ def test_confident_tracking_at_30_fps_detects_twice_a_second() -> None:
     assert sum(plans[10:]) <= 4  # 50 frames: every 15th
 
 
+def test_matching_voices_to_mouths_keeps_the_detector_within_detect_every_max() -> None:
+    """Mouth corners moved by the flow for 0.5 s blur the mouth signal: while a voice is
+    matched, confident tracking detects every `detect_every_max` frames, not every 0.5 s."""
+    plans: dict[bool, str] = {}
+    for mouths in (False, True):
+        m = MachineBudget(_config(max_fps=25, detect_every_max=4), cores=2)
+        tb = m.track()
+        tb.mouths = mouths
+        tb.observe(0.0, _result(True, step_ms=2.0), True)
+        seen = []
+        for i in range(1, 51):
+            t = i / 25
+            detect, _ = tb.plan(t, [1, 2])
+            seen.append(detect)
+            tb.observe(t, _result(detect, step_ms=2.0 if detect else 0.5, shift=i * 0.5), detect)
+        assert tb.confident
+        plans[mouths] = "".join("D" if p else "." for p in seen)
+        print(f"25 fps, confident, mouths sampled {mouths}: {plans[mouths]}")
+    assert plans[False].count("D", 20) <= 3  # every 12th frame: 2-3 in the last 30
+    assert plans[True].count("D", 20) >= 7  # every 4th: 7-8
+
+
 def test_detect_every_max_1_keeps_the_detector_on_every_frame() -> None:
     m = MachineBudget(_config(max_fps=30, detect_every_max=1), cores=2)
     tb = m.track()

@@ -479,8 +479,10 @@ class LiveSession:
         while True:
             # Speaker matching needs mouth samples at about audio.mouth_fps: with a voice to
             # match, frames are analysed that often (expressions still follow live.emotion_fps).
+            # The detector, too, stays within live.detect_every_max frames (see TrackBudget).
             speakers = self.analysis.speakers
             budget.want_fps = max(live.max_fps, audio.mouth_fps) if speakers else live.max_fps
+            budget.mouths = bool(speakers)
             try:
                 item = await box.get()
             except EOFError:
