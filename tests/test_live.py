@@ -262,7 +262,7 @@ def test_live_voice_prosody_and_active_speaker(
         f"{won} of {len(SEGMENTS)} turns), analysed at {analysed:.1f} fps (median)"
     )
     # Live, mouths are sampled at the analysed rate from VP8 video and the two paths are aligned
-    # by receive times. Measured over 14 runs: right for 65-91% (mean 77%; 85% offline), 79-100%
+    # by receive times. Measured over 16 runs: right for 65-92% (mean 78%; 85% offline), 79-100%
     # from 1.5 s after each change, 3-4 turns won. With the video's times 0.5 s off (a broken
     # alignment) the replayed matches gave 11-41% and 0-3 turns. Matching needs mouths at about
     # 25 fps (README): when a busy machine analyses fewer frames, only a lower floor holds.

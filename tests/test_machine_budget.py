@@ -413,7 +413,8 @@ def test_confident_tracking_at_30_fps_detects_twice_a_second() -> None:
 
 def test_matching_voices_to_mouths_keeps_the_detector_within_detect_every_max() -> None:
     """Mouth corners moved by the flow for 0.5 s blur the mouth signal: while a voice is
-    matched, confident tracking detects every `detect_every_max` frames, not every 0.5 s."""
+    matched, confident tracking detects every `detect_every_max` frames, not every 0.5 s,
+    when that fits, and stretches it only as far as the budget needs."""
     plans: dict[bool, str] = {}
     for mouths in (False, True):
         m = MachineBudget(_config(max_fps=25, detect_every_max=4), cores=2)
@@ -431,6 +432,13 @@ def test_matching_voices_to_mouths_keeps_the_detector_within_detect_every_max() 
         print(f"25 fps, confident, mouths sampled {mouths}: {plans[mouths]}")
     assert plans[False].count("D", 20) <= 3  # every 12th frame: 2-3 in the last 30
     assert plans[True].count("D", 20) >= 7  # every 4th: 7-8
+    # Short of room, a track sampling mouths stretches the detector only as far as needed,
+    # keeping its frame rate and facial actions (matching needs mouths at ~25 fps).
+    assert tb.detect_every == 4
+    tb.allocate(25 * tb.frame_cost(8, 25))
+    assert (tb.detect_every, tb.rate, tb.actions_fps) == (8, 25, m.actions_fps)
+    tb.allocate(25 * tb.frame_cost(12, 25) - 1)
+    assert tb.detect_every == 12
 
 
 def test_detect_every_max_1_keeps_the_detector_on_every_frame() -> None:

@@ -59,8 +59,8 @@ REFRESH_S = 0.25
 MIN_FPS = 1.0
 #: With confident tracking the detector runs every `live.detect_every_max` frames, or less
 #: often down to once per this many seconds at high frame rates (new faces are found within
-#: it), unless mouths are sampled for voice matching; `live.detect_every_max = 1` keeps it on
-#: every frame.
+#: it; while mouths are sampled for voice matching, only as far as the budget needs);
+#: `live.detect_every_max = 1` keeps it on every frame.
 CONFIDENT_DETECT_S = 0.5
 #: Under load each face's facial actions slow down to this share of `actions.fps` (after the
 #: detector interval is raised, before the frame rate is lowered).
@@ -82,10 +82,11 @@ class TrackBudget:
     rate. When tracking is confident (the detector keeps finding the faces the optical
     flow followed) the detector runs every `live.detect_every_max` frames even when there is
     room, or every `CONFIDENT_DETECT_S` seconds at high rates (every 15th frame at 30 fps),
-    except while `mouths` (a voice is matched to mouths): then at most every
-    `live.detect_every_max` frames, since mouth corners moved by the flow for longer blur the
-    mouth signal (measured on the two-speaker live test: the heard tile's face named for
-    61-77% of voiced time with the detector every 12th frame at 25 fps, 81-91% every 4th).
+    except while `mouths` (a voice is matched to mouths): then every `live.detect_every_max`
+    frames when that fits, stretched only as far as needed before anything else slows, since
+    mouth corners moved by the flow for longer blur the mouth signal (measured on the
+    two-speaker live test: the heard tile's face named for 57-81% of voiced time with the
+    detector every 12th frame at 25 fps, 65-92% every 4th).
     Each face's expression follows the planned `emotion_fps`, spread over the frames (about the
     average number due per frame, and what fits the frame's time), oldest first. The track
     is paced in its media time (`due`, `took`).
@@ -155,9 +156,11 @@ class TrackBudget:
         room = share_ms - self.decode_ms
         want = self.want_fps
         top = live.detect_every_max
-        if self.confident and top > 1 and not self.mouths:  # every CONFIDENT_DETECT_S of media
-            top = max(top, round(want * CONFIDENT_DETECT_S))
         k0 = top if self.confident else 1
+        if self.confident and top > 1:  # every CONFIDENT_DETECT_S of media time...
+            top = max(top, round(want * CONFIDENT_DETECT_S))
+            # ...or, sampling mouths, the least stretch that fits (before anything else slows)
+            k0 = k0 if self.mouths else top
         full, e_full = self.machine.actions_fps, live.emotion_fps
         floor, e_floor = full * ACTIONS_FLOOR, e_full * EMOTION_FLOOR
         plans = [(k, full, e_full) for k in range(k0, top + 1)]
