@@ -170,6 +170,20 @@ def test_file_voice_waits_for_video_and_ended_tracks_stay_in_results(cfg: Config
     analysis.drop_voice("audio")  # an unknown track: nothing happens
 
 
+def test_mouths_are_measured_only_while_a_voice_may_be_matched(cfg: Config) -> None:
+    """Without an audio track no mouth is measured (it took ~8% of a one-face file's main
+    loop); from the first audio track on, every face's mouth is."""
+    analysis = StreamAnalysis(FakeStages(cfg), 10.0)
+    frames = fake_frames(8, [FakeFace(1, (40, 40, 120, 140), mouth=0.5)])
+    silent = [f for fr in frames[:4] for f in analysis.push_video(fr).faces]
+    analysis.add_voice("audio")
+    heard = [f for fr in frames[4:] for f in analysis.push_video(fr).faces]
+    print("mouths without a voice:", [f.mouth for f in silent])
+    print("with one:", [f.mouth for f in heard])
+    assert len(silent) >= 2 and all(f.mouth is None for f in silent)
+    assert len(heard) == 4 and all(f.mouth is not None for f in heard[1:])  # 1st: no previous
+
+
 # -- schedulers ------------------------------------------------------------------------------
 class _Recorder:
     """A scheduler that detects every 3rd frame and computes no expression after the first."""

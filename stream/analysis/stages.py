@@ -31,6 +31,7 @@ class VisionStage(Protocol):
         emotion_for: set[int] | None = ...,
         actions: bool = ...,
         coarse: bool = ...,
+        mouths: bool = ...,
     ) -> FrameResult: ...
 
     def reset(self) -> None: ...

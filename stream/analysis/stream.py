@@ -150,7 +150,11 @@ class StreamAnalysis:
             record: count the frame in the aggregates and compute facial actions (False: only
                 follow faces and sample mouths for voice matching, between analysed frames).
         """
-        result, clock = self.video.process(frame, track, received, detect, emotion_for, record)
+        # Mouths are measured only while a voice may be matched to them.
+        mouths = bool(self.audio.tracks)
+        result, clock = self.video.process(
+            frame, track, received, detect, emotion_for, record, mouths
+        )
         self.audio.add_mouths(clock, [(f.number, f.mouth) for f in result.faces if f.mouth])
         self._video_clock = max(self._video_clock, clock)
         with self.lock:

@@ -78,9 +78,10 @@ class VideoTracks:
         detect: bool | None,
         emotion_for: set[int] | None,
         actions: bool,
+        mouths: bool = True,
     ) -> tuple[FrameResult, float]:
         """Analyse a frame (planned by the track's scheduler when `detect` is None); returns
-        the result and the frame's time on the analysis clock."""
+        the result and the frame's time on the analysis clock (`mouths`: measure mouths)."""
         planned = detect is None
         coarse = False
         if planned:
@@ -93,7 +94,7 @@ class VideoTracks:
         assert detect is not None
         self._start_ahead(track, frame)
         result = self.pipeline(track).process(
-            frame, detect, emotion_for, actions=actions, coarse=coarse
+            frame, detect, emotion_for, actions=actions, coarse=coarse, mouths=mouths
         )
         if planned:
             self.scheduler(track).observe(frame.t, result, detect)
