@@ -31,6 +31,7 @@ def test_faces_in_identities_and_aggregates_out(cfg: Config) -> None:
     """Two people: each keeps one number, its expression follows the fake model, mouths are
     sampled and facial actions reach the aggregates (the real pipeline over fake models)."""
     analysis = StreamAnalysis(FakeStages(cfg), 10.0)
+    analysis.add_voice("audio")  # mouths are measured while a voice may be matched to them
 
     def faces(i: int) -> list[FakeFace]:
         return [
