@@ -479,7 +479,8 @@ class LiveSession:
         while True:
             # Speaker matching needs mouth samples at about audio.mouth_fps: with a voice to
             # match, frames are analysed that often (expressions still follow live.emotion_fps).
-            # The detector, too, stays within live.detect_every_max frames (see TrackBudget).
+            # The detector, too, runs every live.detect_every_max frames when that fits
+            # (TrackBudget.mouths: mouth corners moved by the flow for longer blur the signal).
             speakers = self.analysis.speakers
             budget.want_fps = max(live.max_fps, audio.mouth_fps) if speakers else live.max_fps
             budget.mouths = bool(speakers)
