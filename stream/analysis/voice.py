@@ -270,7 +270,14 @@ class VoiceTrack:
         self._t0 = math.inf
 
     def decide(self, until: float) -> list[SpeakerUpdate]:
-        """Decide the held reports up to `until`: the matched face and the diarized voice."""
+        """Decide the held reports up to `until`: the matched face and the diarized voice.
+
+        A finite `until` (files: how far video has reached) also waits for the voice the
+        match reads after a report's time (up to the matcher's largest audio-video lag): the
+        file's audio is analysed in a thread, so how much of it had arrived would otherwise
+        change the result from run to run. `math.inf` (live, the end) decides them all."""
+        if math.isfinite(until):
+            until = min(until, self.audio_end + self.offset - float(self.matcher.lags[-1]))
         out = []
         while self._held and self._held[0][0] <= until:
             t, report = self._held.popleft()
