@@ -159,8 +159,8 @@ class TrackBudget:
         k0 = top if self.confident else 1
         if self.confident and top > 1:  # every CONFIDENT_DETECT_S of media time...
             top = max(top, round(want * CONFIDENT_DETECT_S))
-            # ...or, sampling mouths, the least stretch that fits (before anything else slows)
-            k0 = k0 if self.mouths else top
+            if not self.mouths:  # (sampling mouths: the least stretch that fits, from k0 up)
+                k0 = top
         full, e_full = self.machine.actions_fps, live.emotion_fps
         floor, e_floor = full * ACTIONS_FLOOR, e_full * EMOTION_FLOOR
         plans = [(k, full, e_full) for k in range(k0, top + 1)]
